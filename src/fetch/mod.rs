@@ -1,0 +1,259 @@
+//! The fetch stage: download the planned `.deb`s in parallel into a content-addressed cache,
+//! verifying size and SHA-256 (from the signed index) before a file enters the cache, and
+//! again before a cached file is used. It never writes into a root filesystem.
+
+pub mod transport;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::plan::{Plan, PlannedPackage};
+use crate::progress::Reporter;
+use transport::{Transport, TransportError};
+
+/// A content-addressed store of verified files: `<root>/sha256/<hex>`.
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+}
+
+/// A `.deb` that is in the cache and matched its expected hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct FetchedDeb {
+    /// The package it belongs to.
+    pub package: PlannedPackage,
+    /// Its path in the cache.
+    pub path: PathBuf,
+    /// Whether it was already cached (and re-verified) rather than downloaded.
+    pub cached: bool,
+}
+
+/// Totals of a fetch run.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FetchSummary {
+    /// Packages in the plan.
+    pub packages: usize,
+    /// How many were downloaded now.
+    pub downloaded: usize,
+    /// How many came from the cache.
+    pub cached: usize,
+    /// Bytes downloaded now.
+    pub downloaded_bytes: u64,
+    /// Bytes of the whole set.
+    pub total_bytes: u64,
+}
+
+/// A download or cache failure, naming the URL or file.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// Transfer failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The downloaded bytes do not match the signed index.
+    #[error(
+        "{url}: SHA-256/size mismatch for package {package}: the signed index says {expected_size} bytes {expected}, got {actual_size} bytes {actual}"
+    )]
+    HashMismatch {
+        /// The URL.
+        url: String,
+        /// The package.
+        package: String,
+        /// Expected SHA-256.
+        expected: String,
+        /// Actual SHA-256.
+        actual: String,
+        /// Expected size.
+        expected_size: u64,
+        /// Actual size.
+        actual_size: u64,
+    },
+    /// The cache directory cannot be used.
+    #[error("cache {path}: {source}")]
+    Cache {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+impl Cache {
+    /// The cache at `root` (created on first use).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Cache { root: root.into() }
+    }
+
+    /// `--cache-dir`, else `$XDG_CACHE_HOME/ingot`, else `~/.cache/ingot`.
+    pub fn default_root() -> PathBuf {
+        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(x).join("ingot");
+        }
+        if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+            return PathBuf::from(h).join(".cache/ingot");
+        }
+        PathBuf::from("/var/tmp/ingot-cache")
+    }
+
+    /// The cache root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where a file with this SHA-256 lives.
+    pub fn path_for(&self, sha256: &str) -> PathBuf {
+        self.root.join("sha256").join(sha256)
+    }
+
+    fn ensure(&self) -> Result<(), FetchError> {
+        for d in [self.root.join("sha256"), self.root.join("partial")] {
+            std::fs::create_dir_all(&d).map_err(|source| FetchError::Cache { path: d, source })?;
+        }
+        Ok(())
+    }
+}
+
+/// SHA-256 and length of a file.
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    let mut f = std::fs::File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((hex::encode(h.finalize()), n))
+}
+
+/// Download (or take from the cache) every package of `plan`, `jobs` at a time.
+pub fn fetch_plan(
+    transport: &Transport,
+    plan: &Plan,
+    cache: &Cache,
+    jobs: usize,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<FetchedDeb>, FetchSummary), FetchError> {
+    cache.ensure()?;
+    let total = plan.total_size();
+    reporter.begin("fetch", Some(total));
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<FetchedDeb, FetchError>>>> =
+        Mutex::new((0..plan.packages.len()).map(|_| None).collect());
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(plan.packages.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    if failed.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(pkg) = plan.packages.get(i) else {
+                        break;
+                    };
+                    let r = fetch_one(transport, pkg, cache, reporter);
+                    if r.is_err() {
+                        failed.store(true, Ordering::Relaxed);
+                    }
+                    if let Ok(mut v) = results.lock() {
+                        v[i] = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    let mut out = Vec::with_capacity(plan.packages.len());
+    let mut summary = FetchSummary {
+        packages: plan.packages.len(),
+        total_bytes: total,
+        ..Default::default()
+    };
+    let results = results.into_inner().unwrap_or_default();
+    // Report the first failure in plan order, so the message is stable.
+    for r in results.into_iter().flatten() {
+        let deb = r?;
+        if deb.cached {
+            summary.cached += 1;
+        } else {
+            summary.downloaded += 1;
+            summary.downloaded_bytes += deb.package.size;
+        }
+        out.push(deb);
+    }
+    reporter.finish(&format!(
+        "{} packages, {} downloaded ({:.1} MiB), {} from cache",
+        summary.packages,
+        summary.downloaded,
+        summary.downloaded_bytes as f64 / 1048576.0,
+        summary.cached
+    ));
+    Ok(out).map(|v| (v, summary))
+}
+
+fn fetch_one(
+    transport: &Transport,
+    pkg: &PlannedPackage,
+    cache: &Cache,
+    reporter: &dyn Reporter,
+) -> Result<FetchedDeb, FetchError> {
+    let dest = cache.path_for(&pkg.sha256);
+    let cache_err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| FetchError::Cache { path, source }
+    };
+    if dest.is_file() {
+        let (sha, size) = hash_file(&dest).map_err(cache_err(&dest))?;
+        if sha == pkg.sha256 && size == pkg.size {
+            reporter.advance(pkg.size);
+            return Ok(FetchedDeb {
+                package: pkg.clone(),
+                path: dest,
+                cached: true,
+            });
+        }
+        // A corrupted cache entry is not an error: drop it and download again.
+        std::fs::remove_file(&dest).map_err(cache_err(&dest))?;
+    }
+    let url = pkg.url();
+    let partial = cache.root.join("partial").join(format!(
+        "{}.{}.{:?}",
+        pkg.sha256,
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let result = (|| {
+        transport.download_to(&url, &partial, pkg.size)?;
+        let (sha, size) = hash_file(&partial).map_err(cache_err(&partial))?;
+        if sha != pkg.sha256 || size != pkg.size {
+            return Err(FetchError::HashMismatch {
+                url: url.clone(),
+                package: pkg.name.clone(),
+                expected: pkg.sha256.clone(),
+                actual: sha,
+                expected_size: pkg.size,
+                actual_size: size,
+            });
+        }
+        std::fs::rename(&partial, &dest).map_err(cache_err(&dest))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&partial);
+    }
+    result?;
+    reporter.advance(pkg.size);
+    Ok(FetchedDeb {
+        package: pkg.clone(),
+        path: dest,
+        cached: false,
+    })
+}

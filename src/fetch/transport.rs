@@ -1,0 +1,266 @@
+//! Byte transport for archive URLs: `http://`, `https://` and `file://`, with retries.
+//!
+//! One shared HTTP agent (connection reuse); transient failures (connection errors, 5xx, 429,
+//! truncated bodies) are retried with exponential backoff, permanent ones (404, 403, bad
+//! scheme) are not. This module knows nothing of Debian: verification is the caller's job.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A failed transfer, naming the URL.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    /// The server (or the file system) says the resource does not exist.
+    #[error("{url}: not found")]
+    NotFound {
+        /// The URL asked for.
+        url: String,
+    },
+    /// An HTTP status other than success or 404.
+    #[error("{url}: HTTP status {status}")]
+    Status {
+        /// The URL asked for.
+        url: String,
+        /// The status code.
+        status: u16,
+    },
+    /// Network or file-system failure.
+    #[error("{url}: {message}")]
+    Io {
+        /// The URL asked for.
+        url: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// The URL has a scheme we do not speak.
+    #[error("{url}: unsupported URL scheme (expected http://, https:// or file://)")]
+    Scheme {
+        /// The URL asked for.
+        url: String,
+    },
+    /// The body was larger than the caller allowed.
+    #[error("{url}: larger than the expected {limit} bytes")]
+    TooLarge {
+        /// The URL asked for.
+        url: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+}
+
+impl TransportError {
+    /// Whether trying again could help (the one place that classifies failures).
+    pub fn should_retry(&self) -> bool {
+        match self {
+            TransportError::Status { status, .. } => *status == 429 || *status >= 500,
+            TransportError::Io { url, .. } => !url.starts_with("file://"),
+            _ => false,
+        }
+    }
+}
+
+/// Fetches URLs; cheap to share between threads.
+#[derive(Clone)]
+pub struct Transport {
+    agent: ureq::Agent,
+    retries: u32,
+    backoff: Duration,
+}
+
+impl Default for Transport {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Transport {
+    /// A transport with 4 retries and a 30 s connect/read timeout.
+    pub fn new() -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_connect(Some(Duration::from_secs(30)))
+            .timeout_recv_body(Some(Duration::from_secs(300)))
+            .timeout_recv_response(Some(Duration::from_secs(60)))
+            .http_status_as_error(false)
+            .user_agent(concat!("ingot/", env!("CARGO_PKG_VERSION")))
+            .build();
+        Transport {
+            agent: config.into(),
+            retries: 4,
+            backoff: Duration::from_millis(250),
+        }
+    }
+
+    /// Set how often a transient failure is retried (tests use 0 or 1).
+    pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
+        self.retries = retries;
+        self.backoff = backoff;
+        self
+    }
+
+    /// The whole body of `url`, at most `limit` bytes.
+    pub fn get_bytes(&self, url: &str, limit: u64) -> Result<Vec<u8>, TransportError> {
+        self.with_retry(url, || {
+            let mut buf = Vec::new();
+            self.copy_once(url, &mut buf, limit)?;
+            Ok(buf)
+        })
+    }
+
+    /// Stream `url` into `dest` (created or truncated), at most `limit` bytes; returns the size.
+    pub fn download_to(&self, url: &str, dest: &Path, limit: u64) -> Result<u64, TransportError> {
+        self.with_retry(url, || {
+            let io = |e: std::io::Error| TransportError::Io {
+                url: url.to_string(),
+                message: format!("{}: {e}", dest.display()),
+            };
+            let mut f = std::fs::File::create(dest).map_err(io)?;
+            let n = self.copy_once(url, &mut f, limit)?;
+            f.flush().map_err(io)?;
+            Ok(n)
+        })
+    }
+
+    fn with_retry<T>(
+        &self,
+        url: &str,
+        mut op: impl FnMut() -> Result<T, TransportError>,
+    ) -> Result<T, TransportError> {
+        let _ = url;
+        let mut attempt = 0;
+        loop {
+            match op() {
+                Err(e) if e.should_retry() && attempt < self.retries => {
+                    std::thread::sleep(self.backoff * 2u32.pow(attempt));
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn copy_once(&self, url: &str, out: &mut dyn Write, limit: u64) -> Result<u64, TransportError> {
+        let io = |e: std::io::Error| TransportError::Io {
+            url: url.to_string(),
+            message: e.to_string(),
+        };
+        if let Some(path) = file_url_path(url) {
+            let f = std::fs::File::open(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::NotFound {
+                    TransportError::NotFound {
+                        url: url.to_string(),
+                    }
+                } else {
+                    io(e)
+                }
+            })?;
+            return copy_limited(url, f, out, limit);
+        }
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(TransportError::Scheme {
+                url: url.to_string(),
+            });
+        }
+        let resp = self.agent.get(url).call().map_err(|e| TransportError::Io {
+            url: url.to_string(),
+            message: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        if status == 404 || status == 410 {
+            return Err(TransportError::NotFound {
+                url: url.to_string(),
+            });
+        }
+        if !(200..300).contains(&status) {
+            return Err(TransportError::Status {
+                url: url.to_string(),
+                status,
+            });
+        }
+        let reader = resp.into_body().into_reader();
+        copy_limited(url, reader, out, limit)
+    }
+}
+
+fn copy_limited(
+    url: &str,
+    src: impl Read,
+    out: &mut dyn Write,
+    limit: u64,
+) -> Result<u64, TransportError> {
+    let mut limited = src.take(limit.saturating_add(1));
+    let n = std::io::copy(&mut limited, out).map_err(|e| TransportError::Io {
+        url: url.to_string(),
+        message: e.to_string(),
+    })?;
+    if n > limit {
+        return Err(TransportError::TooLarge {
+            url: url.to_string(),
+            limit,
+        });
+    }
+    Ok(n)
+}
+
+/// The local path of a `file://` URL (percent-escapes decoded), or None for other schemes.
+pub fn file_url_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("file://")?;
+    let rest = rest.strip_prefix("localhost").unwrap_or(rest);
+    let bytes = rest.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 3 <= bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&rest[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    use std::os::unix::ffi::OsStringExt;
+    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
+}
+
+/// Join an archive root URL and a path inside it (`dists/noble/InRelease`).
+pub fn join_url(base: &str, path: &str) -> String {
+    format!(
+        "{}/{}",
+        base.trim_end_matches('/'),
+        path.trim_start_matches('/')
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_urls_and_limits() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a b");
+        std::fs::write(&p, b"hello").unwrap();
+        let url = format!("file://{}", d.path().join("a%20b").display());
+        let t = Transport::new();
+        assert_eq!(t.get_bytes(&url, 100).unwrap(), b"hello");
+        assert!(matches!(
+            t.get_bytes(&url, 3),
+            Err(TransportError::TooLarge { .. })
+        ));
+        let missing = format!("file://{}/nope", d.path().display());
+        assert!(matches!(
+            t.get_bytes(&missing, 3),
+            Err(TransportError::NotFound { .. })
+        ));
+        assert!(matches!(
+            t.get_bytes("ftp://x/y", 3),
+            Err(TransportError::Scheme { .. })
+        ));
+        assert_eq!(
+            join_url("http://a/ubuntu/", "/dists/x"),
+            "http://a/ubuntu/dists/x"
+        );
+    }
+}

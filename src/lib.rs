@@ -1,0 +1,19 @@
+//! ingot builds golden, reproducible Ubuntu/Debian LXC root filesystems from a signed archive,
+//! without Docker and without root.
+//!
+//! The pipeline runs one way (see the README's design section):
+//! [`recipe`] → [`archive`] → [`plan`] → [`fetch`] → [`stage`] → [`export`] → [`artifact`],
+//! with [`verify`] checking the golden-image contract on any tarball.
+#![deny(missing_docs)]
+
+pub mod archive;
+pub mod artifact;
+pub mod build;
+pub mod epoch;
+pub mod export;
+pub mod fetch;
+pub mod plan;
+pub mod progress;
+pub mod recipe;
+pub mod stage;
+pub mod verify;

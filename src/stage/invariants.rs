@@ -1,0 +1,1 @@
+//! The golden image's cleanup invariants, enforced by ingot after the recipe's cleanup scripts.
