@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# The end-to-end suite: the golden recipe against the real Ubuntu archive.
+#
+# Fails loudly (never skips) when the archive cannot be reached. Prints what it downloaded
+# and how long each stage took. Needs root (it creates an ordinary build user with
+# subordinate id ranges, runs LXC) and the packages .ci/run installs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+ROOT_DIR=$PWD
+INGOT=${INGOT:-$ROOT_DIR/target/release/ingot}
+RECIPE=${RECIPE:-$ROOT_DIR/recipes/ubuntu-24.04}
+MIRROR=${E2E_MIRROR:-http://archive.ubuntu.com/ubuntu}
+BUILD_USER=${E2E_USER:-ingot-e2e}
+WORK=${E2E_WORK:-/var/tmp/ingot-e2e}
+STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify dpkg mmdebstrap versions boot}
+
+fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
+declare -A TIMES
+step() { # step NAME CMD...
+  local name=$1; shift
+  case " $STEPS " in *" $name "*) ;; *) echo "e2e: -- $name (skipped by E2E_STEPS)"; return 0;; esac
+  echo "e2e: == $name"
+  local t0=$SECONDS
+  "$@" || fail "$name"
+  TIMES[$name]=$((SECONDS - t0))
+  echo "e2e: == $name ok (${TIMES[$name]} s)"
+}
+
+[ "$(id -u)" = 0 ] || fail "run as root (creates a build user, extracts with owners, boots LXC)"
+[ -x "$INGOT" ] || fail "$INGOT missing: run 'cargo build --release' first"
+curl -sfI --max-time 30 "$MIRROR/dists/noble/InRelease" >/dev/null \
+  || fail "cannot reach the Ubuntu archive at $MIRROR (the end-to-end suite needs it; set E2E_MIRROR for a mirror)"
+
+rm -rf "$WORK"; mkdir -p "$WORK"; chmod 755 "$WORK"
+
+# An ordinary user with subordinate id ranges, as on any rootless build host.
+if ! id "$BUILD_USER" >/dev/null 2>&1; then useradd -m -s /bin/bash "$BUILD_USER"; fi
+grep -q "^$BUILD_USER:" /etc/subuid || echo "$BUILD_USER:200000:65536" >> /etc/subuid
+grep -q "^$BUILD_USER:" /etc/subgid || echo "$BUILD_USER:200000:65536" >> /etc/subgid
+USER_HOME=$(getent passwd "$BUILD_USER" | cut -d: -f6)
+CACHE=$USER_HOME/.cache/ingot
+# The user must be able to read the checkout and run the binary.
+install -m 0755 "$INGOT" /usr/local/bin/ingot-e2e
+RECIPE_COPY=$WORK/recipe-src
+cp -a "$ROOT_DIR/recipes" "$ROOT_DIR/keyrings" "$WORK/" && RECIPE_COPY=$WORK/recipes/$(basename "$RECIPE")
+chmod -R a+rX "$WORK"
+
+as_user() { su "$BUILD_USER" -s /bin/sh -c "$*"; }
+
+do_resolve() {
+  scripts/compare-resolve.sh /usr/local/bin/ingot-e2e "$RECIPE_COPY" "$MIRROR"
+}
+
+do_build() {
+  # Rootless: the build runs as an ordinary user, TZ and umask of its own.
+  as_user "cd /tmp && umask 022 && TZ=UTC ingot-e2e build '$RECIPE_COPY' --out '$WORK/user-out' --next --mirror '$MIRROR'" \
+    || return 1
+  ls -l "$WORK/user-out"
+  USER_IMAGE=$(ls "$WORK"/user-out/*-v1.tar.gz)
+  [ -f "$USER_IMAGE" ]
+}
+
+do_reproducible() {
+  # Real root, another TZ and umask, another output directory, same cache: same bytes.
+  (umask 077; TZ=Asia/Tokyo "$INGOT" build "$RECIPE_COPY" --out "$WORK/root-out" --next \
+      --mirror "$MIRROR" --cache-dir "$CACHE") || return 1
+  ROOT_IMAGE=$(ls "$WORK"/root-out/*-v1.tar.gz)
+  local a b
+  a=$(sha256sum < "$USER_IMAGE"); b=$(sha256sum < "$ROOT_IMAGE")
+  echo "rootless: $a"; echo "root:     $b"
+  [ "$a" = "$b" ] || { echo "builds differ"; return 1; }
+}
+
+do_tarformat() {
+  local img=${USER_IMAGE:-$(ls "$WORK"/user-out/*-v1.tar.gz)}
+  python3 scripts/e2e/check-tarball.py "$img" || return 1
+  local first; first=$(tar tzf "$img" | head -5 | tr '\n' ' ')
+  echo "tar tzf | head: $first"
+  case "$first" in ./*|/*) echo "leading ./ or /"; return 1;; esac
+  tar tzf "$img" | grep -qx 'bin' || tar tzf "$img" | grep -qx 'bin/' || { echo "no bin at root"; return 1; }
+  bsdtar -tf "$img" > /dev/null 2> "$WORK/bsdtar.err"; [ ! -s "$WORK/bsdtar.err" ] || { cat "$WORK/bsdtar.err"; return 1; }
+  # Restore as root with xattrs: ping keeps cap_net_raw.
+  rm -rf "$WORK/x"; mkdir "$WORK/x"
+  tar --xattrs --xattrs-include=security.capability -xpf "$img" -C "$WORK/x"
+  getcap "$WORK/x/usr/bin/ping" | tee /dev/stderr | grep -q cap_net_raw || { echo "ping lost its capability"; return 1; }
+  # Proxmox unprivileged: extract inside a user namespace mapped to 100000..165535.
+  rm -rf "$WORK/px"; mkdir "$WORK/px"; chown 100000:100000 "$WORK/px"
+  unshare --user --map-users=0:100000:65536 --map-groups=0:100000:65536 --setuid 0 --setgid 0 \
+    tar xpf - --numeric-owner --xattrs --xattrs-include='user.*' --xattrs-include=security.capability \
+    -C "$WORK/px" < <(gzip -dc "$img")
+  [ "$(stat -c %u "$WORK/px/etc/passwd")" = 100000 ] || { echo "owner not shifted"; return 1; }
+}
+
+do_verify() {
+  "$INGOT" verify "$USER_IMAGE"
+  "$INGOT" verify --json "$USER_IMAGE" | python3 -c 'import json,sys; d=json.load(sys.stdin); assert not d["violations"], d'
+}
+
+do_dpkg() {
+  local r=$WORK/x
+  local audit; audit=$(chroot "$r" dpkg --audit 2>&1)
+  [ -z "$audit" ] || { echo "dpkg --audit: $audit"; return 1; }
+  local not_ii; not_ii=$(chroot "$r" dpkg-query -W -f '${db:Status-Abbrev} ${Package}\n' | grep -v '^ii ' || true)
+  [ -z "$not_ii" ] || { echo "not installed: $not_ii"; return 1; }
+  echo "$(chroot "$r" dpkg-query -W | wc -l) packages, all ii; dpkg --audit empty"
+  # dpkg --verify: only conffiles that provision.sh changed may differ.
+  chroot "$r" dpkg --verify > "$WORK/dpkg-verify.txt" || true
+  cat "$WORK/dpkg-verify.txt"
+  if grep -v ' c /etc/' "$WORK/dpkg-verify.txt" | grep -q .; then echo "dpkg --verify reports non-conffile changes"; return 1; fi
+}
+
+do_mmdebstrap() {
+  scripts/e2e/mmdebstrap-compare.sh "$RECIPE_COPY" "$MIRROR" "$USER_IMAGE" "$WORK/mm"
+}
+
+do_versions() {
+  local out=$WORK/mk
+  make -s image.build-next OUT="$out" RECIPE="$RECIPE_COPY" INGOT_MIRROR="$MIRROR" INGOT_CACHE_DIR="$CACHE" >/dev/null || return 1
+  make -s image.build-next OUT="$out" RECIPE="$RECIPE_COPY" INGOT_MIRROR="$MIRROR" INGOT_CACHE_DIR="$CACHE" >/dev/null || return 1
+  ls "$out"
+  local v1; v1=$(ls "$out"/*-v1.tar.gz); [ -f "$(ls "$out"/*-v2.tar.gz)" ] || return 1
+  local before; before=$(sha256sum < "$v1")
+  if "$INGOT" build "$RECIPE_COPY" --out "$out" --version 1 --mirror "$MIRROR" --cache-dir "$CACHE" -q; then
+    echo "--version 1 over an existing v1 was accepted"; return 1
+  fi
+  [ "$(sha256sum < "$v1")" = "$before" ] || { echo "v1 changed"; return 1; }
+  (cd "$out" && sha256sum -c ./*.sha256)
+}
+
+do_boot() {
+  scripts/e2e/lxc-boot-test.sh "$USER_IMAGE"
+}
+
+step resolve do_resolve
+step build do_build
+USER_IMAGE=${USER_IMAGE:-$(ls "$WORK"/user-out/*-v1.tar.gz 2>/dev/null || true)}
+step reproducible do_reproducible
+step tarformat do_tarformat
+step verify do_verify
+step dpkg do_dpkg
+step mmdebstrap do_mmdebstrap
+step versions do_versions
+step boot do_boot
+
+echo "e2e: downloaded into $CACHE: $(ls "$CACHE/sha256" 2>/dev/null | wc -l) .debs, $(du -sh "$CACHE" 2>/dev/null | cut -f1)"
+for k in "${!TIMES[@]}"; do echo "e2e: time $k ${TIMES[$k]} s"; done | sort
+echo "e2e: all steps passed"
