@@ -366,6 +366,10 @@ pub fn load_indexes(
     components: &[String],
     arch: &str,
 ) -> Result<Vec<BinaryPackage>, ArchiveError> {
+    // Refuse an unlisted index before downloading anything.
+    for component in components {
+        listed_index(release, component, arch)?;
+    }
     let results: Vec<Result<Vec<BinaryPackage>, ArchiveError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = components
             .iter()
@@ -373,14 +377,9 @@ pub fn load_indexes(
             .collect();
         handles
             .into_iter()
-            .zip(components)
-            .map(|(h, component)| {
-                h.join().unwrap_or_else(|_| {
-                    Err(ArchiveError::BadIndex {
-                        url: index_dir_url(release, component, arch),
-                        message: "the index reader thread panicked".to_string(),
-                    })
-                })
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
             .collect()
     });
@@ -401,59 +400,90 @@ fn index_dir_url(release: &VerifiedRelease, component: &str, arch: &str) -> Stri
     )
 }
 
-/// One component's index: the best compression the signed `Release` lists.
+/// One component's `Packages` index, fetched, verified and parsed.
 pub fn load_index(
     transport: &Transport,
     release: &VerifiedRelease,
     component: &str,
     arch: &str,
 ) -> Result<Vec<BinaryPackage>, ArchiveError> {
-    let base = format!("{component}/binary-{arch}/Packages");
-    let listed = [".xz", ".gz", ""].into_iter().find_map(|ext| {
-        let path = format!("{base}{ext}");
-        release.files.get(&path).map(|entry| (path, ext, entry))
-    });
-    let Some((path, ext, (size, sha256))) = listed else {
-        return Err(ArchiveError::IndexNotListed {
-            url: index_dir_url(release, component, arch),
-            suite: release.source.suite.clone(),
-            component: component.to_string(),
-            arch: arch.to_string(),
-        });
-    };
+    let index = fetch_index(transport, release, component, arch)?;
+    packages::parse_packages(&index.text, &release.source.suite, &release.source.mirror).map_err(
+        |e| ArchiveError::BadIndex {
+            url: index.url,
+            message: e.to_string(),
+        },
+    )
+}
+
+/// A `Packages` index whose size and SHA-256 matched the signed `Release`, decompressed.
+#[derive(Debug, Clone)]
+pub struct IndexText {
+    /// The URL of the file that was fetched (`…/Packages.xz`, `.gz` or plain).
+    pub url: String,
+    /// The decompressed index.
+    pub text: String,
+}
+
+/// Fetch one component's index in the best compression the signed `Release` lists (`.xz`,
+/// then `.gz`, then plain), check its size and SHA-256, and decompress it.
+pub fn fetch_index(
+    transport: &Transport,
+    release: &VerifiedRelease,
+    component: &str,
+    arch: &str,
+) -> Result<IndexText, ArchiveError> {
+    let (path, ext, size, sha256) = listed_index(release, component, arch)?;
     let url = join_url(
         &release.source.mirror,
         &format!("dists/{}/{path}", release.source.suite),
     );
-    let bytes = match transport.get_bytes(&url, *size) {
+    let bytes = match transport.get_bytes(&url, size) {
         Ok(bytes) => bytes,
         Err(TransportError::TooLarge { .. }) => {
             return Err(ArchiveError::HashMismatch {
                 url,
-                expected: sha256.clone(),
-                actual: "(not computed)".to_string(),
-                expected_size: *size,
+                expected: sha256,
+                actual: "(not computed: larger than listed)".to_string(),
+                expected_size: size,
                 actual_size: size.saturating_add(1),
             });
         }
         Err(e) => return Err(e.into()),
     };
     let actual = hex::encode(Sha256::digest(&bytes));
-    if bytes.len() as u64 != *size || actual != *sha256 {
+    if bytes.len() as u64 != size || actual != sha256 {
         return Err(ArchiveError::HashMismatch {
             url,
-            expected: sha256.clone(),
+            expected: sha256,
             actual,
-            expected_size: *size,
+            expected_size: size,
             actual_size: bytes.len() as u64,
         });
     }
     let text = decompress(&url, ext, &bytes)?;
-    packages::parse_packages(&text, &release.source.suite, &release.source.mirror).map_err(|e| {
-        ArchiveError::BadIndex {
-            url,
-            message: e.to_string(),
+    Ok(IndexText { url, text })
+}
+
+/// The index file of `component` the signed `Release` lists, best compression first:
+/// (path under `dists/<suite>/`, extension, size, SHA-256).
+fn listed_index(
+    release: &VerifiedRelease,
+    component: &str,
+    arch: &str,
+) -> Result<(String, &'static str, u64, String), ArchiveError> {
+    let base = format!("{component}/binary-{arch}/Packages");
+    for ext in [".xz", ".gz", ""] {
+        let path = format!("{base}{ext}");
+        if let Some((size, sha256)) = release.files.get(&path) {
+            return Ok((path, ext, *size, sha256.clone()));
         }
+    }
+    Err(ArchiveError::IndexNotListed {
+        url: index_dir_url(release, component, arch),
+        suite: release.source.suite.clone(),
+        component: component.to_string(),
+        arch: arch.to_string(),
     })
 }
 

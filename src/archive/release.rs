@@ -36,7 +36,15 @@ pub fn open_inrelease(url: &str, bytes: &[u8]) -> Result<SignedRelease, ArchiveE
         url: url.to_string(),
         message: format!("not a UTF-8 cleartext-signed message: {e}"),
     })?;
-    if !text.trim_start().starts_with(CLEARTEXT_HEADER) {
+    if !text.starts_with(CLEARTEXT_HEADER) {
+        if text.contains(CLEARTEXT_HEADER) {
+            // apt refuses this too: unsigned bytes before the signed part could be read by a
+            // lax parser as if they were signed.
+            return Err(ArchiveError::BadSignature {
+                url: url.to_string(),
+                message: "data before the cleartext-signed message".to_string(),
+            });
+        }
         return Err(ArchiveError::Unsigned {
             url: url.to_string(),
         });
