@@ -4,13 +4,25 @@
 //!
 //! Nothing here trusts a byte that is not chained to a verified signature: `Release` fields are
 //! parsed only from the verified signed text, and index contents only after their hash matched.
+//!
+//! Layout: [`keyring`] answers "did a trusted key sign these bytes", [`release`] splits release
+//! files and reads their fields, [`packages`] parses index stanzas; this file fetches and
+//! chains them. It never writes anything to disk.
 
+pub mod keyring;
 pub mod packages;
+pub mod release;
+
+use std::io::Read;
 
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
-use crate::fetch::transport::Transport;
+use crate::fetch::transport::{Transport, TransportError, join_url};
 use crate::recipe::SuiteSource;
+
+use keyring::Keyring;
+use release::SignedRelease;
 
 /// One binary package stanza from a verified `Packages` index (the fields ingot uses).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,7 +72,8 @@ pub struct VerifiedRelease {
     pub url: String,
     /// SHA-256 of the verified file as downloaded (the manifest records it).
     pub sha256: String,
-    /// Fingerprint of the key that made the accepted signature (uppercase hex).
+    /// Fingerprint of the key that made the accepted signature (uppercase hex): the primary
+    /// key's, as `keyrings/README.md` lists them, also when one of its signing subkeys signed.
     pub signer: String,
     /// `Date`, seconds since the Unix epoch.
     pub date: i64,
@@ -87,7 +100,8 @@ pub struct SuiteIndex {
 /// Options that relax or pin verification.
 #[derive(Debug, Clone, Copy)]
 pub struct ArchiveOptions {
-    /// Accept a `Valid-Until` in the past.
+    /// Accept a `Valid-Until` in the past (and a `Date` in the future): for snapshot
+    /// archives and wrong clocks. Signature checks are never relaxed.
     pub allow_expired: bool,
     /// "Now", seconds since the epoch (tests pin it).
     pub now: i64,
@@ -113,13 +127,44 @@ pub enum ArchiveError {
         /// The URL of the unsigned release file.
         url: String,
     },
-    /// A signature is present but does not verify against any key in the keyring.
+    /// A signature is present but does not verify (altered text, corrupt signature block).
     #[error("{url}: {message}")]
     BadSignature {
         /// The release URL.
         url: String,
-        /// Which key/why (unknown key id, bad signature, expired key, …).
+        /// Which key/why.
         message: String,
+    },
+    /// No signature was made by a key of the keyring.
+    #[error("{url}: signed by unknown key ({issuers}), not in keyring {}", keyring.display())]
+    UnknownKey {
+        /// The release URL.
+        url: String,
+        /// Issuer fingerprints / key ids named by the signatures.
+        issuers: String,
+        /// The keyring that was searched.
+        keyring: std::path::PathBuf,
+    },
+    /// The only signatures come from keyring keys that are expired, revoked or not allowed to
+    /// sign (or use a broken hash).
+    #[error("{url}: no usable signature: {message}")]
+    KeyNotValid {
+        /// The release URL.
+        url: String,
+        /// Which key and why (expired at …, revoked, …).
+        message: String,
+    },
+    /// `Date` lies in the future: a clock problem or a forged release.
+    #[error(
+        "{url}: not valid yet: Date {date} is {ahead} s in the future (check the clock, or use --allow-expired)"
+    )]
+    NotYetValid {
+        /// The release URL.
+        url: String,
+        /// The `Date` value as written.
+        date: String,
+        /// Seconds ahead of now.
+        ahead: i64,
     },
     /// `Valid-Until` lies in the past.
     #[error(
@@ -163,6 +208,14 @@ pub enum ArchiveError {
         /// The architecture.
         arch: String,
     },
+    /// A verified index could not be decompressed or parsed.
+    #[error("{url}: unusable Packages index: {message}")]
+    BadIndex {
+        /// The index URL.
+        url: String,
+        /// What is wrong.
+        message: String,
+    },
     /// An index's size or SHA-256 differs from the signed `Release`.
     #[error(
         "{url}: SHA-256/size mismatch: the signed Release says {expected_size} bytes {expected}, got {actual_size} bytes {actual}"
@@ -181,6 +234,19 @@ pub enum ArchiveError {
     },
 }
 
+/// Largest release file accepted (noble's `InRelease` is about 250 KiB).
+const MAX_RELEASE_BYTES: u64 = 64 << 20;
+
+/// Largest detached signature accepted.
+const MAX_SIGNATURE_BYTES: u64 = 1 << 20;
+
+/// Largest decompressed `Packages` index accepted (noble `universe` is about 80 MiB).
+const MAX_INDEX_BYTES: u64 = 2 << 30;
+
+/// How far a `Date` may lie in the future before the release counts as not valid yet (clock
+/// skew between the archive and us).
+const DATE_TOLERANCE_SECS: i64 = 600;
+
 /// Fetch and verify one suite and its `Packages` indexes for `components` and `arch`.
 pub fn load_suite(
     transport: &Transport,
@@ -190,6 +256,261 @@ pub fn load_suite(
     arch: &str,
     opts: ArchiveOptions,
 ) -> Result<SuiteIndex, ArchiveError> {
-    let _ = (transport, keyring_path, suite, components, arch, opts);
-    todo!("archive::load_suite")
+    let keyring = Keyring::load(keyring_path)?;
+    let release = verify_release(transport, &keyring, suite, opts)?;
+    let packages = load_indexes(transport, &release, components, arch)?;
+    Ok(SuiteIndex { release, packages })
+}
+
+/// Fetch `dists/<suite>/InRelease` (or `Release` + `Release.gpg` when there is no
+/// `InRelease`), verify it against `keyring` and check its dates and suite name.
+pub fn verify_release(
+    transport: &Transport,
+    keyring: &Keyring,
+    suite: &SuiteSource,
+    opts: ArchiveOptions,
+) -> Result<VerifiedRelease, ArchiveError> {
+    let dists = format!("dists/{}", suite.suite);
+    let inrelease_url = join_url(&suite.mirror, &format!("{dists}/InRelease"));
+    let (url, raw, signed) = match transport.get_bytes(&inrelease_url, MAX_RELEASE_BYTES) {
+        Ok(bytes) => {
+            let signed = release::open_inrelease(&inrelease_url, &bytes)?;
+            (inrelease_url, bytes, signed)
+        }
+        Err(TransportError::NotFound { .. }) => fetch_detached(transport, &dists, suite)?,
+        Err(e) => return Err(e.into()),
+    };
+    let good = keyring.verify(&url, &signed.signatures, &signed.signed_bytes, opts.now)?;
+    let fields = release::parse_release(&url, &signed.text)?;
+
+    if fields.date > opts.now + DATE_TOLERANCE_SECS && !opts.allow_expired {
+        return Err(ArchiveError::NotYetValid {
+            url,
+            date: date_text(&signed.text),
+            ahead: fields.date - opts.now,
+        });
+    }
+    if let Some((text, secs)) = &fields.valid_until
+        && *secs < opts.now
+        && !opts.allow_expired
+    {
+        return Err(ArchiveError::Expired {
+            url,
+            valid_until: text.clone(),
+        });
+    }
+    let names_suite = |v: &Option<String>| v.as_deref() == Some(suite.suite.as_str());
+    if !names_suite(&fields.suite) && !names_suite(&fields.codename) {
+        let found = [("Suite", &fields.suite), ("Codename", &fields.codename)]
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(ArchiveError::WrongSuite {
+            url,
+            expected: suite.suite.clone(),
+            found: if found.is_empty() {
+                "absent".to_string()
+            } else {
+                found
+            },
+        });
+    }
+
+    Ok(VerifiedRelease {
+        source: suite.clone(),
+        url,
+        sha256: hex::encode(Sha256::digest(&raw)),
+        signer: good.primary,
+        date: fields.date,
+        valid_until: fields.valid_until.map(|(_, secs)| secs),
+        suite_field: fields.suite,
+        codename: fields.codename,
+        files: fields.sha256,
+    })
+}
+
+/// The `Release` + `Release.gpg` pair; returns the `Release` URL and bytes.
+fn fetch_detached(
+    transport: &Transport,
+    dists: &str,
+    suite: &SuiteSource,
+) -> Result<(String, Vec<u8>, SignedRelease), ArchiveError> {
+    let release_url = join_url(&suite.mirror, &format!("{dists}/Release"));
+    let sig_url = join_url(&suite.mirror, &format!("{dists}/Release.gpg"));
+    let release = transport.get_bytes(&release_url, MAX_RELEASE_BYTES)?;
+    let signature = match transport.get_bytes(&sig_url, MAX_SIGNATURE_BYTES) {
+        Ok(sig) => sig,
+        Err(TransportError::NotFound { .. }) => {
+            return Err(ArchiveError::Unsigned { url: release_url });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let signed = release::open_detached(&release_url, &release, &sig_url, &signature)?;
+    Ok((release_url, release, signed))
+}
+
+/// The `Date` line as written, for messages.
+fn date_text(text: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix("Date:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Fetch, verify and parse `<component>/binary-<arch>/Packages` for every component, one
+/// thread per component (xz decoding dominates), in component order.
+pub fn load_indexes(
+    transport: &Transport,
+    release: &VerifiedRelease,
+    components: &[String],
+    arch: &str,
+) -> Result<Vec<BinaryPackage>, ArchiveError> {
+    // Refuse an unlisted index before downloading anything.
+    for component in components {
+        listed_index(release, component, arch)?;
+    }
+    let results: Vec<Result<Vec<BinaryPackage>, ArchiveError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = components
+            .iter()
+            .map(|component| scope.spawn(move || load_index(transport, release, component, arch)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    let mut packages = Vec::new();
+    for result in results {
+        packages.extend(result?);
+    }
+    Ok(packages)
+}
+
+fn index_dir_url(release: &VerifiedRelease, component: &str, arch: &str) -> String {
+    join_url(
+        &release.source.mirror,
+        &format!(
+            "dists/{}/{component}/binary-{arch}/Packages",
+            release.source.suite
+        ),
+    )
+}
+
+/// One component's `Packages` index, fetched, verified and parsed.
+pub fn load_index(
+    transport: &Transport,
+    release: &VerifiedRelease,
+    component: &str,
+    arch: &str,
+) -> Result<Vec<BinaryPackage>, ArchiveError> {
+    let index = fetch_index(transport, release, component, arch)?;
+    packages::parse_packages(&index.text, &release.source.suite, &release.source.mirror).map_err(
+        |e| ArchiveError::BadIndex {
+            url: index.url,
+            message: e.to_string(),
+        },
+    )
+}
+
+/// A `Packages` index whose size and SHA-256 matched the signed `Release`, decompressed.
+#[derive(Debug, Clone)]
+pub struct IndexText {
+    /// The URL of the file that was fetched (`…/Packages.xz`, `.gz` or plain).
+    pub url: String,
+    /// The decompressed index.
+    pub text: String,
+}
+
+/// Fetch one component's index in the best compression the signed `Release` lists (`.xz`,
+/// then `.gz`, then plain), check its size and SHA-256, and decompress it.
+pub fn fetch_index(
+    transport: &Transport,
+    release: &VerifiedRelease,
+    component: &str,
+    arch: &str,
+) -> Result<IndexText, ArchiveError> {
+    let (path, ext, size, sha256) = listed_index(release, component, arch)?;
+    let url = join_url(
+        &release.source.mirror,
+        &format!("dists/{}/{path}", release.source.suite),
+    );
+    let bytes = match transport.get_bytes(&url, size) {
+        Ok(bytes) => bytes,
+        Err(TransportError::TooLarge { .. }) => {
+            return Err(ArchiveError::HashMismatch {
+                url,
+                expected: sha256,
+                actual: "(not computed: larger than listed)".to_string(),
+                expected_size: size,
+                actual_size: size.saturating_add(1),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let actual = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != size || actual != sha256 {
+        return Err(ArchiveError::HashMismatch {
+            url,
+            expected: sha256,
+            actual,
+            expected_size: size,
+            actual_size: bytes.len() as u64,
+        });
+    }
+    let text = decompress(&url, ext, &bytes)?;
+    Ok(IndexText { url, text })
+}
+
+/// The index file of `component` the signed `Release` lists, best compression first:
+/// (path under `dists/<suite>/`, extension, size, SHA-256).
+fn listed_index(
+    release: &VerifiedRelease,
+    component: &str,
+    arch: &str,
+) -> Result<(String, &'static str, u64, String), ArchiveError> {
+    let base = format!("{component}/binary-{arch}/Packages");
+    for ext in [".xz", ".gz", ""] {
+        let path = format!("{base}{ext}");
+        if let Some((size, sha256)) = release.files.get(&path) {
+            return Ok((path, ext, *size, sha256.clone()));
+        }
+    }
+    Err(ArchiveError::IndexNotListed {
+        url: index_dir_url(release, component, arch),
+        suite: release.source.suite.clone(),
+        component: component.to_string(),
+        arch: arch.to_string(),
+    })
+}
+
+/// Decompress a verified index by its extension (`.xz`, `.gz` or none) into UTF-8 text.
+fn decompress(url: &str, ext: &str, bytes: &[u8]) -> Result<String, ArchiveError> {
+    let bad = |message: String| ArchiveError::BadIndex {
+        url: url.to_string(),
+        message,
+    };
+    let mut out = Vec::new();
+    let read = match ext {
+        ".xz" => liblzma::read::XzDecoder::new(bytes)
+            .take(MAX_INDEX_BYTES + 1)
+            .read_to_end(&mut out),
+        ".gz" => flate2::read::GzDecoder::new(bytes)
+            .take(MAX_INDEX_BYTES + 1)
+            .read_to_end(&mut out),
+        _ => {
+            out.extend_from_slice(bytes);
+            Ok(out.len())
+        }
+    };
+    read.map_err(|e| bad(format!("cannot decompress: {e}")))?;
+    if out.len() as u64 > MAX_INDEX_BYTES {
+        return Err(bad(format!(
+            "decompresses to more than {MAX_INDEX_BYTES} bytes"
+        )));
+    }
+    String::from_utf8(out).map_err(|e| bad(format!("not UTF-8: {e}")))
 }

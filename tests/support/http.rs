@@ -1,0 +1,77 @@
+//! A loopback HTTP server over a directory, so tests can use `http://` as well as `file://`.
+
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+/// Stops the server and joins its thread when dropped.
+pub struct HttpGuard {
+    server: Arc<tiny_http::Server>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for HttpGuard {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Serve the files under `dir` on `127.0.0.1:<free port>`; returns the base URL (no trailing
+/// slash) and the guard that keeps the server alive. GET only; missing files and paths with
+/// `..` get 404.
+pub fn serve_http(dir: &Path) -> (String, HttpGuard) {
+    let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").expect("bind 127.0.0.1:0"));
+    let port = server.server_addr().to_ip().expect("an IP listener").port();
+    let root = dir.to_path_buf();
+    let srv = Arc::clone(&server);
+    let thread = std::thread::spawn(move || {
+        for request in srv.incoming_requests() {
+            let response = match resolve(&root, request.url()) {
+                Some(path) if path.is_file() => match std::fs::read(&path) {
+                    Ok(bytes) => tiny_http::Response::from_data(bytes),
+                    Err(_) => tiny_http::Response::from_data(Vec::new()).with_status_code(500),
+                },
+                _ => tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404),
+            };
+            let _ = request.respond(response);
+        }
+    });
+    (
+        format!("http://127.0.0.1:{port}"),
+        HttpGuard {
+            server,
+            thread: Some(thread),
+        },
+    )
+}
+
+/// The file a request path names inside `root`, or None if it tries to leave it.
+fn resolve(root: &Path, url: &str) -> Option<PathBuf> {
+    let path = url.split(['?', '#']).next().unwrap_or("");
+    let decoded = percent_decode(path)?;
+    let rel = Path::new(decoded.trim_start_matches('/'));
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return None;
+    }
+    Some(root.join(rel))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}

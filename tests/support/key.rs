@@ -1,0 +1,103 @@
+//! A throw-away OpenPGP signing key for fixture archives.
+
+use std::path::{Path, PathBuf};
+
+use pgp::composed::{
+    ArmorOptions, CleartextSignedMessage, DetachedSignature, KeyType, SecretKeyParamsBuilder,
+    SignedPublicKey, SignedSecretKey,
+};
+use pgp::crypto::hash::HashAlgorithm;
+use pgp::ser::Serialize;
+use pgp::types::{KeyDetails, Password};
+
+/// An Ed25519 key pair that signs fixture releases.
+///
+/// The key uses the "legacy" EdDSA encoding (algorithm 22) so that GnuPG 2.2 (Debian 12's
+/// `gpgv`, which apt and mmdebstrap call) accepts it too; generation takes milliseconds.
+#[derive(Clone)]
+pub struct FixtureKey {
+    secret: SignedSecretKey,
+    public: SignedPublicKey,
+}
+
+impl FixtureKey {
+    /// A new key with the user id `name <fixture@ingot.invalid>`.
+    pub fn generate(name: &str) -> FixtureKey {
+        let params = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .primary_user_id(format!("{name} <fixture@ingot.invalid>"))
+            .build()
+            .expect("fixture key parameters");
+        let secret = params
+            .generate(rand::thread_rng())
+            .expect("generate fixture key");
+        let public = SignedPublicKey::from(secret.clone());
+        FixtureKey { secret, public }
+    }
+
+    /// Uppercase hex fingerprint of the (primary, signing) key.
+    pub fn fingerprint(&self) -> String {
+        hex::encode_upper(self.public.primary_key.fingerprint().as_bytes())
+    }
+
+    /// The public key as binary OpenPGP, as in `/usr/share/keyrings/*.gpg`.
+    pub fn public_bytes(&self) -> Vec<u8> {
+        self.public.to_bytes().expect("serialise public key")
+    }
+
+    /// The public key, ASCII-armored.
+    pub fn public_armored(&self) -> String {
+        self.public
+            .to_armored_string(ArmorOptions::default())
+            .expect("armor public key")
+    }
+
+    /// Write the public key as a binary keyring file at `path` (parents created); returns it.
+    pub fn write_keyring(&self, path: &Path) -> PathBuf {
+        write(path, &self.public_bytes());
+        path.to_path_buf()
+    }
+
+    /// Write a binary keyring holding the public keys of all `keys`, concatenated.
+    pub fn write_keyring_of(keys: &[&FixtureKey], path: &Path) -> PathBuf {
+        let bytes: Vec<u8> = keys.iter().flat_map(|k| k.public_bytes()).collect();
+        write(path, &bytes);
+        path.to_path_buf()
+    }
+
+    /// `text` as an OpenPGP cleartext-signed message (the `InRelease` format).
+    pub fn sign_cleartext(&self, text: &str) -> String {
+        let msg = CleartextSignedMessage::sign(
+            rand::thread_rng(),
+            text,
+            &self.secret.primary_key,
+            &Password::empty(),
+        )
+        .expect("cleartext-sign");
+        msg.to_armored_string(ArmorOptions::default())
+            .expect("armor cleartext message")
+    }
+
+    /// An ASCII-armored detached binary signature over `data` (the `Release.gpg` format).
+    pub fn sign_detached(&self, data: &[u8]) -> Vec<u8> {
+        let sig = DetachedSignature::sign_binary_data(
+            rand::thread_rng(),
+            &self.secret.primary_key,
+            &Password::empty(),
+            HashAlgorithm::Sha256,
+            data,
+        )
+        .expect("detached-sign");
+        sig.to_armored_bytes(ArmorOptions::default())
+            .expect("armor detached signature")
+    }
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).expect("create keyring directory");
+    }
+    std::fs::write(path, bytes).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+}
