@@ -196,7 +196,7 @@ pub fn parse_packages(
 
     for (lineno, raw_line) in text.split('\n').enumerate() {
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        if line.trim().is_empty() {
+        if line.bytes().all(|b| b == b' ' || b == b'\t') {
             if in_stanza {
                 let done = std::mem::take(&mut stanza);
                 out.push(done.into_package(index, suite, mirror)?);

@@ -107,7 +107,10 @@ impl<'u, 'a> Marker<'u, 'a> {
             .u
             .providers(target)
             .iter()
-            .any(|p| self.selected(p.provider) && self.u.provide_satisfies(rel, p)))
+            .filter(|p| self.selected(p.provider))
+            .try_fold(false, |found, p| {
+                Ok(found || self.u.provide_satisfies(rel, p)?)
+            })?)
     }
 
     pub(crate) fn group_satisfied(&self, group: &Group) -> Result<bool, PlanError> {
@@ -159,27 +162,24 @@ impl<'u, 'a> Marker<'u, 'a> {
                 }
             }
         }
-        // Reverse direction: a selected package's Conflicts/Breaks naming `id` or a name `id`
-        // provides. Only selected packages that mention such a name can match, so look them up
-        // through the names instead of scanning the whole selection.
-        let mut names: Vec<&str> = vec![self.u.name(id)];
-        if let Some(p) = self.u.candidate(id)
+        // Reverse direction: a selected package whose Conflicts/Breaks name `id` or a name
+        // that `id` provides.
+        let u = self.u;
+        let mut names: Vec<PkgId> = vec![id];
+        if let Some(p) = u.candidate(id)
             && let Some(prov) = &p.provides
         {
-            names.extend(super::relation::mentioned_names(prov));
+            names.extend(super::relation::mentioned_names(prov).filter_map(|n| u.id(n)));
         }
-        for (i, sel) in self.install.iter().zip(&self.current).enumerate() {
-            if !(*sel.0 || *sel.1) || i as PkgId == id {
-                continue;
-            }
-            let p = self.u.candidate(i as PkgId);
-            let Some(p) = p else { continue };
-            if p.conflicts.is_none() && p.breaks.is_none() {
-                continue;
-            }
-            for (field, rel) in &self.u.relations(i as PkgId)?.negative {
-                if names.contains(&rel.name.as_str()) && self.u.satisfiers(rel)?.contains(&id) {
-                    return Ok(Some((i as PkgId, field, id)));
+        for name in names {
+            for &other in u.negated_by(name) {
+                if other == id || !self.selected(other) {
+                    continue;
+                }
+                for (field, rel) in &u.relations(other)?.negative {
+                    if u.id(&rel.name) == Some(name) && u.satisfiers(rel)?.contains(&id) {
+                        return Ok(Some((other, field, id)));
+                    }
                 }
             }
         }

@@ -200,6 +200,37 @@ fn parse_constraint(inner: &str, whole: &str) -> Result<(Op, Version), String> {
     Ok((op, version))
 }
 
+/// One `Provides` entry: the name and, for `name (= version)`, the version text. Cheaper than
+/// [`parse_relations`]: the version is only checked for shape, not parsed.
+pub(crate) fn parse_provide(entry: &str) -> Result<(&str, Option<&str>), String> {
+    let entry = entry.trim();
+    let (name, version) = match entry.split_once('(') {
+        None => (entry, None),
+        Some((name, rest)) => {
+            let inner = rest
+                .trim_end()
+                .strip_suffix(')')
+                .ok_or_else(|| format!("unclosed '(' in {entry:?}"))?;
+            let version = inner
+                .trim()
+                .strip_prefix('=')
+                .map(str::trim)
+                .filter(|v| !v.is_empty() && !v.contains(char::is_whitespace))
+                .ok_or_else(|| format!("only `(= version)` is allowed in Provides: {entry:?}"))?;
+            (name.trim(), Some(version))
+        }
+    };
+    let name = name.split_once(':').map_or(name, |(n, _)| n);
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(format!("invalid package name in Provides entry {entry:?}"));
+    }
+    Ok((name, version))
+}
+
 /// Parse a Debian version; the error names the text.
 pub(crate) fn parse_version(text: &str) -> Result<Version, String> {
     text.parse::<Version>()
@@ -209,21 +240,21 @@ pub(crate) fn parse_version(text: &str) -> Result<Version, String> {
 /// The package names a relationship field mentions, in order, cheaply (no version parsing).
 /// Names qualified `:any` are skipped: apt files them under a separate pseudo package.
 pub(crate) fn mentioned_names(field: &str) -> impl Iterator<Item = &str> {
-    field
-        .split([',', '|'])
-        .filter_map(|alt| {
-            let alt = alt.trim_start();
-            let end = alt
-                .find(|c: char| c.is_whitespace() || c == '(' || c == '[' || c == '<')
-                .unwrap_or(alt.len());
-            let head = &alt[..end];
-            match head.split_once(':') {
-                Some((_, "any")) => None,
-                Some((n, _)) => Some(n),
-                None => Some(head),
-            }
-        })
-        .filter(|n| !n.is_empty())
+    // Byte scanning: this runs over every relationship field of every stanza.
+    field.split(|c| c == ',' || c == '|').filter_map(|alt| {
+        let alt = alt.trim_start_matches([' ', '\t', '\n']);
+        let end = alt
+            .bytes()
+            .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'(' | b'[' | b'<'))
+            .unwrap_or(alt.len());
+        let head = &alt[..end];
+        let name = match head.split_once(':') {
+            Some((_, "any")) => return None,
+            Some((n, _)) => n,
+            None => head,
+        };
+        (!name.is_empty()).then_some(name)
+    })
 }
 
 #[cfg(test)]

@@ -8,21 +8,27 @@
 use std::cell::OnceCell;
 use std::collections::HashMap;
 
+use rustc_hash::FxHashMap;
+
 use debversion::Version;
 
 use super::PlanError;
-use super::relation::{ArchQualifier, Group, Relation, mentioned_names, parse_relations, parse_version};
+use super::relation::{
+    ArchQualifier, Group, Relation, mentioned_names, parse_provide, parse_relations, parse_version,
+};
 use crate::archive::BinaryPackage;
 
 /// A package name's index in apt's cache order (order of first mention in the indexes).
 pub(crate) type PkgId = u32;
 
 /// One `Provides` entry of a candidate.
-pub(crate) struct Provide {
+pub(crate) struct Provide<'a> {
     /// The providing package.
     pub provider: PkgId,
-    /// `Provides: name (= version)`; `None` for an unversioned provide.
-    pub version: Option<Version>,
+    /// `Provides: name (= version)`, as written (parsed only when a versioned relation asks:
+    /// Rust library packages provide hundreds of versioned names each);
+    /// `None` for an unversioned provide.
+    pub version: Option<&'a str>,
 }
 
 /// The relationship fields of a candidate, parsed.
@@ -41,9 +47,12 @@ pub(crate) struct Universe<'a> {
     /// The target architecture.
     pub native: String,
     names: Vec<&'a str>,
-    ids: HashMap<&'a str, PkgId>,
+    // Keys come from the verified archive, so the fast non-DoS-resistant hash is fine.
+    ids: FxHashMap<&'a str, PkgId>,
     candidate: Vec<Option<usize>>,
-    provides: Vec<Vec<Provide>>,
+    provides: Vec<Vec<Provide<'a>>>,
+    /// For each name: the candidates whose Conflicts/Breaks mention it.
+    negated_by: Vec<Vec<PkgId>>,
     versions: Vec<OnceCell<Result<Version, String>>>,
     relations: Vec<OnceCell<Result<Relations, (&'static str, String)>>>,
 }
@@ -61,7 +70,8 @@ impl<'a> Universe<'a> {
         // sources.list order: the stanza's own name, then the names in its relationship
         // fields, then its Provides. The number breaks ties between equal providers.
         let mut names: Vec<&'a str> = Vec::new();
-        let mut ids: HashMap<&'a str, PkgId> = HashMap::with_capacity(stanzas.len() + stanzas.len() / 2);
+        let mut ids: FxHashMap<&'a str, PkgId> = FxHashMap::default();
+        ids.reserve(stanzas.len() + stanzas.len() / 2);
         let mut mention = |name: &'a str, names: &mut Vec<&'a str>| -> PkgId {
             *ids.entry(name).or_insert_with(|| {
                 names.push(name);
@@ -120,32 +130,38 @@ impl<'a> Universe<'a> {
         }
 
         // Provides of the candidates only: apt never considers another version's Provides.
-        let mut provides: Vec<Vec<Provide>> = (0..names.len()).map(|_| Vec::new()).collect();
+        let mut provides: Vec<Vec<Provide<'a>>> = (0..names.len()).map(|_| Vec::new()).collect();
         for (id, cand) in candidate.iter().enumerate() {
             let Some(i) = *cand else { continue };
             let Some(field) = &stanzas[i].provides else { continue };
-            let groups = parse_relations(field).map_err(|message| PlanError::BadField {
-                package: stanzas[i].name.clone(),
-                field: "Provides".into(),
-                message,
-            })?;
-            for rel in groups.into_iter().flatten() {
-                let Some(&target) = ids.get(rel.name.as_str()) else { continue };
-                let version = match rel.constraint {
-                    Some((super::relation::Op::Eq, v)) => Some(v),
-                    Some(_) => {
-                        return Err(PlanError::BadField {
-                            package: stanzas[i].name.clone(),
-                            field: "Provides".into(),
-                            message: format!("only `=` is allowed in Provides: {field:?}"),
-                        });
-                    }
-                    None => None,
-                };
+            for entry in field.split(',') {
+                let (name, version) =
+                    parse_provide(entry).map_err(|message| PlanError::BadField {
+                        package: stanzas[i].name.clone(),
+                        field: "Provides".into(),
+                        message,
+                    })?;
+                let Some(&target) = ids.get(name) else { continue };
                 provides[target as usize].push(Provide {
                     provider: id as PkgId,
                     version,
                 });
+            }
+        }
+
+        let mut negated_by: Vec<Vec<PkgId>> = (0..names.len()).map(|_| Vec::new()).collect();
+        for (id, cand) in candidate.iter().enumerate() {
+            let Some(i) = *cand else { continue };
+            let p = &stanzas[i];
+            for field in [&p.conflicts, &p.breaks].into_iter().flatten() {
+                for name in mentioned_names(field) {
+                    if let Some(&target) = ids.get(name) {
+                        let list = &mut negated_by[target as usize];
+                        if list.last() != Some(&(id as PkgId)) {
+                            list.push(id as PkgId);
+                        }
+                    }
+                }
             }
         }
 
@@ -157,6 +173,7 @@ impl<'a> Universe<'a> {
             ids,
             candidate,
             provides,
+            negated_by,
             versions: (0..n).map(|_| OnceCell::new()).collect(),
             relations: (0..n).map(|_| OnceCell::new()).collect(),
         })
@@ -183,8 +200,13 @@ impl<'a> Universe<'a> {
     }
 
     /// The packages whose candidates provide `id`.
-    pub(crate) fn providers(&self, id: PkgId) -> &[Provide] {
+    pub(crate) fn providers(&self, id: PkgId) -> &[Provide<'a>] {
         &self.provides[id as usize]
+    }
+
+    /// The candidates whose Conflicts/Breaks name `id`.
+    pub(crate) fn negated_by(&self, id: PkgId) -> &[PkgId] {
+        &self.negated_by[id as usize]
     }
 
     /// The parsed candidate version.
@@ -252,8 +274,9 @@ impl<'a> Universe<'a> {
         }
     }
 
-    /// Does the provide `prv` (of `rel.name`) satisfy `rel`?
-    pub(crate) fn provide_satisfies(&self, rel: &Relation, prv: &Provide) -> bool {
+    /// Does the provide `prv` (of `rel.name`) satisfy `rel`? An unversioned provide never
+    /// satisfies a versioned relation.
+    pub(crate) fn provide_satisfies(&self, rel: &Relation, prv: &Provide<'_>) -> Result<bool, PlanError> {
         let arch_ok = match &rel.arch {
             ArchQualifier::None | ArchQualifier::Native => true,
             ArchQualifier::Any => self
@@ -261,12 +284,21 @@ impl<'a> Universe<'a> {
                 .is_some_and(|p| p.multi_arch.as_deref() == Some("allowed")),
             ArchQualifier::Arch(a) => *a == self.native,
         };
-        arch_ok
-            && match (&rel.constraint, &prv.version) {
-                (None, _) => true,
-                (Some((op, wanted)), Some(have)) => op.holds(have, wanted),
-                (Some(_), None) => false,
+        if !arch_ok {
+            return Ok(false);
+        }
+        match (&rel.constraint, prv.version) {
+            (None, _) => Ok(true),
+            (Some(_), None) => Ok(false),
+            (Some((op, wanted)), Some(text)) => {
+                let have = parse_version(text).map_err(|message| PlanError::BadField {
+                    package: self.name(prv.provider).to_string(),
+                    field: "Provides".into(),
+                    message,
+                })?;
+                Ok(op.holds(&have, wanted))
             }
+        }
     }
 
     /// Every candidate that satisfies `rel`: the named package itself, then its providers.
@@ -279,7 +311,7 @@ impl<'a> Universe<'a> {
             out.push(target);
         }
         for prv in self.providers(target) {
-            if self.provide_satisfies(rel, prv) && !out.contains(&prv.provider) {
+            if self.provide_satisfies(rel, prv)? && !out.contains(&prv.provider) {
                 out.push(prv.provider);
             }
         }
