@@ -5,8 +5,17 @@
 //! constraints, `Provides`, architecture qualifiers, and honours `Conflicts`/`Breaks`. When a
 //! package is in several suites the highest version wins. This stage never downloads.
 
+mod marker;
+mod relation;
+mod universe;
+
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 
+use self::marker::{Marker, Reason};
+use self::relation::{Group, group_text};
+use self::universe::{PkgId, Universe};
 use crate::archive::BinaryPackage;
 use crate::recipe::Variant;
 
@@ -119,7 +128,288 @@ pub enum PlanError {
 }
 
 /// Resolve `selection` against every stanza of every suite.
+///
+/// The result is the set apt installs for `mmdebstrap --variant=<variant>
+/// --include=<includes>` with the same suites, in mmdebstrap's two apt runs:
+///
+/// 1. `apt-get install` of every package that is `Essential: yes` in the *first* suite's index
+///    (mmdebstrap's `SUITE` argument; `universe` must list the suites in recipe order);
+/// 2. with that set installed, `apt-get install` of the includes and, for `minbase`, `apt` and
+///    every package that has `Priority: required` in the first suite and is not essential.
+///
+/// Candidates are the highest version of each name across all suites (apt pins every suite at
+/// 500). See [`marker`](self) for how apt's choices are replayed.
 pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan, PlanError> {
-    let _ = (universe, selection);
-    todo!("plan::resolve")
+    let native = selection.architecture.as_str();
+    let mut pins: HashMap<String, String> = HashMap::new();
+    let mut includes: Vec<&str> = Vec::new();
+    for inc in &selection.include {
+        let (name, version) = match inc.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim())),
+            None => (inc.trim(), None),
+        };
+        if name.is_empty() || version.is_some_and(str::is_empty) {
+            return Err(PlanError::UnknownPackage {
+                name: inc.clone(),
+                requested_by: "recipe include (expected `name` or `name=version`)".into(),
+            });
+        }
+        if let Some(v) = version {
+            pins.insert(name.to_string(), v.to_string());
+        }
+        includes.push(name);
+    }
+
+    let u = Universe::build(universe, native, &pins)?;
+    for (name, version) in &pins {
+        let found = u.id(name).and_then(|id| u.candidate(id)).map(|p| p.version.as_str());
+        if found != Some(version.as_str()) {
+            return Err(PlanError::UnknownPackage {
+                name: format!("{name}={version}"),
+                requested_by: "recipe include".into(),
+            });
+        }
+    }
+
+    let usable = |p: &BinaryPackage| p.architecture == native || p.architecture == "all";
+    let base_suite = universe.first().map(|p| p.suite.as_str()).unwrap_or("");
+    let in_base = || {
+        universe
+            .iter()
+            .filter(move |p| p.suite == base_suite && usable(p))
+    };
+    let id_of = |name: &str| -> PkgId {
+        // Every usable stanza's name has an id.
+        u.id(name).unwrap_or(PkgId::MAX)
+    };
+
+    let mut marker = Marker::new(&u, u.len());
+
+    // Run 1: the Essential set.
+    let essential_label = format!("Essential: yes in {base_suite}");
+    let mut essential_names: HashSet<&str> = HashSet::new();
+    let mut run1 = Vec::new();
+    for p in in_base() {
+        if p.essential {
+            essential_names.insert(&p.name);
+            run1.push((id_of(&p.name), essential_label.clone()));
+        }
+    }
+    marker.run(&run1)?;
+    marker.commit();
+
+    // Run 2: includes, then (minbase) apt and Priority: required.
+    let mut run2 = Vec::new();
+    for name in &includes {
+        run2.push((request_id(&u, name, "recipe include")?, format!("include {name}")));
+    }
+    if selection.variant == Variant::Minbase {
+        run2.push((
+            request_id(&u, "apt", "variant minbase")?,
+            "variant minbase (apt)".to_string(),
+        ));
+        let required_label = format!("Priority: required in {base_suite}");
+        for p in in_base() {
+            if p.priority.as_deref() == Some("required") && !essential_names.contains(p.name.as_str()) {
+                run2.push((id_of(&p.name), required_label.clone()));
+            }
+        }
+    }
+    marker.run(&run2)?;
+
+    let selected: Vec<PkgId> = (0..u.len() as PkgId).filter(|&id| marker.selected(id)).collect();
+    check(&marker, &selected)?;
+
+    let mut packages = Vec::with_capacity(selected.len());
+    for &id in &selected {
+        let Some(p) = u.candidate(id) else { continue };
+        let mut pre_depends_on = Vec::new();
+        let mut depends_on = Vec::new();
+        for (pre, group) in &u.relations(id)?.depends {
+            let target = if *pre { &mut pre_depends_on } else { &mut depends_on };
+            for rel in group {
+                let sats = marker.selected_satisfiers(rel)?;
+                if sats.is_empty() {
+                    continue;
+                }
+                for s in sats {
+                    let name = u.name(s).to_string();
+                    if s != id && !target.contains(&name) {
+                        target.push(name);
+                    }
+                }
+                break;
+            }
+        }
+        pre_depends_on.sort();
+        depends_on.sort();
+        packages.push(PlannedPackage {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone(),
+            essential: p.essential,
+            priority: p.priority.clone(),
+            size: p.size,
+            sha256: p.sha256.clone(),
+            filename: p.filename.clone(),
+            mirror: p.mirror.clone(),
+            suite: p.suite.clone(),
+            source: p.source.clone().unwrap_or_else(|| p.name.clone()),
+            pre_depends_on,
+            depends_on,
+        });
+    }
+    packages.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Plan { packages })
+}
+
+/// The package apt installs for a requested name: the real package, or the only provider of a
+/// virtual one (apt's "Note, selecting X instead of Y").
+fn request_id(u: &Universe<'_>, name: &str, requested_by: &str) -> Result<PkgId, PlanError> {
+    let unknown = || PlanError::UnknownPackage {
+        name: name.to_string(),
+        requested_by: requested_by.to_string(),
+    };
+    let id = u.id(name).ok_or_else(unknown)?;
+    if u.candidate(id).is_some() {
+        return Ok(id);
+    }
+    match u.providers(id) {
+        [only] => Ok(only.provider),
+        _ => Err(unknown()),
+    }
+}
+
+/// Refuse a selection with an unmet dependency or a conflict, naming how it came in.
+fn check(m: &Marker<'_, '_>, selected: &[PkgId]) -> Result<(), PlanError> {
+    let u = m.u;
+    for &id in selected {
+        for (_, group) in &u.relations(id)?.depends {
+            if !m.group_satisfied(group)? {
+                let mut explain = Explain {
+                    m,
+                    installable: HashMap::new(),
+                };
+                let (path, dependency) = explain.why(group)?;
+                let mut chain = chain_of(m, id);
+                chain.extend(path);
+                chain.push(dependency.clone());
+                return Err(PlanError::Unsatisfiable {
+                    dependency,
+                    chain: chain.join(" → "),
+                });
+            }
+        }
+    }
+    for &id in selected {
+        if let Some((package, relation, target)) = m.conflict_with_selected(id)? {
+            return Err(PlanError::Conflict {
+                package: u.name(package).to_string(),
+                relation: relation.to_string(),
+                target: u.name(target).to_string(),
+                chain: format!(
+                    "{}; {}",
+                    chain_of(m, package).join(" → "),
+                    chain_of(m, target).join(" → ")
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// `include openssh-server → openssh-client`: how `id` came to be selected.
+fn chain_of(m: &Marker<'_, '_>, id: PkgId) -> Vec<String> {
+    let mut names = vec![m.u.name(id).to_string()];
+    let mut seen = HashSet::from([id]);
+    let mut cur = id;
+    loop {
+        match &m.reason[cur as usize] {
+            Some(Reason::Dependency(parent)) if seen.insert(*parent) => {
+                names.push(m.u.name(*parent).to_string());
+                cur = *parent;
+            }
+            Some(Reason::Root(label)) => {
+                if label.ends_with(&format!(" {}", m.u.name(cur))) {
+                    names.pop();
+                }
+                names.push(label.clone());
+                break;
+            }
+            _ => break,
+        }
+    }
+    names.reverse();
+    names
+}
+
+/// Finds the deepest dependency that makes a group unsatisfiable.
+struct Explain<'m, 'u, 'a> {
+    m: &'m Marker<'u, 'a>,
+    /// Memo of "could this candidate be installed next to the selection" (true while visited).
+    installable: HashMap<PkgId, bool>,
+}
+
+impl Explain<'_, '_, '_> {
+    fn installable(&mut self, id: PkgId) -> Result<bool, PlanError> {
+        if self.m.selected(id) {
+            return Ok(true);
+        }
+        if let Some(&known) = self.installable.get(&id) {
+            return Ok(known);
+        }
+        self.installable.insert(id, true);
+        let mut ok = self.m.u.candidate(id).is_some() && self.m.conflict_with_selected(id)?.is_none();
+        if ok {
+            for (_, group) in &self.m.u.relations(id)?.depends {
+                if self.failing(group)? {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        self.installable.insert(id, ok);
+        Ok(ok)
+    }
+
+    fn failing(&mut self, group: &Group) -> Result<bool, PlanError> {
+        for rel in group {
+            for s in self.m.u.satisfiers(rel)? {
+                if self.installable(s)? {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// The packages to walk through and the deepest failing group, as text.
+    fn why(&mut self, group: &Group) -> Result<(Vec<String>, String), PlanError> {
+        let mut path = Vec::new();
+        let mut group = group.clone();
+        let mut seen = HashSet::new();
+        loop {
+            let mut next = None;
+            'find: for rel in &group {
+                for s in self.m.u.satisfiers(rel)? {
+                    if !seen.insert(s) || self.installable(s)? {
+                        continue;
+                    }
+                    for (_, g) in &self.m.u.relations(s)?.depends {
+                        if self.failing(g)? {
+                            next = Some((s, g.clone()));
+                            break 'find;
+                        }
+                    }
+                }
+            }
+            match next {
+                Some((s, g)) if path.len() < 32 => {
+                    path.push(self.m.u.name(s).to_string());
+                    group = g;
+                }
+                _ => return Ok((path, group_text(&group))),
+            }
+        }
+    }
 }
