@@ -1,2 +1,461 @@
 //! Installing packages into the staging root: safe extraction of `.deb`s and configuration
-//! with the target's own dpkg, in the order debootstrap/mmdebstrap use.
+//! with the target's own dpkg, in the order mmdebstrap (and debootstrap) use.
+//!
+//! Owns, for a fresh staging root: the directories and dpkg database files mmdebstrap's setup
+//! creates (`var/lib/dpkg/{status,arch,info,…}`, `tmp` 1777, …), the extraction of the
+//! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
+//! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
+//! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
+//! `dpkg --configure`s between them, then one `dpkg --configure --pending`.
+//!
+//! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
+//! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
+//! target's own programs inside the chroot. `/proc`, `/dev` and `policy-rc.d` belong to the
+//! caller (the stage).
+
+pub mod deb;
+pub mod unpack;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::{self, BufRead, BufReader};
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::stage::StageDeb;
+use crate::stage::chroot::command_in_chroot;
+use unpack::{RootDir, UnpackError};
+
+/// Where the `.deb`s are copied inside the root while dpkg runs; removed afterwards.
+pub const DEB_DIR: &str = "tmp/ingot-debs";
+
+/// How many lines of dpkg's output an error carries.
+const OUTPUT_TAIL: usize = 15;
+
+/// The directories mmdebstrap's `run_setup` creates before extracting anything (chroot mode),
+/// with their modes. They are part of its output, so they are part of ours.
+const SETUP_DIRS: &[(&str, u32)] = &[
+    ("etc/apt/apt.conf.d", 0o755),
+    ("etc/apt/sources.list.d", 0o755),
+    ("etc/apt/preferences.d", 0o755),
+    ("var/cache/apt", 0o755),
+    ("var/lib/apt/lists/partial", 0o755),
+    ("tmp", 0o1777),
+    ("var/lib/dpkg", 0o755),
+    ("etc/dpkg/dpkg.cfg.d", 0o755),
+    ("var/log/apt", 0o755),
+    ("var/lib/dpkg/triggers", 0o755),
+    ("var/lib/dpkg/info", 0o755),
+    ("var/lib/dpkg/alternatives", 0o755),
+    ("var/lib/dpkg/updates", 0o755),
+];
+
+const START_STOP_DAEMON: &str = "sbin/start-stop-daemon";
+const START_STOP_DAEMON_REAL: &str = "sbin/start-stop-daemon.REAL";
+/// mmdebstrap's stand-in while packages are configured: no daemon starts in the build.
+const FAKE_START_STOP_DAEMON: &str =
+    "#!/bin/sh\necho \"Warning: Fake start-stop-daemon called, doing nothing\">&2\n";
+
+/// Why the packages could not be installed; names the package(s) and what failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    /// A package could not be read or extracted safely.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// Preparing the staging root (dpkg database, copies of the `.deb`s) failed.
+    #[error("cannot prepare {path} in the staging root: {source}")]
+    Setup {
+        /// The path inside the root.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A program could not be started inside the chroot.
+    #[error("cannot run {program} in the staging root: {source}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// dpkg failed.
+    #[error(
+        "dpkg {action} failed for {} with {status}; last output:\n{output}",
+        packages.join(", ")
+    )]
+    Dpkg {
+        /// What dpkg was asked to do (`--install --force-depends`, `--unpack`, …).
+        action: String,
+        /// The packages it was given.
+        packages: Vec<String>,
+        /// Its exit status.
+        status: String,
+        /// The last lines of its output.
+        output: String,
+    },
+    /// No order satisfies the Pre-Depends of these packages.
+    #[error("cannot order packages by Pre-Depends (cycle?): {}", packages.join(", "))]
+    PreDependsCycle {
+        /// The packages that could not be unpacked.
+        packages: Vec<String>,
+    },
+    /// No package says which architecture the target is.
+    #[error("no package has a native architecture (all are Architecture: all)")]
+    NoNativeArchitecture,
+}
+
+fn setup_err(path: &str) -> impl FnOnce(io::Error) -> InstallError + '_ {
+    move |source| InstallError::Setup {
+        path: path.to_string(),
+        source,
+    }
+}
+
+/// The file name apt would give the `.deb` in `/var/cache/apt/archives`.
+fn deb_file_name(deb: &StageDeb) -> String {
+    format!(
+        "{}_{}_{}.deb",
+        deb.name,
+        deb.version.replace(':', "%3a"),
+        deb.architecture
+    )
+}
+
+/// The target's native architecture: dpkg's own, else the first that is not `all`.
+fn native_architecture(debs: &[StageDeb]) -> Result<&str, InstallError> {
+    debs.iter()
+        .find(|d| d.name == "dpkg" && d.architecture != "all")
+        .or_else(|| debs.iter().find(|d| d.architecture != "all"))
+        .map(|d| d.architecture.as_str())
+        .ok_or(InstallError::NoNativeArchitecture)
+}
+
+/// What mmdebstrap's setup writes before extracting: its directories, an empty
+/// `var/lib/dpkg/status` and `var/lib/dpkg/arch` with the native architecture.
+fn prepare_root(root: &RootDir, arch: &str) -> Result<(), InstallError> {
+    for (dir, mode) in SETUP_DIRS {
+        // mmdebstrap forces /tmp to 1777 even if it existed.
+        root.create_dir_all(dir, *mode, *dir == "tmp")
+            .map_err(setup_err(dir))?;
+    }
+    for (file, contents) in [
+        ("var/lib/dpkg/status", String::new()),
+        ("var/lib/dpkg/arch", format!("{arch}\n")),
+    ] {
+        if !root.exists(file).map_err(setup_err(file))? {
+            root.write_file(file, contents.as_bytes(), 0o644)
+                .map_err(setup_err(file))?;
+        }
+    }
+    Ok(())
+}
+
+/// The copies of the `.deb`s inside the root and the fake `start-stop-daemon`: undone on drop,
+/// so they are gone on every path out of [`install_packages`].
+struct Scaffolding<'a> {
+    root: &'a RootDir,
+    /// File names copied into [`DEB_DIR`] (the directory exists iff this is `Some`).
+    debs_copied: Option<Vec<String>>,
+    fake_ssd: bool,
+}
+
+impl Scaffolding<'_> {
+    fn undo(&mut self) -> Result<(), InstallError> {
+        if self.fake_ssd {
+            self.fake_ssd = false;
+            self.root
+                .rename(START_STOP_DAEMON_REAL, START_STOP_DAEMON)
+                .map_err(setup_err(START_STOP_DAEMON))?;
+        }
+        if let Some(names) = self.debs_copied.take() {
+            self.root
+                .remove_dir_with(DEB_DIR, &names)
+                .map_err(setup_err(DEB_DIR))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Scaffolding<'_> {
+    fn drop(&mut self) {
+        // Best effort on the error path; the success path calls undo() and reports errors.
+        let _ = self.undo();
+    }
+}
+
+/// Install `debs` into the empty staging directory `root` the way mmdebstrap does in chroot
+/// mode, with the target's own dpkg: extract the Essential packages, `dpkg --install
+/// --force-depends` them, then unpack and configure the rest ordered by Pre-Depends.
+///
+/// Runs as root (in the build's user namespace or for real); `/proc`, `/dev` and
+/// `policy-rc.d` are the caller's. `log` receives progress and every line dpkg prints.
+pub fn install_packages(
+    root: &Path,
+    debs: &[StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    let root_dir = RootDir::open(root).map_err(setup_err("/"))?;
+    let arch = native_architecture(debs)?;
+    prepare_root(&root_dir, arch)?;
+
+    let (essential, rest): (Vec<&StageDeb>, Vec<&StageDeb>) =
+        debs.iter().partition(|d| d.essential);
+    log(&format!(
+        "extracting {} essential packages",
+        essential.len()
+    ));
+    for deb in &essential {
+        let skipped = unpack::extract_deb(root, &deb.name, &deb.path)?;
+        for member in skipped {
+            log(&format!("{}: skipped device node {member}", deb.name));
+        }
+    }
+
+    let mut scaffolding = Scaffolding {
+        root: &root_dir,
+        debs_copied: None,
+        fake_ssd: false,
+    };
+    copy_debs(&root_dir, debs, &mut scaffolding)?;
+    fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
+
+    if !essential.is_empty() {
+        log(&format!(
+            "installing {} essential packages",
+            essential.len()
+        ));
+        run_dpkg(root, &["--install", "--force-depends"], &essential, log)?;
+    }
+    install_rest(root, &essential, &rest, debs, log)?;
+    scaffolding.undo()
+}
+
+fn copy_debs(
+    root: &RootDir,
+    debs: &[StageDeb],
+    scaffolding: &mut Scaffolding<'_>,
+) -> Result<(), InstallError> {
+    root.create_dir_all(DEB_DIR, 0o700, true)
+        .map_err(setup_err(DEB_DIR))?;
+    let mut names = Vec::new();
+    for deb in debs {
+        names.push(deb_file_name(deb));
+        scaffolding.debs_copied = Some(names.clone());
+        let rel = format!("{DEB_DIR}/{}", deb_file_name(deb));
+        let mut source = std::fs::File::open(&deb.path).map_err(|source| InstallError::Setup {
+            path: deb.path.display().to_string(),
+            source,
+        })?;
+        let mut copy = root.create_file(&rel, 0o644).map_err(setup_err(&rel))?;
+        io::copy(&mut source, &mut copy).map_err(setup_err(&rel))?;
+    }
+    scaffolding.debs_copied = Some(names);
+    Ok(())
+}
+
+/// mmdebstrap moves a real `sbin/start-stop-daemon` aside while packages are configured.
+fn fake_start_stop_daemon(
+    root: &RootDir,
+    scaffolding: &mut Scaffolding<'_>,
+) -> Result<(), InstallError> {
+    if !root
+        .is_regular_file(START_STOP_DAEMON)
+        .map_err(setup_err(START_STOP_DAEMON))?
+    {
+        return Ok(());
+    }
+    if root
+        .exists(START_STOP_DAEMON_REAL)
+        .map_err(setup_err(START_STOP_DAEMON_REAL))?
+    {
+        return Err(InstallError::Setup {
+            path: START_STOP_DAEMON_REAL.to_string(),
+            source: io::Error::new(io::ErrorKind::AlreadyExists, "already exists"),
+        });
+    }
+    root.rename(START_STOP_DAEMON, START_STOP_DAEMON_REAL)
+        .map_err(setup_err(START_STOP_DAEMON))?;
+    scaffolding.fake_ssd = true;
+    root.write_file(START_STOP_DAEMON, FAKE_START_STOP_DAEMON.as_bytes(), 0o755)
+        .map_err(setup_err(START_STOP_DAEMON))
+}
+
+/// Non-Essential packages, apt-style: a package is unpacked once everything it Pre-Depends
+/// on (and their dependencies) is configured; between rounds, exactly the packages needed for
+/// that are configured; at the end everything else is configured in one `--configure
+/// --pending`, where dpkg orders by Depends itself.
+fn install_rest(
+    root: &Path,
+    essential: &[&StageDeb],
+    rest: &[&StageDeb],
+    all: &[StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    if rest.is_empty() {
+        return Ok(());
+    }
+    let by_name: HashMap<&str, &StageDeb> = all.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut configured: HashSet<&str> = essential.iter().map(|d| d.name.as_str()).collect();
+    let mut unpacked: HashSet<&str> = HashSet::new();
+    let mut remaining: Vec<&StageDeb> = rest.to_vec();
+
+    // Everything that must be configured before `deb` can be unpacked.
+    let needs = |deb: &StageDeb, configured: &HashSet<&str>| -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<&str> = deb.pre_depends_on.iter().map(String::as_str).collect();
+        while let Some(name) = todo.pop() {
+            if configured.contains(name) || !out.insert(name.to_string()) {
+                continue;
+            }
+            if let Some(dep) = by_name.get(name) {
+                todo.extend(dep.pre_depends_on.iter().map(String::as_str));
+                todo.extend(dep.depends_on.iter().map(String::as_str));
+            }
+        }
+        out.retain(|n| by_name.contains_key(n.as_str()));
+        out
+    };
+
+    let mut round = 0;
+    while !remaining.is_empty() {
+        let (ready, blocked): (Vec<&StageDeb>, Vec<&StageDeb>) = remaining
+            .iter()
+            .partition(|d| needs(d, &configured).is_empty());
+        if !ready.is_empty() {
+            round += 1;
+            log(&format!(
+                "unpacking {} packages (round {round})",
+                ready.len()
+            ));
+            run_dpkg(root, &["--unpack"], &ready, log)?;
+            unpacked.extend(ready.iter().map(|d| d.name.as_str()));
+            remaining = blocked;
+            continue;
+        }
+        // Configure what the blocked packages Pre-Depend on, where all of it is unpacked.
+        let mut to_configure = BTreeSet::new();
+        for deb in &blocked {
+            let want = needs(deb, &configured);
+            if want.iter().all(|n| unpacked.contains(n.as_str())) {
+                to_configure.extend(want);
+            }
+        }
+        if to_configure.is_empty() {
+            return Err(InstallError::PreDependsCycle {
+                packages: blocked.iter().map(|d| d.name.clone()).collect(),
+            });
+        }
+        let debs: Vec<&StageDeb> = to_configure
+            .iter()
+            .filter_map(|n| by_name.get(n.as_str()).copied())
+            .collect();
+        log(&format!(
+            "configuring {} (needed by Pre-Depends)",
+            to_configure.iter().cloned().collect::<Vec<_>>().join(", ")
+        ));
+        run_dpkg_names(root, &["--configure"], &debs, log)?;
+        for deb in debs {
+            configured.insert(deb.name.as_str());
+        }
+        remaining = blocked;
+    }
+    log("configuring the remaining packages");
+    run_dpkg_names(root, &["--configure", "--pending"], &[], log)
+}
+
+/// `dpkg ARGS /tmp/ingot-debs/<file>.deb…` inside the chroot.
+fn run_dpkg(
+    root: &Path,
+    args: &[&str],
+    debs: &[&StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    let files = debs
+        .iter()
+        .map(|d| format!("/{DEB_DIR}/{}", deb_file_name(d)));
+    dpkg(root, args, files, debs, log)
+}
+
+/// `dpkg ARGS <package name>…` inside the chroot.
+fn run_dpkg_names(
+    root: &Path,
+    args: &[&str],
+    debs: &[&StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    let names = debs.iter().map(|d| d.name.clone());
+    dpkg(root, args, names, debs, log)
+}
+
+fn dpkg(
+    root: &Path,
+    args: &[&str],
+    operands: impl Iterator<Item = String>,
+    debs: &[&StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    let mut all_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    all_args.extend(operands);
+    let (reader, writer) = io::pipe().map_err(|source| InstallError::Spawn {
+        program: "dpkg".into(),
+        source,
+    })?;
+    let spawn_err = |source| InstallError::Spawn {
+        program: "dpkg".into(),
+        source,
+    };
+    let mut cmd = command_in_chroot(root, "/usr/bin/dpkg", &all_args);
+    cmd.stdin(Stdio::null())
+        .stdout(writer.try_clone().map_err(spawn_err)?)
+        .stderr(writer);
+    let mut child = cmd.spawn().map_err(spawn_err)?;
+    // The Command still holds the write ends; drop it so the pipe reaches EOF.
+    drop(cmd);
+    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
+    for line in BufReader::new(reader).split(b'\n') {
+        let line = line.map_err(spawn_err)?;
+        let line = String::from_utf8_lossy(&line).into_owned();
+        log(&line);
+        if tail.len() == OUTPUT_TAIL {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    let status = child.wait().map_err(spawn_err)?;
+    if status.success() {
+        return Ok(());
+    }
+    Err(InstallError::Dpkg {
+        action: args.join(" "),
+        packages: if debs.is_empty() {
+            vec!["all pending packages".to_string()]
+        } else {
+            debs.iter().map(|d| d.name.clone()).collect()
+        },
+        status: status.to_string(),
+        output: tail.into_iter().collect::<Vec<_>>().join("\n"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deb_file_names_escape_epochs_like_apt() {
+        let deb = StageDeb {
+            name: "libfoo".into(),
+            version: "1:2.3-4".into(),
+            architecture: "amd64".into(),
+            essential: false,
+            path: "/x.deb".into(),
+            pre_depends_on: vec![],
+            depends_on: vec![],
+        };
+        assert_eq!(deb_file_name(&deb), "libfoo_1%3a2.3-4_amd64.deb");
+    }
+}
