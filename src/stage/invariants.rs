@@ -1,1 +1,565 @@
 //! The golden image's cleanup invariants, enforced by ingot after the recipe's cleanup scripts.
+//!
+//! Owns: removing per-instance identity (SSH host keys, machine-id), build leftovers (apt
+//! lists and caches, logs, `/tmp`, `/var/tmp`, `/run`, `policy-rc.d`, shell history,
+//! `/root/.ssh`) and neutralising the build host's traces (`/etc/hostname`,
+//! `/etc/resolv.conf`). [`crate::verify`] checks the same rules on the finished tarball.
+//!
+//! Must never: follow a symlink out of the image (every path is walked component by component
+//! and a symlink where a directory is expected is an error), act on the host's `/`, or delete
+//! a file that dpkg tracks where emptying it is enough (logs are truncated, not removed).
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+/// A cleanup invariant could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum InvariantError {
+    /// `enforce` was pointed at the host's root filesystem.
+    #[error("refusing to clean {0}: it is the host's root filesystem, not a staging tree")]
+    HostRoot(PathBuf),
+    /// A path component that must be a directory is a symlink (or not a directory).
+    #[error(
+        "{path}: expected a real directory, found {found}; refusing to follow it out of the image"
+    )]
+    UnexpectedType {
+        /// The path, inside the image.
+        path: String,
+        /// What was found.
+        found: &'static str,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done (`remove`, `truncate`, …).
+        action: &'static str,
+        /// The path, inside the image.
+        path: String,
+        /// The cause.
+        source: io::Error,
+    },
+}
+
+/// Shell and tool history files removed from `/root` and `/home/*`.
+const HISTORY_FILES: &[&str] = &[
+    ".bash_history",
+    ".zsh_history",
+    ".sh_history",
+    ".ash_history",
+    ".history",
+    ".python_history",
+    ".lesshst",
+    ".viminfo",
+    ".mysql_history",
+    ".psql_history",
+    ".sqlite_history",
+    ".wget-hsts",
+];
+
+/// The staging tree, with every action recorded.
+struct Tree<'a> {
+    root: &'a Path,
+    done: Vec<String>,
+}
+
+fn io_err<'a>(action: &'static str, rel: &'a str) -> impl FnOnce(io::Error) -> InvariantError + 'a {
+    move |source| InvariantError::Io {
+        action,
+        path: format!("/{rel}"),
+        source,
+    }
+}
+
+impl Tree<'_> {
+    /// The host path of `rel`, after checking that every parent component is a real
+    /// directory (or missing). `None` when a parent is missing.
+    fn path(&self, rel: &str) -> Result<Option<PathBuf>, InvariantError> {
+        let mut at = self.root.to_path_buf();
+        let parts: Vec<&str> = rel.split('/').collect();
+        let mut seen = String::new();
+        for part in &parts[..parts.len() - 1] {
+            at.push(part);
+            if !seen.is_empty() {
+                seen.push('/');
+            }
+            seen.push_str(part);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) => {
+                    return Err(InvariantError::UnexpectedType {
+                        path: format!("/{seen}"),
+                        found: if m.file_type().is_symlink() {
+                            "a symlink"
+                        } else {
+                            "a file"
+                        },
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(io_err("inspect", &seen)(e)),
+            }
+        }
+        at.push(parts[parts.len() - 1]);
+        Ok(Some(at))
+    }
+
+    fn meta(&self, rel: &str) -> Result<Option<(PathBuf, fs::Metadata)>, InvariantError> {
+        let Some(path) = self.path(rel)? else {
+            return Ok(None);
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(m) => Ok(Some((path, m))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("inspect", rel)(e)),
+        }
+    }
+
+    /// Remove `rel` (a directory with everything in it; symlinks themselves, never targets).
+    fn remove(&mut self, rel: &str) -> Result<(), InvariantError> {
+        let Some((path, meta)) = self.meta(rel)? else {
+            return Ok(());
+        };
+        if meta.is_dir() {
+            fs::remove_dir_all(&path).map_err(io_err("remove", rel))?;
+        } else {
+            fs::remove_file(&path).map_err(io_err("remove", rel))?;
+        }
+        self.done.push(format!("removed /{rel}"));
+        Ok(())
+    }
+
+    /// Names in directory `rel` (empty when it is missing); sorted for a stable report.
+    fn list(&self, rel: &str) -> Result<Vec<String>, InvariantError> {
+        let Some((path, meta)) = self.meta(rel)? else {
+            return Ok(Vec::new());
+        };
+        if !meta.is_dir() {
+            return Err(InvariantError::UnexpectedType {
+                path: format!("/{rel}"),
+                found: if meta.file_type().is_symlink() {
+                    "a symlink"
+                } else {
+                    "a file"
+                },
+            });
+        }
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&path).map_err(io_err("list", rel))? {
+            let entry = entry.map_err(io_err("list", rel))?;
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// Make `rel` an empty directory with `mode` (created if missing).
+    fn empty_dir(&mut self, rel: &str, mode: u32) -> Result<(), InvariantError> {
+        for name in self.list(rel)? {
+            self.remove(&format!("{rel}/{name}"))?;
+        }
+        let Some(path) = self.path(rel)? else {
+            return Ok(());
+        };
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                if m.permissions().mode() & 0o7777 != mode {
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                        .map_err(io_err("chmod", rel))?;
+                    self.done.push(format!("set mode {mode:04o} on /{rel}"));
+                }
+            }
+            Ok(_) => unreachable_dir(rel)?,
+            Err(_) => {
+                fs::create_dir(&path).map_err(io_err("create", rel))?;
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                    .map_err(io_err("chmod", rel))?;
+                self.done
+                    .push(format!("created /{rel} with mode {mode:04o}"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Truncate the regular file `rel` to zero bytes, keeping owner and mode (dpkg may list
+    /// it). Symlinks are left alone.
+    fn truncate(&mut self, rel: &str) -> Result<(), InvariantError> {
+        let Some((path, meta)) = self.meta(rel)? else {
+            return Ok(());
+        };
+        if meta.is_file() && meta.len() > 0 {
+            fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(0))
+                .map_err(io_err("truncate", rel))?;
+            self.done.push(format!("truncated /{rel}"));
+        }
+        Ok(())
+    }
+
+    /// Replace `rel` with `contents` unless it already holds exactly that.
+    fn write(&mut self, rel: &str, contents: &[u8], mode: u32) -> Result<(), InvariantError> {
+        let Some(path) = self.path(rel)? else {
+            return Ok(());
+        };
+        if let Ok(m) = fs::symlink_metadata(&path)
+            && m.is_file()
+            && fs::read(&path).is_ok_and(|c| c == contents)
+        {
+            return Ok(());
+        }
+        if fs::symlink_metadata(&path).is_ok() {
+            fs::remove_file(&path).map_err(io_err("replace", rel))?;
+        }
+        fs::write(&path, contents).map_err(io_err("write", rel))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(io_err("chmod", rel))?;
+        self.done.push(format!(
+            "wrote /{rel} ({})",
+            String::from_utf8_lossy(contents).trim()
+        ));
+        Ok(())
+    }
+
+    /// Make `rel` a symlink to `target` unless it already is one.
+    fn link(&mut self, rel: &str, target: &str) -> Result<(), InvariantError> {
+        let Some(path) = self.path(rel)? else {
+            return Ok(());
+        };
+        if fs::read_link(&path).is_ok_and(|t| t == Path::new(target)) {
+            return Ok(());
+        }
+        if fs::symlink_metadata(&path).is_ok() {
+            self.remove(rel)?;
+        }
+        symlink(target, &path).map_err(io_err("symlink", rel))?;
+        self.done.push(format!("linked /{rel} -> {target}"));
+        Ok(())
+    }
+}
+
+fn unreachable_dir(rel: &str) -> Result<(), InvariantError> {
+    Err(InvariantError::UnexpectedType {
+        path: format!("/{rel}"),
+        found: "a non-directory",
+    })
+}
+
+/// Apply the cleanup invariants to the image tree at `root` (run inside the build's
+/// namespace, after the recipe's cleanup scripts). Returns what was done, one line per
+/// action, for the build log.
+pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
+    if fs::canonicalize(root).is_ok_and(|p| p == Path::new("/")) {
+        return Err(InvariantError::HostRoot(root.to_path_buf()));
+    }
+    let mut tree = Tree {
+        root,
+        done: Vec::new(),
+    };
+    let t = &mut tree;
+
+    // Per-instance identity: generated at first boot (ssh-keygen -A, systemd).
+    for name in t.list("etc/ssh")? {
+        if name.starts_with("ssh_host_") {
+            t.remove(&format!("etc/ssh/{name}"))?;
+        }
+    }
+    match t.meta("etc/machine-id")? {
+        Some((_, m)) if m.is_file() => t.truncate("etc/machine-id")?,
+        _ => {
+            t.remove("etc/machine-id")?;
+            t.write("etc/machine-id", b"", 0o444)?;
+        }
+    }
+    if t.meta("var/lib/dbus/machine-id")?.is_some() {
+        t.link("var/lib/dbus/machine-id", "/etc/machine-id")?;
+    }
+
+    // apt: lists and caches are stale the day the image ships.
+    for name in t.list("var/lib/apt/lists")? {
+        match name.as_str() {
+            "lock" => {}
+            "partial" | "auxfiles" => t.empty_dir(&format!("var/lib/apt/lists/{name}"), 0o700)?,
+            _ => t.remove(&format!("var/lib/apt/lists/{name}"))?,
+        }
+    }
+    for name in t.list("var/cache/apt")? {
+        if name.ends_with(".bin") {
+            t.remove(&format!("var/cache/apt/{name}"))?;
+        }
+    }
+    for name in t.list("var/cache/apt/archives")? {
+        if name.ends_with(".deb") {
+            t.remove(&format!("var/cache/apt/archives/{name}"))?;
+        }
+    }
+    for name in t.list("var/cache/apt/archives/partial")? {
+        t.remove(&format!("var/cache/apt/archives/partial/{name}"))?;
+    }
+
+    // Scratch space: empty, with the modes systemd-tmpfiles would give.
+    t.empty_dir("tmp", 0o1777)?;
+    t.empty_dir("var/tmp", 0o1777)?;
+    t.empty_dir("run", 0o755)?;
+
+    clean_logs(t, "var/log")?;
+
+    // The build host's name and resolvers must not leak.
+    t.write("etc/hostname", b"localhost\n", 0o644)?;
+    match t.meta("etc/resolv.conf")? {
+        Some((_, m)) if m.file_type().is_symlink() => {}
+        _ if t.meta("usr/lib/systemd/systemd-resolved")?.is_some() => {
+            t.link("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")?
+        }
+        Some(_) => t.write("etc/resolv.conf", b"", 0o644)?,
+        None => {}
+    }
+
+    t.remove("usr/sbin/policy-rc.d")?;
+
+    let mut homes = vec!["root".to_string()];
+    homes.extend(t.list("home")?.into_iter().map(|h| format!("home/{h}")));
+    for home in &homes {
+        if t.meta(home)?.is_some_and(|(_, m)| m.is_dir()) {
+            for file in HISTORY_FILES {
+                t.remove(&format!("{home}/{file}"))?;
+            }
+        }
+    }
+    t.remove("root/.ssh")?;
+
+    Ok(tree.done)
+}
+
+/// Truncate every log under `dir`; remove rotated/compressed logs and journal files (an
+/// emptied compressed file or journal would be corrupt, and no package ships them).
+fn clean_logs(t: &mut Tree<'_>, dir: &str) -> Result<(), InvariantError> {
+    for name in t.list(dir)? {
+        let rel = format!("{dir}/{name}");
+        let Some((_, meta)) = t.meta(&rel)? else {
+            continue;
+        };
+        if meta.is_dir() {
+            clean_logs(t, &rel)?;
+        } else if meta.is_file() {
+            let rotated = [
+                ".gz",
+                ".xz",
+                ".zst",
+                ".bz2",
+                ".old",
+                ".journal",
+                ".journal~",
+            ]
+            .iter()
+            .any(|s| name.ends_with(s))
+                || name
+                    .rsplit_once('.')
+                    .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+            if rotated {
+                t.remove(&rel)?;
+            } else {
+                t.truncate(&rel)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    fn put(root: &Path, rel: &str, contents: &str) {
+        let p = root.join(rel);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, contents).unwrap();
+    }
+
+    fn dirty_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        for d in [
+            "bin",
+            "usr/sbin",
+            "usr/lib/systemd",
+            "var/tmp",
+            "home/alice",
+            "run/lock",
+        ] {
+            fs::create_dir_all(r.join(d)).unwrap();
+        }
+        put(r, "etc/ssh/ssh_host_ed25519_key", "secret");
+        put(r, "etc/ssh/ssh_host_ed25519_key.pub", "public");
+        put(
+            r,
+            "etc/ssh/sshd_config",
+            "Include /etc/ssh/sshd_config.d/*.conf\n",
+        );
+        put(r, "etc/machine-id", "0123456789abcdef0123456789abcdef\n");
+        put(
+            r,
+            "var/lib/dbus/machine-id",
+            "0123456789abcdef0123456789abcdef\n",
+        );
+        put(
+            r,
+            "var/lib/apt/lists/archive.ubuntu.com_ubuntu_dists_noble_InRelease",
+            "x",
+        );
+        put(r, "var/lib/apt/lists/lock", "");
+        put(r, "var/lib/apt/lists/partial/half", "x");
+        put(r, "var/cache/apt/pkgcache.bin", "x");
+        put(r, "var/cache/apt/archives/bash_5.2_amd64.deb", "x");
+        put(r, "var/cache/apt/archives/lock", "");
+        put(r, "tmp/build.sock", "x");
+        put(r, "var/tmp/x/y", "x");
+        put(r, "run/lock/z", "x");
+        put(r, "var/log/dpkg.log", "2026 install bash");
+        put(r, "var/log/apt/history.log", "Start-Date");
+        put(r, "var/log/apt/eipp.log.xz", "xz");
+        put(r, "var/log/syslog.1", "old");
+        put(r, "etc/hostname", "buildhost\n");
+        put(
+            r,
+            "etc/resolv.conf",
+            "nameserver 10.0.0.2\nsearch corp.example\n",
+        );
+        put(r, "usr/lib/systemd/systemd-resolved", "");
+        put(r, "usr/sbin/policy-rc.d", "#!/bin/sh\nexit 101\n");
+        put(r, "root/.bash_history", "ls");
+        put(r, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA");
+        put(r, "home/alice/.python_history", "1+1");
+        put(r, "root/.profile", "keep me");
+        fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o755)).unwrap();
+        dir
+    }
+
+    #[test]
+    fn cleans_a_dirty_tree_and_is_idempotent() {
+        let dir = dirty_tree();
+        let r = dir.path();
+        let done = enforce(r).unwrap();
+        assert!(
+            done.contains(&"removed /etc/ssh/ssh_host_ed25519_key".to_string()),
+            "{done:?}"
+        );
+        assert!(!r.join("etc/ssh/ssh_host_ed25519_key.pub").exists());
+        assert!(r.join("etc/ssh/sshd_config").exists());
+        assert_eq!(fs::metadata(r.join("etc/machine-id")).unwrap().len(), 0);
+        assert_eq!(
+            fs::read_link(r.join("var/lib/dbus/machine-id")).unwrap(),
+            Path::new("/etc/machine-id")
+        );
+        let lists: Vec<_> = fs::read_dir(r.join("var/lib/apt/lists"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(lists.len(), 2, "{lists:?}"); // lock and an empty partial/
+        assert!(r.join("var/lib/apt/lists/lock").exists());
+        assert_eq!(
+            fs::read_dir(r.join("var/lib/apt/lists/partial"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(!r.join("var/cache/apt/pkgcache.bin").exists());
+        assert!(!r.join("var/cache/apt/archives/bash_5.2_amd64.deb").exists());
+        assert!(r.join("var/cache/apt/archives/lock").exists());
+        for (d, mode) in [("tmp", 0o1777), ("var/tmp", 0o1777), ("run", 0o755)] {
+            let m = fs::symlink_metadata(r.join(d)).unwrap();
+            assert!(m.is_dir());
+            assert_eq!(m.mode() & 0o7777, mode, "{d}");
+            assert_eq!(fs::read_dir(r.join(d)).unwrap().count(), 0, "{d}");
+        }
+        assert_eq!(fs::metadata(r.join("var/log/dpkg.log")).unwrap().len(), 0);
+        assert_eq!(
+            fs::metadata(r.join("var/log/apt/history.log"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert!(!r.join("var/log/apt/eipp.log.xz").exists());
+        assert!(!r.join("var/log/syslog.1").exists());
+        assert_eq!(
+            fs::read_to_string(r.join("etc/hostname")).unwrap(),
+            "localhost\n"
+        );
+        assert_eq!(
+            fs::read_link(r.join("etc/resolv.conf")).unwrap(),
+            Path::new("../run/systemd/resolve/stub-resolv.conf")
+        );
+        assert!(!r.join("usr/sbin/policy-rc.d").exists());
+        assert!(!r.join("root/.bash_history").exists());
+        assert!(!r.join("root/.ssh").exists());
+        assert!(!r.join("home/alice/.python_history").exists());
+        assert_eq!(
+            fs::read_to_string(r.join("root/.profile")).unwrap(),
+            "keep me"
+        );
+
+        assert_eq!(
+            enforce(r).unwrap(),
+            Vec::<String>::new(),
+            "second run must do nothing"
+        );
+    }
+
+    #[test]
+    fn keeps_the_distributions_resolv_conf_symlink_and_truncates_without_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        put(r, "etc/hostname", "localhost\n");
+        symlink("../run/resolvconf/resolv.conf", r.join("etc/resolv.conf")).unwrap();
+        enforce(r).unwrap();
+        assert_eq!(
+            fs::read_link(r.join("etc/resolv.conf")).unwrap(),
+            Path::new("../run/resolvconf/resolv.conf")
+        );
+        fs::remove_file(r.join("etc/resolv.conf")).unwrap();
+        put(r, "etc/resolv.conf", "nameserver 192.168.1.1\n");
+        enforce(r).unwrap();
+        assert_eq!(fs::metadata(r.join("etc/resolv.conf")).unwrap().len(), 0);
+    }
+
+    #[test]
+    fn never_follows_a_symlink_out_of_the_tree() {
+        let outside = tempfile::tempdir().unwrap();
+        put(outside.path(), "precious", "keep");
+        put(outside.path(), "ssh_host_rsa_key", "host's own key");
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        fs::create_dir_all(r.join("etc")).unwrap();
+        symlink(outside.path(), r.join("etc/ssh")).unwrap();
+        let err = enforce(r).unwrap_err();
+        assert!(
+            matches!(err, InvariantError::UnexpectedType { .. }),
+            "{err}"
+        );
+        assert!(outside.path().join("ssh_host_rsa_key").exists());
+
+        // A symlinked /tmp is replaced by nothing but reported; its target is untouched.
+        fs::remove_file(r.join("etc/ssh")).unwrap();
+        symlink(outside.path(), r.join("tmp")).unwrap();
+        assert!(enforce(r).is_err());
+        assert!(outside.path().join("precious").exists());
+        // /root/.ssh as a symlink: the link goes, the target stays.
+        fs::remove_file(r.join("tmp")).unwrap();
+        fs::create_dir_all(r.join("root")).unwrap();
+        symlink(outside.path(), r.join("root/.ssh")).unwrap();
+        enforce(r).unwrap();
+        assert!(fs::symlink_metadata(r.join("root/.ssh")).is_err());
+        assert!(outside.path().join("precious").exists());
+    }
+
+    #[test]
+    fn refuses_the_host_root() {
+        assert!(matches!(
+            enforce(Path::new("/")),
+            Err(InvariantError::HostRoot(_))
+        ));
+    }
+}
