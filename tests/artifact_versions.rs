@@ -91,14 +91,20 @@ fn next_counts_up_from_the_highest_version_of_any_compression() {
             assert!(listed.contains(&name), "{name} missing from {listed:?}");
         }
     }
-    assert!(listed.iter().all(|n| !n.ends_with(".partial")), "{listed:?}");
+    assert!(
+        listed.iter().all(|n| !n.ends_with(".partial")),
+        "{listed:?}"
+    );
 }
 
 #[test]
 fn an_existing_exact_version_is_refused_and_left_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    assert_eq!(publish(d, VersionRequest::Exact(4), b"original").unwrap(), 4);
+    assert_eq!(
+        publish(d, VersionRequest::Exact(4), b"original").unwrap(),
+        4
+    );
     let path = d.join(format!("{IMAGE}-v4.tar.gz"));
     let before = std::fs::read(&path).unwrap();
     let sidecar_before = std::fs::read(d.join(format!("{IMAGE}-v4.tar.gz.sha256"))).unwrap();
@@ -164,7 +170,11 @@ fn try_lock_reports_a_busy_directory() {
     let held = OutputDir::lock(dir.path(), IMAGE).unwrap();
     assert!(OutputDir::try_lock(dir.path(), IMAGE).unwrap().is_none());
     // Another image in the same directory is independent.
-    assert!(OutputDir::try_lock(dir.path(), "debian-12").unwrap().is_some());
+    assert!(
+        OutputDir::try_lock(dir.path(), "debian-12")
+            .unwrap()
+            .is_some()
+    );
     drop(held);
     assert!(OutputDir::try_lock(dir.path(), IMAGE).unwrap().is_some());
 }
@@ -194,11 +204,20 @@ fn a_failed_build_leaves_no_temp_and_no_final_file() {
     std::fs::write(&intruder, b"written without the lock").unwrap();
     let err = claim.publish(inputs()).unwrap_err();
     assert!(matches!(err, ArtifactError::Publish { .. }), "{err:?}");
-    assert_eq!(std::fs::read(&intruder).unwrap(), b"written without the lock");
+    assert_eq!(
+        std::fs::read(&intruder).unwrap(),
+        b"written without the lock"
+    );
     let after = names(d);
     assert!(after.iter().all(|n| !n.ends_with(".partial")), "{after:?}");
-    assert!(!after.contains(&format!("{IMAGE}-v2.tar.gz.sha256")), "{after:?}");
-    assert!(!after.contains(&format!("{IMAGE}-v2.tar.gz.manifest.json")), "{after:?}");
+    assert!(
+        !after.contains(&format!("{IMAGE}-v2.tar.gz.sha256")),
+        "{after:?}"
+    );
+    assert!(
+        !after.contains(&format!("{IMAGE}-v2.tar.gz.manifest.json")),
+        "{after:?}"
+    );
     drop(out);
 
     // A temp file left by a killed build is cleaned up by the next lock holder.

@@ -162,8 +162,9 @@ fn build_tree(root: &Path, reverse: bool) {
             Step::Dir(rel, _) => rel.matches('/').count(),
             _ => 0,
         });
-        let (links, mut others): (Vec<_>, Vec<_>) =
-            rest.drain(..).partition(|s| matches!(s, Step::HardLink(..)));
+        let (links, mut others): (Vec<_>, Vec<_>) = rest
+            .drain(..)
+            .partition(|s| matches!(s, Step::HardLink(..)));
         let (meta, mut leaves): (Vec<_>, Vec<_>) = others
             .drain(..)
             .partition(|s| matches!(s, Step::Owned(..) | Step::Cap(..)));
@@ -177,8 +178,11 @@ fn build_tree(root: &Path, reverse: bool) {
         apply(root, step);
     }
     std::fs::write(root.join(&long_file), b"deep\n").unwrap();
-    std::fs::set_permissions(root.join(&long_file), std::fs::Permissions::from_mode(0o644))
-        .unwrap();
+    std::fs::set_permissions(
+        root.join(&long_file),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
     // mtimes last (creating entries touches their parents).
     let mut all = Vec::new();
     collect(root, root, &mut all);
@@ -195,7 +199,11 @@ fn build_tree(root: &Path, reverse: bool) {
 fn collect(root: &Path, dir: &Path, out: &mut Vec<String>) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let rel = path.strip_prefix(root).unwrap().to_string_lossy().into_owned();
+        let rel = path
+            .strip_prefix(root)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         let meta = std::fs::symlink_metadata(&path).unwrap();
         if meta.is_dir() {
             collect(root, &path, out);
@@ -265,8 +273,14 @@ fn same_tree_gives_same_bytes_across_filesystems_and_creation_order() {
     if first.bytes != second {
         let other = base.path().join("second.tar");
         std::fs::write(&other, &second).unwrap();
-        let (a, _) = run(Command::new("tar").arg("--full-time").arg("-tvf").arg(&first.tar));
-        let (b, _) = run(Command::new("tar").arg("--full-time").arg("-tvf").arg(&other));
+        let (a, _) = run(Command::new("tar")
+            .arg("--full-time")
+            .arg("-tvf")
+            .arg(&first.tar));
+        let (b, _) = run(Command::new("tar")
+            .arg("--full-time")
+            .arg("-tvf")
+            .arg(&other));
         panic!("the two trees gave different streams:\n{a}\n---\n{b}");
     }
     assert_eq!(sha256(&first.bytes), sha256(&second));
@@ -333,7 +347,10 @@ fn gnu_tar_lists_docker_style_names_in_order_with_numeric_owners() {
             .unwrap_or_else(|| panic!("{name} not listed in\n{verbose}"))
             .to_string()
     };
-    assert!(line("home/user/notes").starts_with("-rw-r----- 101/101 "), "{verbose}");
+    assert!(
+        line("home/user/notes").starts_with("-rw-r----- 101/101 "),
+        "{verbose}"
+    );
     assert!(line("var/nobody").starts_with("-rw-r--r-- 65534/65534 "));
     assert!(line("usr/bin/su").starts_with("-rwsr-xr-x 0/0 "));
     assert!(line("usr/bin/wall").starts_with("-rwxr-sr-x 0/5 "));
@@ -383,8 +400,8 @@ fn headers(bytes: &[u8]) -> Vec<&[u8]> {
             break;
         }
         let size_field = std::str::from_utf8(&block[124..135]).unwrap();
-        let size = u64::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8)
-            .unwrap_or(0);
+        let size =
+            u64::from_str_radix(size_field.trim_matches(|c| c == '\0' || c == ' '), 8).unwrap_or(0);
         out.push(block);
         at += 512 + (size as usize).div_ceil(512) * 512;
     }
@@ -395,16 +412,14 @@ fn headers(bytes: &[u8]) -> Vec<&[u8]> {
 fn gnu_tar_extracts_caps_setuid_hard_links_and_long_names() {
     let f = fixture();
     let dest = tempfile::tempdir().unwrap();
-    let (_, stderr) = run(
-        Command::new("tar")
-            .arg("--xattrs")
-            .arg("--xattrs-include=security.capability")
-            .arg("--numeric-owner")
-            .arg("-xpf")
-            .arg(&f.tar)
-            .arg("-C")
-            .arg(dest.path()),
-    );
+    let (_, stderr) = run(Command::new("tar")
+        .arg("--xattrs")
+        .arg("--xattrs-include=security.capability")
+        .arg("--numeric-owner")
+        .arg("-xpf")
+        .arg(&f.tar)
+        .arg("-C")
+        .arg(dest.path()));
     assert_eq!(stderr, "");
     let d = dest.path();
     let (caps, _) = run(Command::new("getcap").arg(d.join("usr/bin/ping")));
@@ -447,14 +462,12 @@ with tarfile.open(sys.argv[1]) as t:
     cap = ping.pax_headers["SCHILY.xattr.security.capability"]
     print(len(members), len(cap))
 "#;
-    let (out, stderr) = run(
-        Command::new("python3")
-            .arg("-W")
-            .arg("error")
-            .arg("-c")
-            .arg(script)
-            .arg(&f.tar),
-    );
+    let (out, stderr) = run(Command::new("python3")
+        .arg("-W")
+        .arg("error")
+        .arg("-c")
+        .arg(script)
+        .arg(&f.tar));
     assert_eq!(stderr, "");
     let fields: Vec<&str> = out.split_whitespace().collect();
     assert_eq!(fields[0], f.stats.entries.to_string());
@@ -549,8 +562,16 @@ fn compressed_outputs_do_not_depend_on_thread_count() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("stream");
         std::fs::write(&file, &outputs[0]).unwrap();
-        let out = Command::new(tool[0]).args(&tool[1..]).arg(&file).output().unwrap();
-        assert!(out.status.success(), "{kind:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(tool[0])
+            .args(&tool[1..])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(String::from_utf8_lossy(&out.stderr), "", "{kind:?}");
         assert!(out.stdout == input, "{kind:?}: round trip differs");
         if kind == Compression::Gzip {
