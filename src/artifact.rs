@@ -189,12 +189,14 @@ impl OutputDir {
     pub fn next_version(&self) -> Result<u32, ArtifactError> {
         match self.versions()?.last() {
             None => Ok(1),
-            Some(&highest) => highest
-                .checked_add(1)
-                .ok_or_else(|| ArtifactError::VersionsExhausted {
-                    image: self.image.clone(),
-                    highest,
-                }),
+            Some(&highest) => {
+                highest
+                    .checked_add(1)
+                    .ok_or_else(|| ArtifactError::VersionsExhausted {
+                        image: self.image.clone(),
+                        highest,
+                    })
+            }
         }
     }
 
@@ -204,8 +206,9 @@ impl OutputDir {
             .file_names()?
             .into_iter()
             .find(|name| {
-                parse_version(&self.image, name)
-                    .is_some_and(|(v, rest)| v == version && (rest.is_empty() || rest.starts_with('.')))
+                parse_version(&self.image, name).is_some_and(|(v, rest)| {
+                    v == version && (rest.is_empty() || rest.starts_with('.'))
+                })
             })
             .map(|name| self.dir.join(name)))
     }
@@ -232,12 +235,13 @@ impl OutputDir {
             VersionRequest::Next => {
                 let mut version = self.next_version()?;
                 while self.existing_file(version)?.is_some() {
-                    version = version
-                        .checked_add(1)
-                        .ok_or_else(|| ArtifactError::VersionsExhausted {
-                            image: self.image.clone(),
-                            highest: version,
-                        })?;
+                    version =
+                        version
+                            .checked_add(1)
+                            .ok_or_else(|| ArtifactError::VersionsExhausted {
+                                image: self.image.clone(),
+                                highest: version,
+                            })?;
                 }
                 version
             }

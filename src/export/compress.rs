@@ -126,9 +126,7 @@ pub fn compress_stream_with(
                 .and_then(|()| encoder.include_checksum(true))
                 .map_err(|e| codec_error(e.to_string()))?;
             pump(kind, input, &mut encoder)?;
-            encoder
-                .finish()
-                .map_err(|e| codec_error(e.to_string()))?;
+            encoder.finish().map_err(|e| codec_error(e.to_string()))?;
         }
         Compression::Xz => {
             let stream = liblzma::stream::MtStreamBuilder::new()
@@ -140,9 +138,7 @@ pub fn compress_stream_with(
                 .map_err(|e| codec_error(e.to_string()))?;
             let mut encoder = liblzma::write::XzEncoder::new_stream(&mut counted, stream);
             pump(kind, input, &mut encoder)?;
-            encoder
-                .finish()
-                .map_err(|e| codec_error(e.to_string()))?;
+            encoder.finish().map_err(|e| codec_error(e.to_string()))?;
         }
     }
     counted

@@ -226,7 +226,12 @@ impl TarWriter<'_> {
         self.write_header(&header)
     }
 
-    fn write_entry(&mut self, path: &Path, name: &[u8], meta: &Metadata) -> Result<(), ExportError> {
+    fn write_entry(
+        &mut self,
+        path: &Path,
+        name: &[u8],
+        meta: &Metadata,
+    ) -> Result<(), ExportError> {
         let file_type = meta.file_type();
         let kind = if file_type.is_dir() {
             Kind::Directory
@@ -378,7 +383,10 @@ impl TarWriter<'_> {
             source,
         };
         while left > 0 {
-            let want = self.buffer.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            let want = self
+                .buffer
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
             let n = match file.read(&mut self.buffer[..want]) {
                 Ok(0) => {
                     return Err(ExportError::FileChanged {
@@ -637,6 +645,9 @@ mod tests {
         let text = String::from_utf8_lossy(&pax.data).into_owned();
         assert!(text.starts_with("22 hdrcharset=BINARY\n"), "{text}");
         assert!(text.contains(" size=8589934592\n"), "{text}");
-        assert_eq!(&header.as_ustar().map(|u| u.name).unwrap_or([0; 100])[..4], b"caf_");
+        assert_eq!(
+            &header.as_ustar().map(|u| u.name).unwrap_or([0; 100])[..4],
+            b"caf_"
+        );
     }
 }
