@@ -4,3 +4,4 @@
 //! pipe; the parent compresses it straight into the artifact file. Nothing buffers the whole
 //! image.
 pub mod compress;
+pub mod tar;
