@@ -1,14 +1,24 @@
 //! The stage: from verified `.deb`s to a configured, provisioned, cleaned root filesystem,
-//! inside a user + mount namespace, without host privileges.
+//! inside a user + mount + pid namespace, without host privileges.
 //!
-//! Process model: the (multi-threaded) parent re-executes `/proc/self/exe __stage SPEC` in new
-//! user and mount namespaces, writes the id maps (newuidmap/newgidmap, or directly as real root)
-//! and releases the child through a pipe. The child, root inside the namespace, unpacks,
-//! configures with the target's own dpkg in a chroot, runs the provision and cleanup scripts,
-//! enforces the cleanup invariants, and then either leaves the tree in place (`--format dir`)
-//! or streams it as a tar archive on its stdout for the parent to compress.
+//! Process model: the (multi-threaded) parent re-executes `/proc/self/exe __stage JOB` (never a
+//! bare fork); the child unshares user, mount and pid namespaces while single-threaded, the
+//! parent writes the id maps (newuidmap/newgidmap, or directly as real root) and releases it
+//! through a pipe. Inside, a supervisor forks the worker (pid 1 of the build), which sets up
+//! the chroot environment ([`mounts`]), installs the packages ([`install`]), runs the provision
+//! and cleanup scripts ([`scripts`]), tears the environment down, enforces the cleanup
+//! invariants ([`invariants`]) and either leaves the tree in place (`--format dir`) or streams
+//! it as a tar archive on stdout for the parent to compress. Whatever happens, the supervisor
+//! unmounts everything and removes (or keeps, on request) the staging tree; if even the
+//! supervisor died, the parent removes the tree with a namespaced `rm -rf`.
+//!
+//! This module owns the namespaces, the id maps, the chroot environment and the teardown. It
+//! must never run anything on the host's root filesystem, and never leave a mount or a staging
+//! tree behind.
 
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 
 use serde::{Deserialize, Serialize};
 
@@ -59,33 +69,307 @@ pub struct StageSpec {
     pub epoch: BuildEpoch,
     /// Directory or tar stream.
     pub output: StageOutput,
+    /// A host directory copied (owners and modes kept) into the empty root before any package
+    /// is installed: a pre-seeded tree for tests or site overlays. `None` for a normal build.
+    #[serde(default)]
+    pub seed: Option<PathBuf>,
 }
 
+mod child;
 pub mod chroot;
+pub mod confined;
+pub mod doctor;
+pub mod idmap;
 pub mod install;
 pub mod invariants;
+pub mod mounts;
+pub mod scripts;
+mod signals;
+mod spawn;
+
+pub use doctor::Check;
 
 /// A stage failure, as one line for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// Anything that went wrong, already worded for the user.
+    /// Anything that went wrong, already worded for the user (usually the child's last error
+    /// line).
     #[error("{0}")]
     Failed(String),
+    /// The host cannot build rootless: the first failing `ingot doctor` check, with its fix.
+    #[error("host preflight failed: {0}")]
+    Preflight(String),
+    /// The stage child could not be started.
+    #[error("cannot start the stage child {exe}: {source}")]
+    Spawn {
+        /// The executable re-executed.
+        exe: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file operation in the parent.
+    #[error("{what} ({path}): {source}")]
+    Io {
+        /// What was attempted.
+        what: String,
+        /// On which path.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The build was stopped by a signal; the staging tree and mounts are gone.
+    #[error("stage interrupted by {signal}; staging tree removed")]
+    Interrupted {
+        /// `SIGINT`, `SIGTERM`, …
+        signal: String,
+    },
+    /// The staging tree could not be removed.
+    #[error("the staging tree {path} could not be removed: {detail}")]
+    Leftover {
+        /// The tree.
+        path: PathBuf,
+        /// Why.
+        detail: String,
+    },
+}
+
+impl StageError {
+    fn io(what: &str, path: impl Into<PathBuf>, source: std::io::Error) -> StageError {
+        StageError::Io {
+            what: what.to_string(),
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// The program re-executed for the namespaced child: normally this very binary
+/// (`/proc/self/exe`); tests and embedders point it at the `ingot` binary.
+#[derive(Debug, Clone)]
+pub struct StageBinary {
+    exe: PathBuf,
+}
+
+impl StageBinary {
+    /// This process's own executable.
+    pub fn current() -> StageBinary {
+        StageBinary {
+            exe: PathBuf::from("/proc/self/exe"),
+        }
+    }
+
+    /// An `ingot` binary at `exe` (its main must dispatch `__stage`).
+    pub fn at(exe: impl Into<PathBuf>) -> StageBinary {
+        StageBinary { exe: exe.into() }
+    }
+
+    /// The host checks of `ingot doctor`, ending with a real trial in a namespace.
+    pub fn doctor(&self) -> Vec<Check> {
+        doctor::run_checks(&self.exe)
+    }
+
+    /// Remove `path`, a tree whose files may belong to subordinate ids (a `--format dir`
+    /// output, a kept staging tree), from inside a user namespace.
+    pub fn remove_tree(&self, path: &Path) -> Result<(), StageError> {
+        if std::fs::symlink_metadata(path).is_err() {
+            return Ok(());
+        }
+        let path = path
+            .canonicalize()
+            .map_err(|e| StageError::io("resolving the tree to remove", path, e))?;
+        let released = spawn::spawn_in_namespace(
+            &self.exe,
+            child::ChildTask::Remove { path: path.clone() },
+            Stdio::null(),
+        )?;
+        let mut child = released.child;
+        let mut text = String::new();
+        if let Some(mut err) = child.stderr.take() {
+            let _ = err.read_to_string(&mut text);
+        }
+        let status = child
+            .wait()
+            .map_err(|e| StageError::io("waiting for the removal child", &path, e))?;
+        if status.success() && std::fs::symlink_metadata(&path).is_err() {
+            Ok(())
+        } else {
+            Err(StageError::Leftover {
+                detail: last_error_line(text.lines()).unwrap_or_else(|| status.to_string()),
+                path,
+            })
+        }
+    }
+
+    /// Run the stage for `spec` (see [`run_stage`]).
+    pub fn run(
+        &self,
+        spec: &StageSpec,
+        sink: &mut dyn FnMut(&mut dyn Read) -> std::io::Result<()>,
+        reporter: &dyn crate::progress::Reporter,
+    ) -> Result<(), StageError> {
+        reporter.begin("stage", None);
+        doctor::preflight(&self.exe)?;
+        std::fs::create_dir_all(&spec.staging_parent)
+            .map_err(|e| StageError::io("creating the staging parent", &spec.staging_parent, e))?;
+        let staging = tempfile::Builder::new()
+            .prefix("ingot-stage-")
+            .tempdir_in(&spec.staging_parent)
+            .map_err(|e| StageError::io("creating the staging dir", &spec.staging_parent, e))?
+            .keep();
+        let staging = match staging.canonicalize() {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_dir(&staging);
+                return Err(StageError::io("resolving the staging dir", staging, e));
+            }
+        };
+        let tar = matches!(spec.output, StageOutput::Tar);
+        let task = child::ChildTask::Build {
+            spec: spec.clone(),
+            staging: staging.clone(),
+        };
+        let stdout = if tar { Stdio::piped() } else { Stdio::null() };
+        let released = match spawn::spawn_in_namespace(&self.exe, task, stdout) {
+            Ok(r) => r,
+            Err(e) => {
+                // The child never touched it: still ours, still empty.
+                let _ = std::fs::remove_dir(&staging);
+                return Err(e);
+            }
+        };
+        let mut child = released.child;
+        let forwarding = signals::Forwarding::register(child.id() as i32);
+        let stderr = child.stderr.take();
+        let stdout = child.stdout.take();
+        let (sink_result, tail) = std::thread::scope(|scope| {
+            let logs = scope.spawn(move || relay_stderr(stderr, reporter));
+            let sink_result = match stdout {
+                Some(mut out) if tar => {
+                    let r = sink(&mut out);
+                    if r.is_err() {
+                        // Stop the build; the child cleans up.
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(child.id() as i32),
+                            nix::sys::signal::Signal::SIGTERM,
+                        );
+                    }
+                    r
+                }
+                _ => Ok(()),
+            };
+            (sink_result, logs.join().unwrap_or_default())
+        });
+        let status = child
+            .wait()
+            .map_err(|e| StageError::io("waiting for the stage child", &staging, e))?;
+        let interrupted = forwarding.interrupted_by();
+        drop(forwarding);
+
+        let kept = spec.keep_staging.is_some();
+        let leftover = if !kept && std::fs::symlink_metadata(&staging).is_ok() {
+            reporter.message("the stage child left its staging tree; removing it");
+            self.remove_tree(&staging).err()
+        } else {
+            None
+        };
+
+        let result = if let Some(sig) = interrupted {
+            Err(StageError::Interrupted {
+                signal: signals::signal_name(sig),
+            })
+        } else if !status.success() {
+            Err(StageError::Failed(
+                last_error_line(tail.iter().map(String::as_str)).unwrap_or_else(|| {
+                    format!(
+                        "the stage child ended with {status}; last output: {}",
+                        tail.join(" | ")
+                    )
+                }),
+            ))
+        } else if let Err(e) = sink_result {
+            Err(StageError::Failed(format!(
+                "consuming the image's tar stream failed: {e}"
+            )))
+        } else {
+            Ok(())
+        };
+        match (result, leftover) {
+            (Ok(()), Some(e)) => Err(e),
+            (Err(e), Some(left)) => Err(StageError::Failed(format!("{e}; also: {left}"))),
+            (r, None) => {
+                if r.is_ok() {
+                    reporter.finish("done");
+                }
+                r
+            }
+        }
+    }
+}
+
+/// Lines of the child's stderr kept for the error message.
+const TAIL_LINES: usize = 12;
+
+/// Forward the child's log lines to the reporter; return the last few.
+fn relay_stderr(
+    stderr: Option<std::process::ChildStderr>,
+    reporter: &dyn crate::progress::Reporter,
+) -> Vec<String> {
+    let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+    let Some(stderr) = stderr else {
+        return Vec::new();
+    };
+    let mut reader = BufReader::new(stderr);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        reporter.message(line.strip_prefix("ingot: stage: ").unwrap_or(&line));
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    tail.into()
+}
+
+/// The message of the last `ingot: stage: error: …` line, if any.
+fn last_error_line<'a>(lines: impl Iterator<Item = &'a str>) -> Option<String> {
+    lines
+        .filter_map(|l| l.strip_prefix("ingot: stage: error: "))
+        .last()
+        .map(str::to_string)
 }
 
 /// Parent side: run the namespaced child for `spec`. With [`StageOutput::Tar`], the child's
 /// tar stream is handed to `sink` (which must read it to the end).
+///
+/// Runs the preflight first (the first failing [`doctor`] check is the error). SIGINT, SIGTERM
+/// and SIGHUP received meanwhile are forwarded to the child, which tears down and removes the
+/// staging tree; the result is then [`StageError::Interrupted`].
 pub fn run_stage(
     spec: &StageSpec,
     sink: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<()>,
     reporter: &dyn crate::progress::Reporter,
 ) -> Result<(), StageError> {
-    let _ = (spec, sink, reporter);
-    todo!("stage::run_stage")
+    StageBinary::current().run(spec, sink, reporter)
 }
 
 /// Child side: the entry point of `ingot __stage SPEC.json`; returns the process exit code.
 pub fn child_main(spec: &std::path::Path) -> i32 {
-    let _ = spec;
-    todo!("stage::child_main")
+    child::child_entry(spec)
+}
+
+/// `ingot doctor`: every host check, ending with a trial in a real namespace.
+pub fn doctor() -> Vec<Check> {
+    StageBinary::current().doctor()
+}
+
+/// Remove a tree owned by subordinate ids (see [`StageBinary::remove_tree`]).
+pub fn remove_staged_tree(path: &Path) -> Result<(), StageError> {
+    StageBinary::current().remove_tree(path)
 }

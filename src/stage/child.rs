@@ -1,0 +1,453 @@
+//! The namespaced side of `ingot __stage JOB.json`.
+//!
+//! The re-executed process (the *supervisor*) unshares user, mount and pid namespaces while it
+//! is still single-threaded, tells the parent it is ready, waits until the parent has written
+//! its id maps, and is then root in the namespace. For a build it forks once: the *worker*
+//! becomes pid 1 of the build's pid namespace and assembles the tree; the supervisor waits,
+//! and whatever happened (success, failure, a signal, a crash) unmounts everything under the
+//! staging root and moves or removes the staging tree. Killing the worker (SIGKILL) ends every
+//! process of the build at once, so teardown never races a leftover daemon.
+//!
+//! Logs go to stderr as `ingot: stage: …` lines; a failure ends with one
+//! `ingot: stage: error: …` line that the parent reports. Stdout carries only the tar stream.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::MsFlags;
+use nix::sched::CloneFlags;
+use nix::sys::wait::WaitStatus;
+use nix::unistd::ForkResult;
+use serde::{Deserialize, Serialize};
+
+use super::mounts::{self, ChrootEnv};
+use super::scripts::{self, ScriptKind};
+use super::{StageOutput, StageSpec, signals};
+
+/// What the parent asks of the namespaced child (the JSON file given to `__stage`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ChildJob {
+    /// Write one byte here once the namespaces exist.
+    pub ready_fd: i32,
+    /// One byte arrives here once the id maps are written.
+    pub go_fd: i32,
+    /// The work.
+    pub task: ChildTask,
+}
+
+/// The work of one namespaced child.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) enum ChildTask {
+    /// Assemble the image in `staging` (created empty by the parent).
+    Build {
+        /// The spec.
+        spec: StageSpec,
+        /// The staging root (absolute, canonical).
+        staging: PathBuf,
+    },
+    /// Remove a tree whose files belong to subordinate ids.
+    Remove {
+        /// The tree.
+        path: PathBuf,
+    },
+    /// `ingot doctor`'s trial: map ids, mount, chown to a subordinate id.
+    Probe,
+}
+
+/// One progress line on stderr.
+///
+/// Write errors are ignored: when the parent is gone (stderr is a broken pipe) the cleanup
+/// must still run, and `eprintln!` would panic.
+pub(crate) fn log(line: &str) {
+    let _ = writeln!(std::io::stderr(), "ingot: stage: {line}");
+}
+
+fn fail(message: &str) -> i32 {
+    let _ = writeln!(std::io::stderr(), "ingot: stage: error: {message}");
+    1
+}
+
+/// Entry point of `ingot __stage JOB.json`.
+pub(crate) fn child_entry(job_path: &Path) -> i32 {
+    let job: ChildJob = match std::fs::read(job_path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(job) => job,
+        Err(e) => {
+            let _ = fail(&format!(
+                "cannot read the stage job {}: {e} (this subcommand is internal)",
+                job_path.display()
+            ));
+            return 2;
+        }
+    };
+    // SAFETY: the parent passed these two pipe ends to this process for this purpose; nothing
+    // else in this process owns them.
+    let (ready, go) = unsafe {
+        (
+            OwnedFd::from_raw_fd(job.ready_fd),
+            OwnedFd::from_raw_fd(job.go_fd),
+        )
+    };
+    for fd in [&ready, &go] {
+        let _ = nix::fcntl::fcntl(
+            fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+        );
+    }
+    if let Err(e) = enter_namespace(ready, go, &job.task) {
+        return fail(&e);
+    }
+    match job.task {
+        ChildTask::Build { spec, staging } => supervise_build(&spec, &staging),
+        ChildTask::Remove { path } => match std::fs::remove_dir_all(&path) {
+            Ok(()) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => fail(&format!("removing {}: {e}", path.display())),
+        },
+        ChildTask::Probe => probe(),
+    }
+}
+
+fn thread_count() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+fn enter_namespace(ready: OwnedFd, go: OwnedFd, task: &ChildTask) -> Result<(), String> {
+    if let Some(n) = thread_count().filter(|n| *n != 1) {
+        return Err(format!(
+            "the stage child has {n} threads; user namespaces need a single-threaded process"
+        ));
+    }
+    let mut flags = CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS;
+    if !matches!(task, ChildTask::Remove { .. }) {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    nix::sched::unshare(flags).map_err(|e| {
+        format!("unshare(user, mount, pid namespaces) failed: {e}; run `ingot doctor`")
+    })?;
+    let mut ready = std::fs::File::from(ready);
+    ready
+        .write_all(&[1])
+        .map_err(|e| format!("signalling the parent: {e}"))?;
+    drop(ready);
+    let mut byte = [0u8; 1];
+    let mut go = std::fs::File::from(go);
+    if go.read(&mut byte).unwrap_or(0) != 1 {
+        return Err("the parent did not map our ids (it gave up or died)".into());
+    }
+    if !nix::unistd::getuid().is_root() {
+        return Err(format!(
+            "after id mapping this process is uid {} in the namespace, not 0",
+            nix::unistd::getuid()
+        ));
+    }
+    // Supplementary groups of the caller show as nobody here; drop them where allowed.
+    let _ = nix::unistd::setgroups(&[]);
+    // Nothing mounted below may propagate back to the host (the kernel already demotes
+    // shared mounts to slaves in a less privileged namespace; make it explicit).
+    nix::mount::mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making the mount namespace private: {e}"))?;
+    Ok(())
+}
+
+/// Fork the pid-namespace init; in the child run `work` and return its exit code.
+enum Forked {
+    Worker(i32),
+    Supervisor(WaitStatus),
+}
+
+fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
+    // The worker is pid 1 of the new pid namespace, so getppid() there is 0: a pipe whose write
+    // end only the supervisor holds tells the worker whether the supervisor still lives.
+    let (alive_r, alive_w) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: this process is single-threaded (checked before unshare, and nothing since has
+    // spawned a thread), so the child inherits no lock held by another thread.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => Err(format!("fork: {e}")),
+        Ok(ForkResult::Child) => {
+            drop(alive_w);
+            signals::reset_handlers();
+            // A dying supervisor takes the whole build down.
+            if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
+                return Ok(Forked::Worker(1));
+            }
+            // Non-blocking read: EAGAIN while the write end is open, EOF once it is gone.
+            let _ = nix::fcntl::fcntl(
+                &alive_r,
+                nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+            );
+            if nix::unistd::read(&alive_r, &mut [0u8; 1]) != Err(nix::errno::Errno::EAGAIN) {
+                return Ok(Forked::Worker(1));
+            }
+            drop(alive_r);
+            Ok(Forked::Worker(work()))
+        }
+        Ok(ForkResult::Parent { child }) => {
+            drop(alive_r);
+            // Held (never written) until this process exits.
+            std::mem::forget(alive_w);
+            signals::set_worker(child.as_raw());
+            loop {
+                match nix::sys::wait::waitpid(child, None) {
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(format!("waiting for the worker: {e}")),
+                    Ok(status @ (WaitStatus::Exited(..) | WaitStatus::Signaled(..))) => {
+                        return Ok(Forked::Supervisor(status));
+                    }
+                    Ok(_) => continue,
+                }
+            }
+        }
+    }
+}
+
+fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
+    signals::install_supervisor_handlers();
+    let status = match fork_worker(|| match assemble(spec, staging) {
+        Ok(()) => 0,
+        Err(e) => fail(&e),
+    }) {
+        Ok(Forked::Worker(code)) => return code,
+        Ok(Forked::Supervisor(status)) => Some(status),
+        Err(e) => {
+            let _ = fail(&e);
+            None
+        }
+    };
+    // From here on this process must not hold the tar pipe: the parent's reader sees EOF as
+    // soon as the worker is gone.
+    let _ = nix::unistd::dup2_stdout(std::io::stderr());
+
+    let worker_ok = matches!(status, Some(WaitStatus::Exited(_, 0)));
+    let interrupted = signals::supervisor_signal();
+    let mut code = match (interrupted, status) {
+        (Some(sig), _) => {
+            let _ = fail(&format!(
+                "interrupted by {}; removing the staging tree",
+                signals::signal_name(sig)
+            ));
+            128 + sig
+        }
+        (None, Some(WaitStatus::Exited(_, 0))) => 0,
+        (None, Some(WaitStatus::Exited(_, c))) => c,
+        (None, Some(WaitStatus::Signaled(_, sig, _))) => {
+            fail(&format!("the build worker was killed by {}", sig.as_str()))
+        }
+        (None, _) => 1,
+    };
+    if let Err(e) = mounts::unmount_all_under(staging) {
+        code = fail(&e.to_string());
+    }
+    let success = worker_ok && interrupted.is_none() && code == 0;
+    match (&spec.output, success) {
+        (StageOutput::Dir(out), true) => {
+            if let Err(e) = rename_noreplace(staging, out) {
+                code = fail(&format!(
+                    "moving the finished tree from {} to {}: {e} (the staging parent and the \
+                     output must be on one filesystem, and the output must not exist)",
+                    staging.display(),
+                    out.display()
+                ));
+                remove_or_keep(staging, spec.keep_staging.as_deref());
+            } else {
+                log(&format!("tree ready at {}", out.display()));
+            }
+        }
+        _ => remove_or_keep(staging, spec.keep_staging.as_deref()),
+    }
+    code
+}
+
+fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
+    nix::fcntl::renameat2(
+        nix::fcntl::AT_FDCWD,
+        from,
+        nix::fcntl::AT_FDCWD,
+        to,
+        nix::fcntl::RenameFlags::RENAME_NOREPLACE,
+    )
+}
+
+fn remove_or_keep(staging: &Path, keep: Option<&Path>) {
+    if let Some(keep) = keep {
+        match rename_noreplace(staging, keep) {
+            Ok(()) => log(&format!("kept the staging tree at {}", keep.display())),
+            Err(e) => log(&format!(
+                "could not move the staging tree to {} ({e}); it stays at {}",
+                keep.display(),
+                staging.display()
+            )),
+        }
+        return;
+    }
+    if let Err(e) = std::fs::remove_dir_all(staging) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            let _ = fail(&format!(
+                "removing the staging tree {}: {e}",
+                staging.display()
+            ));
+        }
+    }
+}
+
+/// The worker: pid 1 of the build's pid namespace, root in its user namespace.
+fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
+    // Keep the real stdout for the tar stream only; everything else (dpkg, scripts) writing to
+    // fd 1 lands on stderr.
+    let tar_out = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+        .map_err(|e| format!("duplicating stdout: {e}"))?;
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) returned a new descriptor that nothing else owns.
+    let tar_out = unsafe { OwnedFd::from_raw_fd(tar_out) };
+    nix::unistd::dup2_stdout(std::io::stderr())
+        .map_err(|e| format!("redirecting stdout to stderr: {e}"))?;
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| format!("setting the mode of {}: {e}", root.display()))?;
+
+    if let Some(seed) = &spec.seed {
+        seed_root(seed, root)?;
+    }
+    let mut logger = |line: &str| log(line);
+    let mut env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
+    log(&format!("installing {} packages", spec.debs.len()));
+    super::install::install_packages(root, &spec.debs, &mut logger)
+        .map_err(|e| format!("installing packages: {e}"))?;
+
+    let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
+    if scripts_present && !scripts::has_shell(root) {
+        return Err("the image has no /bin/sh to run the recipe's scripts with".into());
+    }
+    if !spec.provision.is_empty() {
+        env.bind_resolv_conf(&mut logger)
+            .map_err(|e| e.to_string())?;
+    }
+    for (i, script) in spec.provision.iter().enumerate() {
+        scripts::run_script(root, script, ScriptKind::Provision, i + 1, &mut logger)
+            .map_err(|e| e.to_string())?;
+    }
+    env.unbind_resolv_conf().map_err(|e| e.to_string())?;
+    for (i, script) in spec.cleanup.iter().enumerate() {
+        scripts::run_script(root, script, ScriptKind::Cleanup, i + 1, &mut logger)
+            .map_err(|e| e.to_string())?;
+    }
+    env.leave(&mut logger).map_err(|e| e.to_string())?;
+
+    let done = super::invariants::enforce(root)
+        .map_err(|e| format!("enforcing the cleanup invariants: {e}"))?;
+    for action in done {
+        log(&format!("invariant: {action}"));
+    }
+    if matches!(spec.output, StageOutput::Tar) {
+        log("streaming the tar archive");
+        let mut out = std::fs::File::from(tar_out);
+        super::super::export::tar::write_rootfs_tar(root, &mut out, spec.epoch)
+            .map_err(|e| format!("writing the tar stream: {e}"))?;
+        out.flush()
+            .map_err(|e| format!("writing the tar stream: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Copy the seed tree into the (still empty) root, owners and modes preserved.
+fn seed_root(seed: &Path, root: &Path) -> Result<(), String> {
+    let mut from = seed.as_os_str().to_owned();
+    from.push("/.");
+    let out = std::process::Command::new("cp")
+        .args(["-a", "--no-target-directory", "--"])
+        .arg(&from)
+        .arg(root)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .map_err(|e| format!("running cp to seed the root from {}: {e}", seed.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "seeding the root from {} failed: {}",
+            seed.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(())
+}
+
+/// `ingot doctor`'s trial, in the namespaces: tmpfs, a fresh /proc, devpts and a chown to
+/// subordinate ids — everything a build needs from the kernel.
+fn probe() -> i32 {
+    let scratch = Path::new("/tmp");
+    let result = (|| -> Result<(), String> {
+        nix::mount::mount(
+            Some("tmpfs"),
+            scratch,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("mode=0755,size=1m"),
+        )
+        .map_err(|e| format!("mounting a tmpfs: {e}"))?;
+        let file = scratch.join("owned");
+        std::fs::write(&file, b"").map_err(|e| format!("creating a file: {e}"))?;
+        std::os::unix::fs::lchown(&file, Some(1), Some(1))
+            .map_err(|e| format!("chown to a subordinate id (1:1): {e}"))?;
+        std::os::unix::fs::lchown(&file, Some(65535), Some(65535))
+            .map_err(|e| format!("chown to a subordinate id (65535:65535): {e}"))?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        return fail(&e);
+    }
+    match fork_worker(|| {
+        let proc_dir = scratch.join("proc");
+        let pts = scratch.join("pts");
+        let r = std::fs::create_dir(&proc_dir)
+            .and_then(|()| std::fs::create_dir(&pts))
+            .map_err(|e| format!("creating mount points: {e}"))
+            .and_then(|()| {
+                nix::mount::mount(
+                    Some("proc"),
+                    &proc_dir,
+                    Some("proc"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    None::<&str>,
+                )
+                .or_else(|e| {
+                    // Builds fall back to the host's /proc (see mounts.rs): only a note.
+                    log(&format!(
+                        "note: a fresh /proc is refused here ({e}); builds will bind the host's"
+                    ));
+                    Ok(())
+                })
+            })
+            .and_then(|()| {
+                nix::mount::mount(
+                    Some("devpts"),
+                    &pts,
+                    Some("devpts"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+                    Some("newinstance,ptmxmode=0666,mode=0620,gid=5"),
+                )
+                .map_err(|e| format!("mounting a new devpts: {e}"))
+            });
+        match r {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        }
+    }) {
+        Ok(Forked::Worker(code)) => code,
+        Ok(Forked::Supervisor(WaitStatus::Exited(_, code))) => code,
+        Ok(Forked::Supervisor(other)) => fail(&format!("the trial worker ended: {other:?}")),
+        Err(e) => fail(&e),
+    }
+}

@@ -1,0 +1,584 @@
+//! The chroot environment while dpkg and the recipe's scripts run, and its teardown.
+//!
+//! Set up inside the build's private mount namespace (nothing is visible on the host, and the
+//! namespace dies with the build even if it is killed):
+//! - `/proc`: a fresh procfs of the build's own pid namespace. The build's processes see only
+//!   each other (a postinst cannot see or signal the caller's processes), and killing the
+//!   namespace's init ends every daemon a maintainer script left behind, so teardown never
+//!   meets a busy mount. Falls back to an rbind of the host's `/proc` where a fresh one is
+//!   refused (container runtimes that mask parts of `/proc`).
+//! - `/dev`: a tmpfs holding empty files with the host's null, zero, full, random, urandom and
+//!   tty bind-mounted onto them, `fd`/`stdin`/`stdout`/`stderr` symlinks, `shm/`, and a fresh
+//!   devpts (`newinstance,ptmxmode=0666`) with `ptmx -> pts/ptmx`. Unmounting the tmpfs leaves
+//!   the image's `dev/` exactly as empty as before.
+//! - `/run`: a tmpfs, so whatever maintainer scripts put there (pid files, sockets, locks)
+//!   vanishes and the image's `/run` stays empty.
+//! - `/usr/sbin/policy-rc.d` exiting 101 (no service starts), removed afterwards unless a
+//!   package ships one.
+//! - the host's `/etc/resolv.conf`, bind-mounted read-only, only while provision scripts run.
+//!
+//! This module never mounts anything outside the staging root and never writes to the host.
+
+use std::collections::HashSet;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+
+use super::confined::{self, ConfinedError};
+
+/// The policy-rc.d every build installs while packages are configured.
+pub const POLICY_RC_D: &[u8] =
+    b"#!/bin/sh\n# ingot: no service may start while the image is built\nexit 101\n";
+
+const DEV_BINDS: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+const SAVED_RESOLV: &str = ".resolv.conf.ingot-saved";
+
+/// A failure setting up or tearing down the chroot environment.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// A path inside the root.
+    #[error(transparent)]
+    Confined(#[from] ConfinedError),
+    /// A mount or unmount.
+    #[error("{what} at /{target} in the staging root failed: {errno}")]
+    Mount {
+        /// What was mounted.
+        what: String,
+        /// Where, relative to the root.
+        target: String,
+        /// The cause.
+        errno: nix::errno::Errno,
+    },
+    /// Mounts that would not go away.
+    #[error("mounts left under {root} after teardown: {left}")]
+    Leftover {
+        /// The staging root.
+        root: PathBuf,
+        /// The mount points.
+        left: String,
+    },
+    /// Reading the mount table.
+    #[error("reading /proc/self/mountinfo: {0}")]
+    MountInfo(std::io::Error),
+}
+
+fn mount_err(what: &str, target: &str) -> impl FnOnce(nix::errno::Errno) -> MountError {
+    let (what, target) = (what.to_string(), target.to_string());
+    move |errno| MountError::Mount {
+        what,
+        target,
+        errno,
+    }
+}
+
+struct ResolvBind {
+    /// The image's own resolv.conf was a symlink, parked under [`SAVED_RESOLV`].
+    parked_symlink: bool,
+    /// The image had no resolv.conf; ours is an empty placeholder.
+    placeholder: bool,
+}
+
+/// The mounted chroot environment of one staging root.
+pub struct ChrootEnv {
+    root: PathBuf,
+    root_fd: OwnedFd,
+    /// Directories this environment created (relative), in creation order.
+    created: Vec<String>,
+    /// We wrote `/usr/sbin/policy-rc.d`.
+    wrote_policy: bool,
+    resolv: Option<ResolvBind>,
+}
+
+impl ChrootEnv {
+    /// Mount `/proc`, `/dev`, `/run` and install policy-rc.d in `root`.
+    pub fn enter(root: &Path, log: &mut dyn FnMut(&str)) -> Result<ChrootEnv, MountError> {
+        let root_fd = confined::open_root(root)?;
+        let mut env = ChrootEnv {
+            root: root.to_path_buf(),
+            root_fd,
+            created: Vec::new(),
+            wrote_policy: false,
+            resolv: None,
+        };
+        env.mount_proc(log)?;
+        env.mount_dev(log)?;
+        let run = confined::ensure_dir_in(&env.root_fd, "run", 0o755, &mut env.created)?;
+        mount_fs(
+            "tmpfs",
+            &run,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            "mode=0755",
+            "run",
+        )?;
+        env.write_policy_rc_d(log)?;
+        Ok(env)
+    }
+
+    fn mount_proc(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
+        let proc_dir = confined::ensure_dir_in(&self.root_fd, "proc", 0o555, &mut self.created)?;
+        let fresh = nix::mount::mount(
+            Some("proc"),
+            &confined::fd_path(&proc_dir),
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        );
+        if let Err(errno) = fresh {
+            log(&format!(
+                "a fresh /proc was refused ({errno}); bind-mounting the host's /proc instead"
+            ));
+            nix::mount::mount(
+                Some("/proc"),
+                &confined::fd_path(&proc_dir),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REC,
+                None::<&str>,
+            )
+            .map_err(mount_err("proc", "proc"))?;
+        }
+        Ok(())
+    }
+
+    fn mount_dev(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
+        let dev_under = confined::ensure_dir_in(&self.root_fd, "dev", 0o755, &mut self.created)?;
+        mount_fs(
+            "tmpfs",
+            &dev_under,
+            "tmpfs",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            "mode=0755,size=16m",
+            "dev",
+        )?;
+        // The tmpfs now covers dev/: reopen to get its root.
+        let dev = confined::open_in(&self.root_fd, "dev", OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        for name in DEV_BINDS {
+            let host = Path::new("/dev").join(name);
+            if !host.exists() {
+                log(&format!(
+                    "host has no {}; /dev/{name} left out",
+                    host.display()
+                ));
+                continue;
+            }
+            let shown = format!("dev/{name}");
+            confined::create_file_at(&dev, name, 0o666, b"", &shown)?;
+            let target = nix::fcntl::openat(
+                dev.as_fd(),
+                *name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| ConfinedError {
+                action: "opening",
+                path: shown.clone(),
+                errno,
+            })?;
+            nix::mount::mount(
+                Some(&host),
+                &confined::fd_path(&target),
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
+            )
+            .map_err(mount_err(&format!("bind of {}", host.display()), &shown))?;
+        }
+        for (name, to) in DEV_LINKS {
+            nix::unistd::symlinkat(*to, dev.as_fd(), *name).map_err(|errno| ConfinedError {
+                action: "creating",
+                path: format!("dev/{name}"),
+                errno,
+            })?;
+        }
+        let mut scratch = Vec::new();
+        let shm = confined::ensure_dir_in(&self.root_fd, "dev/shm", 0o755, &mut scratch)?;
+        nix::sys::stat::fchmod(&shm, Mode::from_bits_truncate(0o1777)).map_err(|errno| {
+            ConfinedError {
+                action: "setting the mode of",
+                path: "dev/shm".into(),
+                errno,
+            }
+        })?;
+        let pts = confined::ensure_dir_in(&self.root_fd, "dev/pts", 0o755, &mut scratch)?;
+        match mount_fs(
+            "devpts",
+            &pts,
+            "devpts",
+            MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+            "newinstance,ptmxmode=0666,mode=0620,gid=5",
+            "dev/pts",
+        ) {
+            Ok(()) => {
+                nix::unistd::symlinkat("pts/ptmx", dev.as_fd(), "ptmx").map_err(|errno| {
+                    ConfinedError {
+                        action: "creating",
+                        path: "dev/ptmx".into(),
+                        errno,
+                    }
+                })?;
+            }
+            Err(e) => log(&format!("{e}; continuing without pseudo-terminals")),
+        }
+        Ok(())
+    }
+
+    fn write_policy_rc_d(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
+        let sbin = confined::ensure_dir_in(&self.root_fd, "usr/sbin", 0o755, &mut self.created)?;
+        match confined::create_file_at(
+            &sbin,
+            "policy-rc.d",
+            0o755,
+            POLICY_RC_D,
+            "usr/sbin/policy-rc.d",
+        ) {
+            Ok(()) => self.wrote_policy = true,
+            Err(e) if e.errno == nix::errno::Errno::EEXIST => {
+                log("the root already has /usr/sbin/policy-rc.d; using it as it is");
+            }
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    /// Bind the host's `/etc/resolv.conf` (read-only) onto the image's, for provisioning.
+    pub fn bind_resolv_conf(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
+        let host = Path::new("/etc/resolv.conf");
+        if self.resolv.is_some() {
+            return Ok(());
+        }
+        if !host.exists() {
+            log("the host has no /etc/resolv.conf; provisioning without name resolution");
+            return Ok(());
+        }
+        let etc =
+            match confined::open_in(&self.root_fd, "etc", OFlag::O_RDONLY | OFlag::O_DIRECTORY) {
+                Ok(fd) => fd,
+                Err(e) if e.errno == nix::errno::Errno::ENOENT => {
+                    log("the image has no /etc; provisioning without name resolution");
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            };
+        let shown = "etc/resolv.conf";
+        let mut bind = ResolvBind {
+            parked_symlink: false,
+            placeholder: false,
+        };
+        match nix::sys::stat::fstatat(
+            etc.as_fd(),
+            "resolv.conf",
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        ) {
+            Ok(st) if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFREG => {}
+            Ok(st) if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFLNK => {
+                // A mount would follow the link (Ubuntu's points into /run): park the link
+                // and mount onto a placeholder instead.
+                nix::fcntl::renameat(etc.as_fd(), "resolv.conf", etc.as_fd(), SAVED_RESOLV)
+                    .map_err(|errno| ConfinedError {
+                        action: "parking",
+                        path: shown.into(),
+                        errno,
+                    })?;
+                bind.parked_symlink = true;
+                bind.placeholder = true;
+                confined::create_file_at(&etc, "resolv.conf", 0o644, b"", shown)?;
+            }
+            Ok(_) => {
+                log("the image's /etc/resolv.conf is neither a file nor a symlink; not binding");
+                return Ok(());
+            }
+            Err(nix::errno::Errno::ENOENT) => {
+                bind.placeholder = true;
+                confined::create_file_at(&etc, "resolv.conf", 0o644, b"", shown)?;
+            }
+            Err(errno) => {
+                return Err(ConfinedError {
+                    action: "inspecting",
+                    path: shown.into(),
+                    errno,
+                }
+                .into());
+            }
+        }
+        // Record before mounting so a failure below is still undone.
+        self.resolv = Some(bind);
+        let target = nix::fcntl::openat(
+            etc.as_fd(),
+            "resolv.conf",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| ConfinedError {
+            action: "opening",
+            path: shown.into(),
+            errno,
+        })?;
+        let target_path = confined::fd_path(&target);
+        nix::mount::mount(
+            Some(host),
+            &target_path,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(mount_err("bind of the host's /etc/resolv.conf", shown))?;
+        // Read-only: as real root a script could otherwise write the host's file.
+        let mounted = nix::fcntl::openat(
+            etc.as_fd(),
+            "resolv.conf",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| ConfinedError {
+            action: "opening",
+            path: shown.into(),
+            errno,
+        })?;
+        nix::mount::mount(
+            None::<&str>,
+            &confined::fd_path(&mounted),
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(mount_err("read-only remount of resolv.conf", shown))?;
+        Ok(())
+    }
+
+    /// Undo [`ChrootEnv::bind_resolv_conf`]: unmount, and restore what the image had.
+    pub fn unbind_resolv_conf(&mut self) -> Result<(), MountError> {
+        let Some(bind) = self.resolv.take() else {
+            return Ok(());
+        };
+        let shown = "etc/resolv.conf";
+        let etc = confined::open_in(&self.root_fd, "etc", OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let mounted = nix::fcntl::openat(
+            etc.as_fd(),
+            "resolv.conf",
+            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|errno| ConfinedError {
+            action: "opening",
+            path: shown.into(),
+            errno,
+        })?;
+        match nix::mount::umount2(&confined::fd_path(&mounted), MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
+            Err(e) => return Err(mount_err("unmount", shown)(e)),
+        }
+        drop(mounted);
+        if bind.placeholder {
+            confined::unlink_at(&etc, "resolv.conf", shown)?;
+        }
+        if bind.parked_symlink {
+            nix::fcntl::renameat(etc.as_fd(), SAVED_RESOLV, etc.as_fd(), "resolv.conf").map_err(
+                |errno| ConfinedError {
+                    action: "restoring",
+                    path: shown.into(),
+                    errno,
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Unmount everything, remove policy-rc.d and the directories only we needed, and leave
+    /// `dev/` an empty directory.
+    pub fn leave(mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
+        self.unbind_resolv_conf()?;
+        unmount_all_under(&self.root)?;
+        let owned = package_owned_paths(&self.root);
+        let dev = confined::open_in(&self.root_fd, "dev", OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
+        let leftovers = dir_entries(&self.root.join("dev"));
+        if !leftovers.is_empty() {
+            log(&format!(
+                "removing {} entries found under the image's /dev",
+                leftovers.len()
+            ));
+            for name in leftovers {
+                let path = self.root.join("dev").join(&name);
+                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
+            }
+        }
+        drop(dev);
+        if self.wrote_policy {
+            let sbin = confined::open_in(
+                &self.root_fd,
+                "usr/sbin",
+                OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+            )?;
+            let ours = std::fs::read(self.root.join("usr/sbin/policy-rc.d"))
+                .map(|c| c == POLICY_RC_D)
+                .unwrap_or(false);
+            if owned.contains("/usr/sbin/policy-rc.d") || !ours {
+                log("keeping /usr/sbin/policy-rc.d: the image's packages or scripts provide it");
+            } else {
+                match confined::unlink_at(&sbin, "policy-rc.d", "usr/sbin/policy-rc.d") {
+                    Ok(()) => {}
+                    Err(e) if e.errno == nix::errno::Errno::ENOENT => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        // Directories we created that no package ships and nothing filled: gone again.
+        // dev/ always stays (the golden image has an empty dev/).
+        for rel in self.created.iter().rev() {
+            if rel == "dev" || owned.contains(&format!("/{rel}")) {
+                continue;
+            }
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            if let Ok(parent_fd) =
+                confined::open_in(&self.root_fd, parent, OFlag::O_RDONLY | OFlag::O_DIRECTORY)
+            {
+                // ENOTEMPTY: something lives there now; keep it.
+                let _ = nix::unistd::unlinkat(
+                    parent_fd.as_fd(),
+                    name,
+                    nix::unistd::UnlinkatFlags::RemoveDir,
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+fn mount_fs(
+    source: &str,
+    target: &OwnedFd,
+    fstype: &str,
+    flags: MsFlags,
+    data: &str,
+    shown: &str,
+) -> Result<(), MountError> {
+    nix::mount::mount(
+        Some(source),
+        &confined::fd_path(target),
+        Some(fstype),
+        flags,
+        Some(data),
+    )
+    .map_err(mount_err(fstype, shown))
+}
+
+fn dir_entries(dir: &Path) -> Vec<std::ffi::OsString> {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+        .unwrap_or_default()
+}
+
+/// Every path some installed package lists (`/var/lib/dpkg/info/*.list`).
+pub fn package_owned_paths(root: &Path) -> HashSet<String> {
+    let mut owned = HashSet::new();
+    let info = root.join("var/lib/dpkg/info");
+    let Ok(entries) = std::fs::read_dir(&info) else {
+        return owned;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().ends_with(".list") {
+            continue;
+        }
+        if let Ok(text) = std::fs::read_to_string(entry.path()) {
+            owned.extend(text.lines().map(str::to_string));
+        }
+    }
+    owned
+}
+
+/// Mount points at or below `root` in this mount namespace, deepest first.
+pub fn mounts_under(root: &Path) -> Result<Vec<PathBuf>, MountError> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").map_err(MountError::MountInfo)?;
+    Ok(mounts_under_in(&text, root))
+}
+
+/// [`mounts_under`] on the text of a mountinfo file.
+pub fn mounts_under_in(mountinfo: &str, root: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|p| PathBuf::from(unescape_mountinfo(p)))
+        .filter(|p| p.starts_with(root))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+fn unescape_mountinfo(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
+            let value = std::str::from_utf8(&bytes[i + 1..i + 4])
+                .ok()
+                .and_then(|oct| u8::from_str_radix(oct, 8).ok());
+            if let Some(v) = value {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detach every mount at or below `root` (lazily, deepest first) until none is left.
+pub fn unmount_all_under(root: &Path) -> Result<usize, MountError> {
+    let mut count = 0;
+    for _ in 0..8 {
+        let mounts = mounts_under(root)?;
+        if mounts.is_empty() {
+            return Ok(count);
+        }
+        for m in mounts {
+            if nix::mount::umount2(&m, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).is_ok() {
+                count += 1;
+            }
+        }
+    }
+    let left = mounts_under(root)?;
+    if left.is_empty() {
+        return Ok(count);
+    }
+    Err(MountError::Leftover {
+        root: root.to_path_buf(),
+        left: left
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_selects_mounts_under_root_deepest_first() {
+        let info = "22 27 0:21 / /proc rw - proc proc rw\n\
+                    50 27 0:40 / /tmp/st/r/proc rw - proc proc rw\n\
+                    51 27 0:41 / /tmp/st/r/dev rw - tmpfs tmpfs rw\n\
+                    52 51 0:6 /null /tmp/st/r/dev/null rw - devtmpfs udev rw\n\
+                    53 27 0:42 / /tmp/st/r2/run rw - tmpfs tmpfs rw\n\
+                    54 27 0:43 / /tmp/st/r/with\\040space rw - tmpfs tmpfs rw\n";
+        let got = mounts_under_in(info, Path::new("/tmp/st/r"));
+        assert_eq!(got[0], PathBuf::from("/tmp/st/r/dev/null"));
+        assert_eq!(got.len(), 4);
+        assert!(got.contains(&PathBuf::from("/tmp/st/r/with space")));
+        assert!(!got.iter().any(|p| p.starts_with("/tmp/st/r2")));
+    }
+}
