@@ -14,7 +14,10 @@ use anyhow::Context;
 
 use crate::archive::{self, ArchiveError, ArchiveOptions, SuiteIndex, VerifiedRelease};
 use crate::epoch::{BuildEpoch, EpochSource};
-use crate::export::compress::Compression;
+use crate::artifact::{BuildInputs, OutputDir, PackageRecord, SuiteRecord, VersionRequest};
+use crate::export::compress::{self, Compression};
+use crate::stage::{self, StageDeb, StageOutput, StageSpec};
+use crate::verify;
 use crate::fetch::transport::Transport;
 use crate::fetch::{self, Cache};
 use crate::plan::{self, Plan, Selection};
@@ -254,22 +257,180 @@ pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `ingot build`.
+/// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
 pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
-    let _ = (o, b);
-    todo!()
+    let reporter = progress::for_cli(o.quiet);
+    let r = resolve_recipe(o, reporter.as_ref())?;
+    let cache = cache_for(o);
+    let (debs, _) = fetch::fetch_plan(
+        &Transport::new(),
+        &r.plan,
+        &cache,
+        o.jobs,
+        reporter.as_ref(),
+    )?;
+    let stage_debs: Vec<StageDeb> = debs
+        .iter()
+        .map(|d| StageDeb {
+            name: d.package.name.clone(),
+            version: d.package.version.clone(),
+            architecture: d.package.architecture.clone(),
+            essential: d.package.essential,
+            path: d.path.clone(),
+            pre_depends_on: d.package.pre_depends_on.clone(),
+            depends_on: d.package.depends_on.clone(),
+        })
+        .collect();
+    let mut spec = StageSpec {
+        debs: stage_debs,
+        provision: r.recipe.provision.clone(),
+        cleanup: r.recipe.cleanup.clone(),
+        staging_parent: cache.root().join("staging"),
+        keep_staging: b.keep_staging.clone(),
+        epoch: r.epoch,
+        output: StageOutput::Tar,
+        seed: None,
+    };
+    std::fs::create_dir_all(&spec.staging_parent)
+        .with_context(|| format!("creating {}", spec.staging_parent.display()))?;
+
+    if b.format == OutputFormat::Dir {
+        if b.out.exists() {
+            anyhow::bail!(
+                "{}: already exists (--format dir writes a new directory; never over an old one)",
+                b.out.display()
+            );
+        }
+        let parent = match b.out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+        let out = std::fs::canonicalize(&parent)?.join(b.out.file_name().unwrap_or_default());
+        spec.staging_parent = std::fs::canonicalize(&parent)?;
+        spec.output = StageOutput::Dir(out.clone());
+        stage::run_stage(&spec, &mut |_| Ok(()), reporter.as_ref())?;
+        print_result(b.json, &out, None)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let dir = OutputDir::lock(&b.out, &r.recipe.image.name)?;
+    let request = match b.version {
+        Some(n) => VersionRequest::Exact(n),
+        None => VersionRequest::Next,
+    };
+    let mut claim = dir.claim(request, b.compression)?;
+    reporter.message(&format!("building {}", claim.file_name()));
+    let mut compressed: Option<Result<u64, crate::export::ExportError>> = None;
+    stage::run_stage(
+        &spec,
+        &mut |tar| {
+            let res = compress::compress_stream(b.compression, tar, &mut claim);
+            let failed = res.is_err();
+            compressed = Some(res);
+            if failed {
+                Err(std::io::Error::other("compression failed"))
+            } else {
+                Ok(())
+            }
+        },
+        reporter.as_ref(),
+    )
+    .map_err(anyhow::Error::from)
+    .and_then(|()| match compressed.take() {
+        Some(Ok(_)) => Ok(()),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(anyhow::anyhow!("the build produced no tar stream")),
+    })?;
+    claim.flush()?;
+
+    reporter.begin("verify", None);
+    let report = verify::verify_tarball(claim.temp_path())?;
+    if !report.ok() {
+        anyhow::bail!(
+            "refusing to publish {}: the image breaks the golden-image contract:\n{report}",
+            claim.file_name()
+        );
+    }
+    reporter.finish("golden-image contract holds");
+
+    let inputs = BuildInputs {
+        recipe_digest: r.recipe.digest.clone(),
+        build_epoch: r.epoch,
+        epoch_source: r.epoch_source,
+        suites: r
+            .releases
+            .iter()
+            .map(|s| SuiteRecord {
+                suite: s.source.suite.clone(),
+                inrelease_url: s.url.clone(),
+                inrelease_sha256: s.sha256.clone(),
+            })
+            .collect(),
+        packages: r
+            .plan
+            .packages
+            .iter()
+            .map(|p| PackageRecord {
+                name: p.name.clone(),
+                version: p.version.clone(),
+                architecture: p.architecture.clone(),
+                sha256: p.sha256.clone(),
+            })
+            .collect(),
+    };
+    let published = claim.publish(inputs)?;
+    print_result(b.json, &published.path, Some(&published.manifest))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-/// `ingot verify`.
+fn print_result(
+    json: bool,
+    path: &std::path::Path,
+    manifest: Option<&crate::artifact::Manifest>,
+) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    if json {
+        let doc = serde_json::json!({ "path": path, "manifest": manifest });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+    } else {
+        writeln!(out, "{}", path.display())?;
+    }
+    Ok(())
+}
+
+/// `ingot verify`: the golden-image contract on any tarball; exit 1 on any violation.
 pub fn cmd_verify(tarball: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let _ = (tarball, json);
-    todo!()
+    let report = verify::verify_tarball(tarball)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", report.to_json())?;
+    } else {
+        write!(out, "{report}")?;
+    }
+    Ok(if report.ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
-/// `ingot doctor`.
+/// `ingot doctor`: can this host build rootless?
 pub fn cmd_doctor(json: bool) -> anyhow::Result<ExitCode> {
-    let _ = json;
-    todo!()
+    let checks = stage::doctor();
+    let ok = checks.iter().all(|c| c.ok);
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "ok": ok, "checks": checks }))?;
+        writeln!(out)?;
+    } else {
+        for c in &checks {
+            writeln!(out, "{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.message)?;
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 /// The error chain as one line: `outer: inner: innermost`, without repeats.
