@@ -269,13 +269,14 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
         o.jobs,
         reporter.as_ref(),
     )?;
+    let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
         .iter()
         .map(|d| StageDeb {
             name: d.package.name.clone(),
             version: d.package.version.clone(),
             architecture: d.package.architecture.clone(),
-            essential: d.package.essential,
+            essential: first_round.contains(&d.package.name),
             path: d.path.clone(),
             pre_depends_on: d.package.pre_depends_on.clone(),
             depends_on: d.package.depends_on.clone(),

@@ -76,6 +76,29 @@ pub struct Plan {
 }
 
 impl Plan {
+    /// Names of the first installation round, as debootstrap and mmdebstrap form it: every
+    /// `Essential: yes` package and everything those need through `Pre-Depends`/`Depends`.
+    pub fn essential_closure(&self) -> std::collections::BTreeSet<String> {
+        let by_name: std::collections::HashMap<&str, &PlannedPackage> =
+            self.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo: Vec<&str> = self
+            .packages
+            .iter()
+            .filter(|p| p.essential)
+            .map(|p| p.name.as_str())
+            .collect();
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name.to_string()) {
+                continue;
+            }
+            if let Some(p) = by_name.get(name) {
+                todo.extend(p.pre_depends_on.iter().chain(&p.depends_on).map(String::as_str));
+            }
+        }
+        seen
+    }
+
     /// Total download size in bytes.
     pub fn total_size(&self) -> u64 {
         self.packages.iter().map(|p| p.size).sum()

@@ -33,7 +33,8 @@ pub struct StageDeb {
     pub version: String,
     /// Architecture.
     pub architecture: String,
-    /// `Essential: yes`: extracted and installed in the first round.
+    /// In the first round (extracted, then installed): `Essential: yes` and everything those
+    /// need through `Pre-Depends`/`Depends` (see `Plan::essential_closure`).
     pub essential: bool,
     /// The verified `.deb` in the cache.
     pub path: PathBuf,
