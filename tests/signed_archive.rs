@@ -250,6 +250,28 @@ fn signature_by_an_unknown_key_is_refused_naming_the_key() {
 }
 
 #[test]
+fn a_signature_by_an_expired_key_is_refused() {
+    let now = support::unix_now();
+    let dir = tempfile::tempdir().unwrap();
+    let created = (now - 30 * 86_400) as u32;
+    let expired = FixtureKey::generate_expiring("expired", created, 86_400);
+    let keyring = expired.write_keyring(&dir.path().join("expired.gpg"));
+    let f = fixture_signed_by(FixtureOptions::default(), Some(&expired));
+    let f = Fixture { keyring, ..f };
+    assert_refused(&f, opts(), "InRelease", |e| {
+        matches!(e, ArchiveError::KeyNotValid { message, .. }
+            if message.contains(&expired.fingerprint()) && message.contains("expired"))
+    });
+    // The same key with a lifetime that has not run out yet is fine.
+    let fresh = FixtureKey::generate_expiring("fresh", created, 60 * 86_400);
+    let f = fixture_signed_by(FixtureOptions::default(), Some(&fresh));
+    let keyring = fresh.write_keyring(&dir.path().join("fresh.gpg"));
+    let f = Fixture { keyring, ..f };
+    let release = verify(&f, &f.archive.file_url(), opts()).expect("unexpired key verifies");
+    assert_eq!(release.signer, fresh.fingerprint());
+}
+
+#[test]
 fn a_keyring_of_several_keys_and_an_armored_keyring_are_accepted() {
     let signer = FixtureKey::generate("signer");
     let other = FixtureKey::generate("other");
@@ -492,4 +514,49 @@ fn every_fingerprint_in_the_keyrings_readme_is_in_a_keyring() {
     for fp in &listed {
         assert!(known.contains(fp), "{fp} is listed but in no keyring");
     }
+}
+
+/// The fixture is a real signed archive, not one only ingot understands: GnuPG's `gpgv` (what
+/// apt and mmdebstrap use) accepts its signatures and rejects the tampered ones.
+#[test]
+fn gpgv_agrees_with_the_fixture_signatures() {
+    let gpgv = |f: &Fixture, args: &[&Path]| {
+        std::process::Command::new("gpgv")
+            .arg("--keyring")
+            .arg(&f.keyring)
+            .args(args)
+            .output()
+            .expect("run gpgv (Debian's gpgv package)")
+    };
+    let f = fixture(FixtureOptions::default());
+    let inrelease = f.archive.dists_file("InRelease");
+    let release = f.archive.dists_file("Release");
+    let detached = f.archive.dists_file("Release.gpg");
+    let out = gpgv(&f, &[&inrelease]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = gpgv(&f, &[&detached, &release]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let f = fixture(FixtureOptions {
+        tamper_signed_text: true,
+        ..FixtureOptions::default()
+    });
+    assert!(
+        !gpgv(&f, &[&f.archive.dists_file("InRelease")])
+            .status
+            .success()
+    );
+    let (detached, release) = (
+        f.archive.dists_file("Release.gpg"),
+        f.archive.dists_file("Release"),
+    );
+    assert!(!gpgv(&f, &[&detached, &release]).status.success());
 }

@@ -260,10 +260,10 @@ impl<'a> Candidate<'a> {
                 Some(SignatureType::SubkeyRevocation) => {
                     return Err("subkey is revoked".to_string());
                 }
-                Some(SignatureType::SubkeyBinding) => {
-                    if binding.is_none_or(|b| created(sig) > created(b)) {
-                        binding = Some(sig);
-                    }
+                Some(SignatureType::SubkeyBinding)
+                    if binding.is_none_or(|b| created(sig) > created(b)) =>
+                {
+                    binding = Some(sig);
                 }
                 _ => {}
             }

@@ -7,8 +7,9 @@ use pgp::composed::{
     SignedPublicKey, SignedSecretKey,
 };
 use pgp::crypto::hash::HashAlgorithm;
+use pgp::packet::{KeyFlags, SignatureConfig, SignatureType, Subpacket, SubpacketData};
 use pgp::ser::Serialize;
-use pgp::types::{KeyDetails, Password};
+use pgp::types::{KeyDetails, Password, Tag, Timestamp};
 
 /// An Ed25519 key pair that signs fixture releases.
 ///
@@ -33,6 +34,63 @@ impl FixtureKey {
         let secret = params
             .generate(rand::thread_rng())
             .expect("generate fixture key");
+        let public = SignedPublicKey::from(secret.clone());
+        FixtureKey { secret, public }
+    }
+
+    /// A key created at `created` (seconds since the epoch) whose newest self-signature says it
+    /// expires `lifetime` seconds later: with `created + lifetime` in the past, an expired key.
+    pub fn generate_expiring(name: &str, created: u32, lifetime: u32) -> FixtureKey {
+        let params = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .created_at(Timestamp::from_secs(created))
+            .primary_user_id(format!("{name} <fixture@ingot.invalid>"))
+            .build()
+            .expect("fixture key parameters");
+        let mut secret = params
+            .generate(rand::thread_rng())
+            .expect("generate fixture key");
+        let pk = secret.primary_key.public_key().clone();
+        let mut config = SignatureConfig::v4(
+            SignatureType::CertPositive,
+            pk.algorithm(),
+            HashAlgorithm::Sha256,
+        );
+        config.hashed_subpackets = vec![
+            Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+                created + 1,
+            )))
+            .expect("subpacket"),
+            Subpacket::regular(SubpacketData::KeyExpirationTime(
+                std::time::Duration::from_secs(u64::from(lifetime))
+                    .try_into()
+                    .expect("lifetime fits"),
+            ))
+            .expect("subpacket"),
+            Subpacket::regular(SubpacketData::KeyFlags({
+                let mut flags = KeyFlags::default();
+                flags.set_sign(true);
+                flags.set_certify(true);
+                flags
+            }))
+            .expect("subpacket"),
+            Subpacket::regular(SubpacketData::IssuerFingerprint(pk.fingerprint()))
+                .expect("subpacket"),
+        ];
+        let user = &mut secret.details.users[0];
+        let sig = config
+            .sign_certification(
+                &secret.primary_key,
+                &pk,
+                &Password::empty(),
+                Tag::UserId,
+                &user.id,
+            )
+            .expect("expiring self-signature");
+        // Replace the generator's self-signature (dated now, without expiry) with this one.
+        user.signatures = vec![sig];
         let public = SignedPublicKey::from(secret.clone());
         FixtureKey { secret, public }
     }
