@@ -272,6 +272,36 @@ fn a_signature_by_an_expired_key_is_refused() {
 }
 
 #[test]
+fn a_signing_subkey_is_accepted_and_reported_under_its_primary() {
+    let signer = FixtureKey::generate_with_signing_subkey("subkey signer");
+    assert_ne!(signer.signing_fingerprint(), signer.fingerprint());
+    for inrelease in [true, false] {
+        let f = fixture_signed_by(
+            FixtureOptions {
+                inrelease,
+                ..FixtureOptions::default()
+            },
+            Some(&signer),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let keyring = signer.write_keyring(&dir.path().join("subkey.gpg"));
+        let f = Fixture { keyring, ..f };
+        for (mirror, _guard) in mirrors(&f.archive) {
+            let release = verify(&f, &mirror, opts()).expect("subkey signature verifies");
+            assert_eq!(release.signer, signer.fingerprint());
+        }
+    }
+    // Unknown: the message names the subkey that signed.
+    let f = fixture_signed_by(FixtureOptions::default(), Some(&signer));
+    assert_refused(
+        &f,
+        opts(),
+        "InRelease",
+        |e| matches!(e, ArchiveError::UnknownKey { issuers, .. } if issuers.contains(&signer.signing_fingerprint())),
+    );
+}
+
+#[test]
 fn a_keyring_of_several_keys_and_an_armored_keyring_are_accepted() {
     let signer = FixtureKey::generate("signer");
     let other = FixtureKey::generate("other");
