@@ -596,3 +596,72 @@ fn gpgv_agrees_with_the_fixture_signatures() {
     );
     assert!(!gpgv(&f, &[&detached, &release]).status.success());
 }
+
+/// apt itself accepts the fixture archive (so mmdebstrap can use it as a mirror) and refuses
+/// the tampered one.
+#[test]
+fn apt_agrees_with_the_fixture_archive() {
+    let apt_update = |f: &Fixture| {
+        let state = tempfile::tempdir().unwrap();
+        let d = state.path();
+        for sub in [
+            "etc/apt/sources.list.d",
+            "etc/apt/preferences.d",
+            "var/lib/apt/lists/partial",
+            "var/cache/apt/archives/partial",
+            "var/lib/dpkg",
+        ] {
+            std::fs::create_dir_all(d.join(sub)).unwrap();
+        }
+        std::fs::write(d.join("var/lib/dpkg/status"), b"").unwrap();
+        std::fs::write(
+            d.join("etc/apt/sources.list"),
+            format!(
+                "deb [signed-by={}] {} {SUITE} main\n",
+                f.keyring.display(),
+                f.archive.file_url()
+            ),
+        )
+        .unwrap();
+        let common = [
+            format!("Dir={}", d.display()),
+            format!(
+                "Dir::State::status={}",
+                d.join("var/lib/dpkg/status").display()
+            ),
+            "Dir::Etc::trusted=/dev/null".to_string(),
+            "Dir::Etc::trustedparts=/dev/null".to_string(),
+            "APT::Architecture=amd64".to_string(),
+        ];
+        let run = |tool: &str, args: &[&str]| {
+            let mut cmd = std::process::Command::new(tool);
+            for o in &common {
+                cmd.arg("-o").arg(o);
+            }
+            cmd.args(args).output().expect("run apt (Debian host)")
+        };
+        let update = run("apt-get", &["update"]);
+        let show = run("apt-cache", &["show", "hello"]);
+        (update, show)
+    };
+    let f = fixture(FixtureOptions::default());
+    let (update, show) = apt_update(&f);
+    let stderr = String::from_utf8_lossy(&update.stderr);
+    assert!(
+        update.status.success() && stderr.trim().is_empty(),
+        "{stderr}"
+    );
+    assert!(String::from_utf8_lossy(&show.stdout).contains("Package: hello"));
+
+    let f = fixture(FixtureOptions {
+        tamper_signed_text: true,
+        ..FixtureOptions::default()
+    });
+    let (update, show) = apt_update(&f);
+    let stderr = String::from_utf8_lossy(&update.stderr);
+    assert!(
+        !update.status.success() || stderr.contains("E:"),
+        "apt accepted a tampered InRelease: {stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&show.stdout).contains("Package: hello"));
+}
