@@ -260,10 +260,10 @@ impl<'a> Candidate<'a> {
                 Some(SignatureType::SubkeyRevocation) => {
                     return Err("subkey is revoked".to_string());
                 }
-                Some(SignatureType::SubkeyBinding) => {
-                    if binding.is_none_or(|b| created(sig) > created(b)) {
-                        binding = Some(sig);
-                    }
+                Some(SignatureType::SubkeyBinding)
+                    if binding.is_none_or(|b| created(sig) > created(b)) =>
+                {
+                    binding = Some(sig);
                 }
                 _ => {}
             }
@@ -366,4 +366,41 @@ fn issuer_text(sig: &Signature) -> String {
 /// Uppercase hex fingerprint of a key component.
 pub fn fingerprint_hex(key: &impl KeyDetails) -> String {
     hex::encode_upper(key.fingerprint().as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Ubuntu's keyring is GnuPG-written, with Trust packets after each user id; without
+    /// stripping them every key would lose its self-signature and be refused.
+    #[test]
+    fn gnupg_keyrings_keep_their_self_signatures() {
+        for name in ["ubuntu-archive-keyring.gpg", "debian-archive-keyring.gpg"] {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("keyrings")
+                .join(name);
+            let keyring = Keyring::load(&path).unwrap();
+            assert!(keyring.keys.len() >= 3, "{name}");
+            for key in &keyring.keys {
+                let fp = fingerprint_hex(&key.primary_key);
+                assert!(
+                    key.details.users.iter().any(|u| !u.signatures.is_empty()),
+                    "{name}: {fp} lost its self-signatures"
+                );
+                // 2026-01-01: every key in these keyrings has a valid self-signature then.
+                assert_eq!(primary_valid_at(key, 1_767_225_600), Ok(()), "{name}: {fp}");
+            }
+        }
+    }
+
+    #[test]
+    fn armored_and_garbage_keyrings() {
+        let origin = Path::new("test.asc");
+        let err = Keyring::from_bytes(b"-----BEGIN PGP PUBLIC KEY BLOCK-----\n\nxx\n", origin)
+            .unwrap_err();
+        assert!(matches!(err, ArchiveError::Keyring { .. }), "{err:?}");
+        let err = Keyring::from_bytes(b"", origin).unwrap_err();
+        assert!(err.to_string().contains("no public keys"), "{err}");
+    }
 }

@@ -4,11 +4,12 @@ use std::path::{Path, PathBuf};
 
 use pgp::composed::{
     ArmorOptions, CleartextSignedMessage, DetachedSignature, KeyType, SecretKeyParamsBuilder,
-    SignedPublicKey, SignedSecretKey,
+    SignedPublicKey, SignedSecretKey, SignedSecretSubKey, SubkeyParamsBuilder,
 };
 use pgp::crypto::hash::HashAlgorithm;
+use pgp::packet::{KeyFlags, SignatureConfig, SignatureType, Subpacket, SubpacketData};
 use pgp::ser::Serialize;
-use pgp::types::{KeyDetails, Password};
+use pgp::types::{KeyDetails, Password, Tag, Timestamp};
 
 /// An Ed25519 key pair that signs fixture releases.
 ///
@@ -18,6 +19,8 @@ use pgp::types::{KeyDetails, Password};
 pub struct FixtureKey {
     secret: SignedSecretKey,
     public: SignedPublicKey,
+    /// Sign with the first secret subkey instead of the primary (as Debian's archive keys do).
+    subkey_signs: bool,
 }
 
 impl FixtureKey {
@@ -34,10 +37,112 @@ impl FixtureKey {
             .generate(rand::thread_rng())
             .expect("generate fixture key");
         let public = SignedPublicKey::from(secret.clone());
-        FixtureKey { secret, public }
+        FixtureKey {
+            secret,
+            public,
+            subkey_signs: false,
+        }
     }
 
-    /// Uppercase hex fingerprint of the (primary, signing) key.
+    /// A certify-only primary key with an Ed25519 signing subkey that makes every signature,
+    /// the way Debian's archive keys sign `InRelease`.
+    pub fn generate_with_signing_subkey(name: &str) -> FixtureKey {
+        let subkey = SubkeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_sign(true)
+            .build()
+            .expect("fixture subkey parameters");
+        let params = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .primary_user_id(format!("{name} <fixture@ingot.invalid>"))
+            .subkey(subkey)
+            .build()
+            .expect("fixture key parameters");
+        let secret = params
+            .generate(rand::thread_rng())
+            .expect("generate fixture key");
+        let public = SignedPublicKey::from(secret.clone());
+        FixtureKey {
+            secret,
+            public,
+            subkey_signs: true,
+        }
+    }
+
+    /// Uppercase hex fingerprint of the key that makes signatures (the subkey's for a key from
+    /// [`FixtureKey::generate_with_signing_subkey`]).
+    pub fn signing_fingerprint(&self) -> String {
+        match self.secret.secret_subkeys.first() {
+            Some(sub) if self.subkey_signs => {
+                hex::encode_upper(sub.key.public_key().fingerprint().as_bytes())
+            }
+            _ => self.fingerprint(),
+        }
+    }
+
+    /// A key created at `created` (seconds since the epoch) whose newest self-signature says it
+    /// expires `lifetime` seconds later: with `created + lifetime` in the past, an expired key.
+    pub fn generate_expiring(name: &str, created: u32, lifetime: u32) -> FixtureKey {
+        let params = SecretKeyParamsBuilder::default()
+            .key_type(KeyType::Ed25519Legacy)
+            .can_certify(true)
+            .can_sign(true)
+            .created_at(Timestamp::from_secs(created))
+            .primary_user_id(format!("{name} <fixture@ingot.invalid>"))
+            .build()
+            .expect("fixture key parameters");
+        let mut secret = params
+            .generate(rand::thread_rng())
+            .expect("generate fixture key");
+        let pk = secret.primary_key.public_key().clone();
+        let mut config = SignatureConfig::v4(
+            SignatureType::CertPositive,
+            pk.algorithm(),
+            HashAlgorithm::Sha256,
+        );
+        config.hashed_subpackets = vec![
+            Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::from_secs(
+                created + 1,
+            )))
+            .expect("subpacket"),
+            Subpacket::regular(SubpacketData::KeyExpirationTime(
+                std::time::Duration::from_secs(u64::from(lifetime))
+                    .try_into()
+                    .expect("lifetime fits"),
+            ))
+            .expect("subpacket"),
+            Subpacket::regular(SubpacketData::KeyFlags({
+                let mut flags = KeyFlags::default();
+                flags.set_sign(true);
+                flags.set_certify(true);
+                flags
+            }))
+            .expect("subpacket"),
+            Subpacket::regular(SubpacketData::IssuerFingerprint(pk.fingerprint()))
+                .expect("subpacket"),
+        ];
+        let user = &mut secret.details.users[0];
+        let sig = config
+            .sign_certification(
+                &secret.primary_key,
+                &pk,
+                &Password::empty(),
+                Tag::UserId,
+                &user.id,
+            )
+            .expect("expiring self-signature");
+        // Replace the generator's self-signature (dated now, without expiry) with this one.
+        user.signatures = vec![sig];
+        let public = SignedPublicKey::from(secret.clone());
+        FixtureKey {
+            secret,
+            public,
+            subkey_signs: false,
+        }
+    }
+
+    /// Uppercase hex fingerprint of the primary key.
     pub fn fingerprint(&self) -> String {
         hex::encode_upper(self.public.primary_key.fingerprint().as_bytes())
     }
@@ -69,12 +174,17 @@ impl FixtureKey {
 
     /// `text` as an OpenPGP cleartext-signed message (the `InRelease` format).
     pub fn sign_cleartext(&self, text: &str) -> String {
-        let msg = CleartextSignedMessage::sign(
-            rand::thread_rng(),
-            text,
-            &self.secret.primary_key,
-            &Password::empty(),
-        )
+        let msg = match self.signing_subkey() {
+            Some(sub) => {
+                CleartextSignedMessage::sign(rand::thread_rng(), text, &sub.key, &Password::empty())
+            }
+            None => CleartextSignedMessage::sign(
+                rand::thread_rng(),
+                text,
+                &self.secret.primary_key,
+                &Password::empty(),
+            ),
+        }
         .expect("cleartext-sign");
         msg.to_armored_string(ArmorOptions::default())
             .expect("armor cleartext message")
@@ -82,16 +192,34 @@ impl FixtureKey {
 
     /// An ASCII-armored detached binary signature over `data` (the `Release.gpg` format).
     pub fn sign_detached(&self, data: &[u8]) -> Vec<u8> {
-        let sig = DetachedSignature::sign_binary_data(
-            rand::thread_rng(),
-            &self.secret.primary_key,
-            &Password::empty(),
-            HashAlgorithm::Sha256,
-            data,
-        )
+        let sig = match self.signing_subkey() {
+            Some(sub) => DetachedSignature::sign_binary_data(
+                rand::thread_rng(),
+                &sub.key,
+                &Password::empty(),
+                HashAlgorithm::Sha256,
+                data,
+            ),
+            None => DetachedSignature::sign_binary_data(
+                rand::thread_rng(),
+                &self.secret.primary_key,
+                &Password::empty(),
+                HashAlgorithm::Sha256,
+                data,
+            ),
+        }
         .expect("detached-sign");
         sig.to_armored_bytes(ArmorOptions::default())
             .expect("armor detached signature")
+    }
+}
+
+impl FixtureKey {
+    fn signing_subkey(&self) -> Option<&SignedSecretSubKey> {
+        self.secret
+            .secret_subkeys
+            .first()
+            .filter(|_| self.subkey_signs)
     }
 }
 
