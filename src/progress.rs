@@ -80,17 +80,17 @@ impl Reporter for Bars {
             }
         };
         bar.set_prefix(stage.to_string());
-        if let Ok(mut slot) = self.bar.lock() {
-            if let Some(old) = slot.replace(bar) {
-                old.finish_and_clear();
-            }
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(old) = slot.replace(bar)
+        {
+            old.finish_and_clear();
         }
     }
     fn advance(&self, amount: u64) {
-        if let Ok(slot) = self.bar.lock() {
-            if let Some(b) = slot.as_ref() {
-                b.inc(amount);
-            }
+        if let Ok(slot) = self.bar.lock()
+            && let Some(b) = slot.as_ref()
+        {
+            b.inc(amount);
         }
     }
     fn message(&self, line: &str) {
@@ -102,12 +102,12 @@ impl Reporter for Bars {
         }
     }
     fn finish(&self, summary: &str) {
-        if let Ok(mut slot) = self.bar.lock() {
-            if let Some(b) = slot.take() {
-                let prefix = b.prefix();
-                b.finish_and_clear();
-                eprintln!("{prefix:>8} {summary}");
-            }
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(b) = slot.take()
+        {
+            let prefix = b.prefix();
+            b.finish_and_clear();
+            eprintln!("{prefix:>8} {summary}");
         }
     }
 }
