@@ -212,7 +212,9 @@ pub fn file_url_path(url: &str) -> Option<PathBuf> {
     while i < bytes.len() {
         if bytes[i] == b'%'
             && i + 3 <= bytes.len()
-            && let Ok(b) = u8::from_str_radix(&rest[i + 1..i + 3], 16)
+            && let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
         {
             out.push(b);
             i += 3;
