@@ -435,7 +435,14 @@ impl Extraction<'_> {
         match kind {
             tar::EntryType::Directory => {
                 match fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-                    Ok(st) if file_type(&st) == SFlag::S_IFDIR => {}
+                    Ok(st) if file_type(&st) == SFlag::S_IFDIR => {
+                        // A mount point (the build's own /proc): its metadata belongs to the
+                        // mounted filesystem, which a user namespace may not change, and the
+                        // directory under it is the one the image gets. Leave it alone.
+                        if nix::sys::stat::fstat(parent.as_fd())?.st_dev != st.st_dev {
+                            return Ok(());
+                        }
+                    }
                     Ok(st) if file_type(&st) == SFlag::S_IFLNK => {
                         // --keep-directory-symlink: `bin → usr/bin` stays a symlink, as long
                         // as it resolves (inside the root) to a directory.
