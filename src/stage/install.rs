@@ -131,8 +131,33 @@ fn native_architecture(debs: &[StageDeb]) -> Result<&str, InstallError> {
         .ok_or(InstallError::NoNativeArchitecture)
 }
 
+/// The Essential packages and everything they (Pre-)Depend on, transitively: what
+/// mmdebstrap's `apt-get install ?essential` downloads, extracts and installs first. Without
+/// the dependencies (libc6 above all) the extracted Essential binaries could not even run.
+fn essential_closure(debs: &[StageDeb]) -> HashSet<&str> {
+    let by_name: HashMap<&str, &StageDeb> = debs.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut set = HashSet::new();
+    let mut todo: Vec<&str> = debs
+        .iter()
+        .filter(|d| d.essential)
+        .map(|d| d.name.as_str())
+        .collect();
+    while let Some(name) = todo.pop() {
+        let Some(deb) = by_name.get(name) else {
+            continue;
+        };
+        if set.insert(deb.name.as_str()) {
+            todo.extend(deb.pre_depends_on.iter().map(String::as_str));
+            todo.extend(deb.depends_on.iter().map(String::as_str));
+        }
+    }
+    set
+}
+
 /// What mmdebstrap's setup writes before extracting: its directories, an empty
-/// `var/lib/dpkg/status` and `var/lib/dpkg/arch` with the native architecture.
+/// `var/lib/dpkg/status`, `var/lib/dpkg/arch` with the native architecture and the
+/// placeholder `etc/fstab`. (Not its `etc/apt/sources.list`, `apt.conf.d/00mmdebstrap`,
+/// nor the host's `etc/hostname`/`resolv.conf`: the image brings its own or none.)
 fn prepare_root(root: &RootDir, arch: &str) -> Result<(), InstallError> {
     for (dir, mode) in SETUP_DIRS {
         // mmdebstrap forces /tmp to 1777 even if it existed.
@@ -142,6 +167,11 @@ fn prepare_root(root: &RootDir, arch: &str) -> Result<(), InstallError> {
     for (file, contents) in [
         ("var/lib/dpkg/status", String::new()),
         ("var/lib/dpkg/arch", format!("{arch}\n")),
+        // debootstrap and mmdebstrap both leave this placeholder; no package ships fstab.
+        (
+            "etc/fstab",
+            "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n".to_string(),
+        ),
     ] {
         if !root.exists(file).map_err(setup_err(file))? {
             root.write_file(file, contents.as_bytes(), 0o644)
@@ -185,8 +215,9 @@ impl Drop for Scaffolding<'_> {
 }
 
 /// Install `debs` into the empty staging directory `root` the way mmdebstrap does in chroot
-/// mode, with the target's own dpkg: extract the Essential packages, `dpkg --install
-/// --force-depends` them, then unpack and configure the rest ordered by Pre-Depends.
+/// mode, with the target's own dpkg: extract the essential set (the `essential` packages and
+/// their dependency closure within `debs`), `dpkg --install --force-depends` it, then unpack
+/// and configure the rest ordered by Pre-Depends. Packages are taken in the order given.
 ///
 /// Runs as root (in the build's user namespace or for real); `/proc`, `/dev` and
 /// `policy-rc.d` are the caller's. `log` receives progress and every line dpkg prints.
@@ -202,8 +233,21 @@ pub fn install_packages(
     let arch = native_architecture(debs)?;
     prepare_root(&root_dir, arch)?;
 
-    let (essential, rest): (Vec<&StageDeb>, Vec<&StageDeb>) =
-        debs.iter().partition(|d| d.essential);
+    let essential_set = essential_closure(debs);
+    let (essential, rest): (Vec<&StageDeb>, Vec<&StageDeb>) = debs
+        .iter()
+        .partition(|d| essential_set.contains(d.name.as_str()));
+    let pulled_in: Vec<&str> = essential
+        .iter()
+        .filter(|d| !d.essential)
+        .map(|d| d.name.as_str())
+        .collect();
+    if !pulled_in.is_empty() {
+        log(&format!(
+            "essential set also holds their dependencies: {}",
+            pulled_in.join(", ")
+        ));
+    }
     log(&format!(
         "extracting {} essential packages",
         essential.len()
@@ -457,5 +501,31 @@ mod tests {
             depends_on: vec![],
         };
         assert_eq!(deb_file_name(&deb), "libfoo_1%3a2.3-4_amd64.deb");
+    }
+
+    fn deb(name: &str, essential: bool, depends: &[&str]) -> StageDeb {
+        StageDeb {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            essential,
+            path: "/x.deb".into(),
+            pre_depends_on: vec![],
+            depends_on: depends.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn essential_set_includes_dependencies() {
+        let debs = [
+            deb("dash", true, &["libc6"]),
+            deb("libc6", false, &["libgcc-s1"]),
+            deb("libgcc-s1", false, &[]),
+            deb("apt", false, &["libapt-pkg"]),
+            deb("libapt-pkg", false, &["libc6"]),
+        ];
+        let mut set: Vec<&str> = essential_closure(&debs).into_iter().collect();
+        set.sort();
+        assert_eq!(set, ["dash", "libc6", "libgcc-s1"]);
     }
 }
