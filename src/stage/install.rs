@@ -215,9 +215,8 @@ impl Drop for Scaffolding<'_> {
 }
 
 /// Install `debs` into the empty staging directory `root` the way mmdebstrap does in chroot
-/// mode, with the target's own dpkg: extract the essential set (the `essential` packages and
-/// their dependency closure within `debs`), `dpkg --install --force-depends` it, then unpack
-/// and configure the rest ordered by Pre-Depends. Packages are taken in the order given.
+/// mode, with the target's own dpkg: [`extract_essential`] then [`configure_packages`].
+/// Packages are taken in the order given.
 ///
 /// Runs as root (in the build's user namespace or for real); `/proc`, `/dev` and
 /// `policy-rc.d` are the caller's. `log` receives progress and every line dpkg prints.
@@ -226,13 +225,16 @@ pub fn install_packages(
     debs: &[StageDeb],
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
-    if debs.is_empty() {
-        return Ok(());
-    }
-    let root_dir = RootDir::open(root).map_err(setup_err("/"))?;
-    let arch = native_architecture(debs)?;
-    prepare_root(&root_dir, arch)?;
+    extract_essential(root, debs, log)?;
+    configure_packages(root, debs, log)
+}
 
+/// The essential set (the `essential` packages and their dependency closure within `debs`)
+/// and the rest, in the order given.
+fn split_essential<'a>(
+    debs: &'a [StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> (Vec<&'a StageDeb>, Vec<&'a StageDeb>) {
     let essential_set = essential_closure(debs);
     let (essential, rest): (Vec<&StageDeb>, Vec<&StageDeb>) = debs
         .iter()
@@ -248,17 +250,50 @@ pub fn install_packages(
             pulled_in.join(", ")
         ));
     }
+    (essential, rest)
+}
+
+/// First half, mmdebstrap's setup and extract steps: the initial directories and dpkg
+/// database, then the data of the essential set extracted from Rust. Nothing runs in the
+/// root yet, so the caller may set up `/proc`, `/dev` and `policy-rc.d` after this (as
+/// mmdebstrap does) or before (existing mount points are left alone).
+pub fn extract_essential(
+    root: &Path,
+    debs: &[StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    let root_dir = RootDir::open(root).map_err(setup_err("/"))?;
+    prepare_root(&root_dir, native_architecture(debs)?)?;
+    let (essential, _) = split_essential(debs, log);
     log(&format!(
         "extracting {} essential packages",
         essential.len()
     ));
     for deb in &essential {
-        let skipped = unpack::extract_deb(root, &deb.name, &deb.path)?;
-        for member in skipped {
-            log(&format!("{}: skipped device node {member}", deb.name));
+        for member in unpack::extract_deb(root, &deb.name, &deb.path)? {
+            log(&format!("{}: skipped {member}", deb.name));
         }
     }
+    Ok(())
+}
 
+/// Second half, mmdebstrap's essential and install steps, with the target's own dpkg in a
+/// chroot: `dpkg --install --force-depends` the essential set, then the rest ordered by
+/// Pre-Depends. Needs [`extract_essential`] done, `/proc`, `/dev` and `policy-rc.d` in place.
+/// The `.deb` copies and the fake `start-stop-daemon` are gone afterwards, on error too.
+pub fn configure_packages(
+    root: &Path,
+    debs: &[StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    let root_dir = RootDir::open(root).map_err(setup_err("/"))?;
+    let (essential, rest) = split_essential(debs, &mut |_| {});
     let mut scaffolding = Scaffolding {
         root: &root_dir,
         debs_copied: None,
@@ -266,7 +301,6 @@ pub fn install_packages(
     };
     copy_debs(&root_dir, debs, &mut scaffolding)?;
     fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
-
     if !essential.is_empty() {
         log(&format!(
             "installing {} essential packages",
