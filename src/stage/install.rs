@@ -362,10 +362,83 @@ fn fake_start_stop_daemon(
         .map_err(setup_err(START_STOP_DAEMON))
 }
 
-/// Non-Essential packages, apt-style: a package is unpacked once everything it Pre-Depends
-/// on (and their dependencies) is configured; between rounds, exactly the packages needed for
-/// that are configured; at the end everything else is configured in one `--configure
+/// One dpkg run for the packages after the essential set.
+#[derive(Debug)]
+enum Step<'a> {
+    /// `dpkg --unpack` these `.deb`s.
+    Unpack(Vec<&'a StageDeb>),
+    /// `dpkg --configure` these (unpacked) packages, which later packages Pre-Depend on.
+    Configure(Vec<&'a StageDeb>),
+}
+
+/// Order the non-essential packages apt-style: a package is unpacked once everything it
+/// Pre-Depends on (and their dependencies) is configured; between rounds exactly the packages
+/// needed for that are configured. Everything else is left to one final `--configure
 /// --pending`, where dpkg orders by Depends itself.
+fn plan_steps<'a>(
+    essential: &[&'a StageDeb],
+    rest: &[&'a StageDeb],
+    all: &'a [StageDeb],
+) -> Result<Vec<Step<'a>>, InstallError> {
+    let by_name: HashMap<&str, &StageDeb> = all.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut configured: HashSet<&str> = essential.iter().map(|d| d.name.as_str()).collect();
+    let mut unpacked: HashSet<&str> = HashSet::new();
+    let mut remaining: Vec<&StageDeb> = rest.to_vec();
+    let mut steps = Vec::new();
+
+    // Everything that must be configured before `deb` can be unpacked.
+    let needs = |deb: &StageDeb, configured: &HashSet<&str>| -> BTreeSet<&'a str> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<&str> = deb.pre_depends_on.iter().map(String::as_str).collect();
+        while let Some(name) = todo.pop() {
+            let Some(dep) = by_name.get(name) else {
+                continue;
+            };
+            if configured.contains(name) || !out.insert(dep.name.as_str()) {
+                continue;
+            }
+            todo.extend(dep.pre_depends_on.iter().map(String::as_str));
+            todo.extend(dep.depends_on.iter().map(String::as_str));
+        }
+        out
+    };
+
+    while !remaining.is_empty() {
+        let (ready, blocked): (Vec<&StageDeb>, Vec<&StageDeb>) = remaining
+            .iter()
+            .partition(|d| needs(d, &configured).is_empty());
+        if !ready.is_empty() {
+            unpacked.extend(ready.iter().map(|d| d.name.as_str()));
+            steps.push(Step::Unpack(ready));
+            remaining = blocked;
+            continue;
+        }
+        // Configure what the blocked packages Pre-Depend on, where all of it is unpacked.
+        let mut to_configure = BTreeSet::new();
+        for deb in &blocked {
+            let want = needs(deb, &configured);
+            if want.iter().all(|n| unpacked.contains(n)) {
+                to_configure.extend(want);
+            }
+        }
+        if to_configure.is_empty() {
+            return Err(InstallError::PreDependsCycle {
+                packages: blocked.iter().map(|d| d.name.clone()).collect(),
+            });
+        }
+        configured.extend(to_configure.iter().copied());
+        steps.push(Step::Configure(
+            to_configure
+                .iter()
+                .filter_map(|n| by_name.get(n).copied())
+                .collect(),
+        ));
+        remaining = blocked;
+    }
+    Ok(steps)
+}
+
+/// Unpack and configure the packages after the essential set, per [`plan_steps`].
 fn install_rest(
     root: &Path,
     essential: &[&StageDeb],
@@ -376,70 +449,25 @@ fn install_rest(
     if rest.is_empty() {
         return Ok(());
     }
-    let by_name: HashMap<&str, &StageDeb> = all.iter().map(|d| (d.name.as_str(), d)).collect();
-    let mut configured: HashSet<&str> = essential.iter().map(|d| d.name.as_str()).collect();
-    let mut unpacked: HashSet<&str> = HashSet::new();
-    let mut remaining: Vec<&StageDeb> = rest.to_vec();
-
-    // Everything that must be configured before `deb` can be unpacked.
-    let needs = |deb: &StageDeb, configured: &HashSet<&str>| -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let mut todo: Vec<&str> = deb.pre_depends_on.iter().map(String::as_str).collect();
-        while let Some(name) = todo.pop() {
-            if configured.contains(name) || !out.insert(name.to_string()) {
-                continue;
+    for (round, step) in plan_steps(essential, rest, all)?.into_iter().enumerate() {
+        match step {
+            Step::Unpack(debs) => {
+                log(&format!(
+                    "unpacking {} packages (step {})",
+                    debs.len(),
+                    round + 1
+                ));
+                run_dpkg(root, &["--unpack"], &debs, log)?;
             }
-            if let Some(dep) = by_name.get(name) {
-                todo.extend(dep.pre_depends_on.iter().map(String::as_str));
-                todo.extend(dep.depends_on.iter().map(String::as_str));
-            }
-        }
-        out.retain(|n| by_name.contains_key(n.as_str()));
-        out
-    };
-
-    let mut round = 0;
-    while !remaining.is_empty() {
-        let (ready, blocked): (Vec<&StageDeb>, Vec<&StageDeb>) = remaining
-            .iter()
-            .partition(|d| needs(d, &configured).is_empty());
-        if !ready.is_empty() {
-            round += 1;
-            log(&format!(
-                "unpacking {} packages (round {round})",
-                ready.len()
-            ));
-            run_dpkg(root, &["--unpack"], &ready, log)?;
-            unpacked.extend(ready.iter().map(|d| d.name.as_str()));
-            remaining = blocked;
-            continue;
-        }
-        // Configure what the blocked packages Pre-Depend on, where all of it is unpacked.
-        let mut to_configure = BTreeSet::new();
-        for deb in &blocked {
-            let want = needs(deb, &configured);
-            if want.iter().all(|n| unpacked.contains(n.as_str())) {
-                to_configure.extend(want);
+            Step::Configure(debs) => {
+                let names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
+                log(&format!(
+                    "configuring {} (Pre-Depends of later packages)",
+                    names.join(", ")
+                ));
+                run_dpkg_names(root, &["--configure"], &debs, log)?;
             }
         }
-        if to_configure.is_empty() {
-            return Err(InstallError::PreDependsCycle {
-                packages: blocked.iter().map(|d| d.name.clone()).collect(),
-            });
-        }
-        let debs: Vec<&StageDeb> = to_configure
-            .iter()
-            .filter_map(|n| by_name.get(n.as_str()).copied())
-            .collect();
-        log(&format!(
-            "configuring {} (needed by Pre-Depends)",
-            to_configure.iter().cloned().collect::<Vec<_>>().join(", ")
-        ));
-        run_dpkg_names(root, &["--configure"], &debs, log)?;
-        for deb in debs {
-            configured.insert(deb.name.as_str());
-        }
-        remaining = blocked;
     }
     log("configuring the remaining packages");
     run_dpkg_names(root, &["--configure", "--pending"], &[], log)
@@ -561,5 +589,55 @@ mod tests {
         let mut set: Vec<&str> = essential_closure(&debs).into_iter().collect();
         set.sort();
         assert_eq!(set, ["dash", "libc6", "libgcc-s1"]);
+    }
+
+    fn names(step: &Step<'_>) -> (&'static str, Vec<String>) {
+        match step {
+            Step::Unpack(d) => ("unpack", d.iter().map(|d| d.name.clone()).collect()),
+            Step::Configure(d) => ("configure", d.iter().map(|d| d.name.clone()).collect()),
+        }
+    }
+
+    #[test]
+    fn pre_depends_are_configured_before_unpacking() {
+        let mut debs = vec![
+            deb("libc6", true, &[]),
+            deb("perl-base", false, &["libc6"]),
+            deb("libperl", false, &["perl-base"]),
+            deb("tool", false, &["libc6"]),
+            deb("needs-perl", false, &[]),
+            deb("needs-tool", false, &[]),
+        ];
+        debs[1].essential = true;
+        // needs-perl Pre-Depends on libperl (which Depends on essential perl-base);
+        // needs-tool Pre-Depends on needs-perl.
+        debs[4].pre_depends_on = vec!["libperl".into()];
+        debs[5].pre_depends_on = vec!["needs-perl".into()];
+        let essential: Vec<&StageDeb> = debs[..2].iter().collect();
+        let rest: Vec<&StageDeb> = debs[2..].iter().collect();
+        let steps = plan_steps(&essential, &rest, &debs).unwrap();
+        let steps: Vec<_> = steps.iter().map(names).collect();
+        assert_eq!(
+            steps,
+            [
+                ("unpack", vec!["libperl".to_string(), "tool".to_string()]),
+                ("configure", vec!["libperl".to_string()]),
+                ("unpack", vec!["needs-perl".to_string()]),
+                ("configure", vec!["needs-perl".to_string()]),
+                ("unpack", vec!["needs-tool".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn pre_depends_cycles_are_reported() {
+        let mut debs = vec![deb("a", false, &[]), deb("b", false, &[])];
+        debs[0].pre_depends_on = vec!["b".into()];
+        debs[1].pre_depends_on = vec!["a".into()];
+        let rest: Vec<&StageDeb> = debs.iter().collect();
+        match plan_steps(&[], &rest, &debs) {
+            Err(InstallError::PreDependsCycle { packages }) => assert_eq!(packages, ["a", "b"]),
+            other => panic!("expected a cycle, got {other:?}"),
+        }
     }
 }
