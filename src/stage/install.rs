@@ -319,10 +319,10 @@ fn copy_debs(
 ) -> Result<(), InstallError> {
     root.create_dir_all(DEB_DIR, 0o700, true)
         .map_err(setup_err(DEB_DIR))?;
-    let mut names = Vec::new();
+    let names = scaffolding.debs_copied.insert(Vec::new());
     for deb in debs {
+        // Recorded before the copy, so a partial copy is removed too.
         names.push(deb_file_name(deb));
-        scaffolding.debs_copied = Some(names.clone());
         let rel = format!("{DEB_DIR}/{}", deb_file_name(deb));
         let mut source = std::fs::File::open(&deb.path).map_err(|source| InstallError::Setup {
             path: deb.path.display().to_string(),
@@ -331,7 +331,6 @@ fn copy_debs(
         let mut copy = root.create_file(&rel, 0o644).map_err(setup_err(&rel))?;
         io::copy(&mut source, &mut copy).map_err(setup_err(&rel))?;
     }
-    scaffolding.debs_copied = Some(names);
     Ok(())
 }
 
