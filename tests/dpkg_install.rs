@@ -168,3 +168,225 @@ fn a_failing_postinst_names_the_package_and_status() {
     assert!(!root.join("tmp/ingot-debs").exists());
     assert!(!root.join("usr/sbin/start-stop-daemon.REAL").exists());
 }
+
+/// The real thing: `INGOT_E2E_DEBS=DIR` holds the `.deb`s of a package set (e.g. what
+/// `mmdebstrap --variant=essential --include=apt --skip=essential/unlink
+/// --skip=cleanup/apt/cache` left in `var/cache/apt/archives`); `INGOT_E2E_REFERENCE=DIR`
+/// (optional) is mmdebstrap's tree for the same set. Installs the set and compares every path,
+/// type, mode, owner and content (mtimes aside) and `var/lib/dpkg/status`.
+/// Run as root: `cargo test --test dpkg_install -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn real_package_set_matches_mmdebstrap() {
+    let Ok(debs_dir) = std::env::var("INGOT_E2E_DEBS") else {
+        eprintln!("skipped: INGOT_E2E_DEBS not set");
+        return;
+    };
+    let debs = stage_debs_from_dir(Path::new(&debs_dir));
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    // What the stage provides: a minimal /dev (real root can mknod) and policy-rc.d.
+    fs::create_dir_all(root.join("dev")).unwrap();
+    for (name, minor) in [
+        ("null", 3),
+        ("zero", 5),
+        ("full", 7),
+        ("random", 8),
+        ("urandom", 9),
+    ] {
+        nix::sys::stat::mknod(
+            &root.join("dev").join(name),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o666),
+            nix::sys::stat::makedev(1, minor),
+        )
+        .unwrap();
+    }
+    fs::create_dir_all(root.join("usr/sbin")).unwrap();
+    fs::write(root.join("usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n").unwrap();
+    fs::set_permissions(
+        root.join("usr/sbin/policy-rc.d"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    install_packages(&root, &debs, &mut |l| eprintln!("  {l}")).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "installed {} packages in {:?}",
+        debs.len(),
+        started.elapsed()
+    );
+    for name in ["null", "zero", "full", "random", "urandom"] {
+        fs::remove_file(root.join("dev").join(name)).unwrap();
+    }
+    fs::remove_file(root.join("usr/sbin/policy-rc.d")).unwrap();
+
+    let (ok, audit) = in_chroot(&root, "/usr/bin/dpkg", &["--audit"]);
+    assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
+    let (_, status) = in_chroot(
+        &root,
+        "/usr/bin/dpkg-query",
+        &["-W", "-f", "${db:Status-Abbrev}\n"],
+    );
+    assert!(status.lines().all(|l| l == "ii "), "{status}");
+    assert_eq!(status.lines().count(), debs.len());
+
+    if let Ok(reference) = std::env::var("INGOT_E2E_REFERENCE") {
+        let reference = Path::new(&reference);
+        let ours = listing(&root);
+        let theirs = listing(reference);
+        let only_ours: Vec<_> = ours.difference(&theirs).collect();
+        let only_theirs: Vec<_> = theirs.difference(&ours).collect();
+        eprintln!("only in ours ({}):", only_ours.len());
+        for l in &only_ours {
+            eprintln!("  + {l}");
+        }
+        eprintln!("only in mmdebstrap's ({}):", only_theirs.len());
+        for l in &only_theirs {
+            eprintln!("  - {l}");
+        }
+        assert_eq!(
+            fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap(),
+            fs::read_to_string(reference.join("var/lib/dpkg/status")).unwrap()
+        );
+        assert!(only_ours.is_empty() && only_theirs.is_empty());
+    }
+}
+
+/// Paths that legitimately differ from mmdebstrap's tree: its apt download/cache state,
+/// logs, device nodes, the files it copies from the build host, and history-dependent backups.
+fn ignored(rel: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "dev/",
+        "var/cache/apt/",
+        "var/lib/apt/",
+        "var/log/",
+        "etc/apt/",
+        "var/cache/ldconfig/aux-cache",
+        "etc/hostname",
+        "etc/resolv.conf",
+    ];
+    // `*-old` backups (dpkg status/diversions, debconf) depend on how many dpkg/debconf runs
+    // there were, i.e. on apt's batching, not on the result.
+    PREFIXES
+        .iter()
+        .any(|p| rel.starts_with(p) || p.trim_end_matches('/') == rel)
+        || rel.ends_with("-old")
+}
+
+fn listing(root: &Path) -> std::collections::BTreeSet<String> {
+    fn walk(root: &Path, dir: &Path, out: &mut std::collections::BTreeSet<String>) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let rel = path.strip_prefix(root).unwrap().display().to_string();
+            if ignored(&rel) {
+                continue;
+            }
+            let meta = path.symlink_metadata().unwrap();
+            let what = if meta.file_type().is_symlink() {
+                format!("-> {}", fs::read_link(&path).unwrap().display())
+            } else if meta.is_dir() {
+                "dir".to_string()
+            } else if meta.is_file() {
+                use sha2::Digest;
+                format!(
+                    "{} bytes sha256 {}",
+                    meta.len(),
+                    hex::encode(sha2::Sha256::digest(fs::read(&path).unwrap()))
+                )
+            } else {
+                format!("special {:o}", meta.mode())
+            };
+            let caps = xattr::get(&path, "security.capability")
+                .ok()
+                .flatten()
+                .map(hex::encode);
+            out.insert(format!(
+                "{rel} {what} {:o} {}:{} caps={caps:?}",
+                meta.mode() & 0o7777,
+                meta.uid(),
+                meta.gid()
+            ));
+            if meta.is_dir() {
+                walk(root, &path, out);
+            }
+        }
+    }
+    let mut out = std::collections::BTreeSet::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// `StageDeb`s for every `.deb` in `dir`, Depends/Pre-Depends mapped onto the set (first
+/// alternative present, directly or through Provides), sorted by name.
+fn stage_debs_from_dir(dir: &Path) -> Vec<ingot::stage::StageDeb> {
+    let mut controls = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "deb") {
+            let text = ingot::stage::install::deb::read_control(&path).unwrap();
+            let mut fields = std::collections::HashMap::new();
+            let mut last = String::new();
+            for line in text.lines() {
+                if line.starts_with([' ', '\t']) {
+                    if let Some(v) = fields.get_mut(&last) {
+                        let v: &mut String = v;
+                        v.push(' ');
+                        v.push_str(line.trim());
+                    }
+                } else if let Some((k, v)) = line.split_once(':') {
+                    last = k.trim().to_string();
+                    fields.insert(last.clone(), v.trim().to_string());
+                }
+            }
+            controls.push((path, fields));
+        }
+    }
+    let mut provider: std::collections::HashMap<String, String> = Default::default();
+    for (_, f) in &controls {
+        let name = f["Package"].clone();
+        for p in f
+            .get("Provides")
+            .map(String::as_str)
+            .unwrap_or("")
+            .split(',')
+        {
+            let p = p.split_whitespace().next().unwrap_or("");
+            if !p.is_empty() {
+                provider.entry(p.to_string()).or_insert(name.clone());
+            }
+        }
+        provider.insert(name.clone(), name);
+    }
+    let resolve = |field: Option<&String>| -> Vec<String> {
+        let mut out = Vec::new();
+        for group in field.map(String::as_str).unwrap_or("").split(',') {
+            for alt in group.split('|') {
+                let name = alt
+                    .split(['(', ' ', ':'])
+                    .find(|s| !s.is_empty())
+                    .unwrap_or("");
+                if let Some(p) = provider.get(name.trim()) {
+                    out.push(p.clone());
+                    break;
+                }
+            }
+        }
+        out
+    };
+    let mut debs: Vec<_> = controls
+        .iter()
+        .map(|(path, f)| ingot::stage::StageDeb {
+            name: f["Package"].clone(),
+            version: f["Version"].clone(),
+            architecture: f["Architecture"].clone(),
+            essential: f.get("Essential").is_some_and(|e| e == "yes"),
+            path: path.clone(),
+            pre_depends_on: resolve(f.get("Pre-Depends")),
+            depends_on: resolve(f.get("Depends")),
+        })
+        .collect();
+    debs.sort_by(|a, b| a.name.cmp(&b.name));
+    debs
+}

@@ -475,3 +475,44 @@ fn malformed_debs_are_reported() {
     let err = with_member(&v3, DebMember::Data, |_| Ok::<_, ()>(())).unwrap_err();
     assert!(err.to_string().contains("3.0"), "{err}");
 }
+
+#[test]
+fn mount_points_in_the_root_are_left_alone() {
+    if !is_root() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir_all(root.join("proc")).unwrap();
+    // What the stage may have mounted before extraction (a tmpfs stands in for procfs).
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root.join("proc"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("mode=0700"),
+    )
+    .unwrap();
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _guard = Unmount(root.join("proc"));
+    let base = deb(
+        tmp.path(),
+        "base-files",
+        &[
+            Member::dir("./"),
+            Member::dir("./proc/").mode(0o555),
+            Member::dir("./etc/"),
+        ],
+        Compression::Gzip,
+    );
+    let skipped = extract_deb(&root, "base-files", &base).unwrap();
+    assert_eq!(skipped, ["./proc/ (mount point)"]);
+    let mode = fs::metadata(root.join("proc")).unwrap().mode() & 0o7777;
+    assert_eq!(mode, 0o700, "the mounted filesystem was modified");
+    assert!(root.join("etc").is_dir());
+}

@@ -131,8 +131,33 @@ fn native_architecture(debs: &[StageDeb]) -> Result<&str, InstallError> {
         .ok_or(InstallError::NoNativeArchitecture)
 }
 
+/// The Essential packages and everything they (Pre-)Depend on, transitively: what
+/// mmdebstrap's `apt-get install ?essential` downloads, extracts and installs first. Without
+/// the dependencies (libc6 above all) the extracted Essential binaries could not even run.
+fn essential_closure(debs: &[StageDeb]) -> HashSet<&str> {
+    let by_name: HashMap<&str, &StageDeb> = debs.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut set = HashSet::new();
+    let mut todo: Vec<&str> = debs
+        .iter()
+        .filter(|d| d.essential)
+        .map(|d| d.name.as_str())
+        .collect();
+    while let Some(name) = todo.pop() {
+        let Some(deb) = by_name.get(name) else {
+            continue;
+        };
+        if set.insert(deb.name.as_str()) {
+            todo.extend(deb.pre_depends_on.iter().map(String::as_str));
+            todo.extend(deb.depends_on.iter().map(String::as_str));
+        }
+    }
+    set
+}
+
 /// What mmdebstrap's setup writes before extracting: its directories, an empty
-/// `var/lib/dpkg/status` and `var/lib/dpkg/arch` with the native architecture.
+/// `var/lib/dpkg/status`, `var/lib/dpkg/arch` with the native architecture and the
+/// placeholder `etc/fstab`. (Not its `etc/apt/sources.list`, `apt.conf.d/00mmdebstrap`,
+/// nor the host's `etc/hostname`/`resolv.conf`: the image brings its own or none.)
 fn prepare_root(root: &RootDir, arch: &str) -> Result<(), InstallError> {
     for (dir, mode) in SETUP_DIRS {
         // mmdebstrap forces /tmp to 1777 even if it existed.
@@ -142,6 +167,11 @@ fn prepare_root(root: &RootDir, arch: &str) -> Result<(), InstallError> {
     for (file, contents) in [
         ("var/lib/dpkg/status", String::new()),
         ("var/lib/dpkg/arch", format!("{arch}\n")),
+        // debootstrap and mmdebstrap both leave this placeholder; no package ships fstab.
+        (
+            "etc/fstab",
+            "# UNCONFIGURED FSTAB FOR BASE SYSTEM\n".to_string(),
+        ),
     ] {
         if !root.exists(file).map_err(setup_err(file))? {
             root.write_file(file, contents.as_bytes(), 0o644)
@@ -185,8 +215,8 @@ impl Drop for Scaffolding<'_> {
 }
 
 /// Install `debs` into the empty staging directory `root` the way mmdebstrap does in chroot
-/// mode, with the target's own dpkg: extract the Essential packages, `dpkg --install
-/// --force-depends` them, then unpack and configure the rest ordered by Pre-Depends.
+/// mode, with the target's own dpkg: [`extract_essential`] then [`configure_packages`].
+/// Packages are taken in the order given.
 ///
 /// Runs as root (in the build's user namespace or for real); `/proc`, `/dev` and
 /// `policy-rc.d` are the caller's. `log` receives progress and every line dpkg prints.
@@ -195,26 +225,75 @@ pub fn install_packages(
     debs: &[StageDeb],
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
+    extract_essential(root, debs, log)?;
+    configure_packages(root, debs, log)
+}
+
+/// The essential set (the `essential` packages and their dependency closure within `debs`)
+/// and the rest, in the order given.
+fn split_essential<'a>(
+    debs: &'a [StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> (Vec<&'a StageDeb>, Vec<&'a StageDeb>) {
+    let essential_set = essential_closure(debs);
+    let (essential, rest): (Vec<&StageDeb>, Vec<&StageDeb>) = debs
+        .iter()
+        .partition(|d| essential_set.contains(d.name.as_str()));
+    let pulled_in: Vec<&str> = essential
+        .iter()
+        .filter(|d| !d.essential)
+        .map(|d| d.name.as_str())
+        .collect();
+    if !pulled_in.is_empty() {
+        log(&format!(
+            "essential set also holds their dependencies: {}",
+            pulled_in.join(", ")
+        ));
+    }
+    (essential, rest)
+}
+
+/// First half, mmdebstrap's setup and extract steps: the initial directories and dpkg
+/// database, then the data of the essential set extracted from Rust. Nothing runs in the
+/// root yet, so the caller may set up `/proc`, `/dev` and `policy-rc.d` after this (as
+/// mmdebstrap does) or before (existing mount points are left alone).
+pub fn extract_essential(
+    root: &Path,
+    debs: &[StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
     if debs.is_empty() {
         return Ok(());
     }
     let root_dir = RootDir::open(root).map_err(setup_err("/"))?;
-    let arch = native_architecture(debs)?;
-    prepare_root(&root_dir, arch)?;
-
-    let (essential, rest): (Vec<&StageDeb>, Vec<&StageDeb>) =
-        debs.iter().partition(|d| d.essential);
+    prepare_root(&root_dir, native_architecture(debs)?)?;
+    let (essential, _) = split_essential(debs, log);
     log(&format!(
         "extracting {} essential packages",
         essential.len()
     ));
     for deb in &essential {
-        let skipped = unpack::extract_deb(root, &deb.name, &deb.path)?;
-        for member in skipped {
-            log(&format!("{}: skipped device node {member}", deb.name));
+        for member in unpack::extract_deb(root, &deb.name, &deb.path)? {
+            log(&format!("{}: skipped {member}", deb.name));
         }
     }
+    Ok(())
+}
 
+/// Second half, mmdebstrap's essential and install steps, with the target's own dpkg in a
+/// chroot: `dpkg --install --force-depends` the essential set, then the rest ordered by
+/// Pre-Depends. Needs [`extract_essential`] done, `/proc`, `/dev` and `policy-rc.d` in place.
+/// The `.deb` copies and the fake `start-stop-daemon` are gone afterwards, on error too.
+pub fn configure_packages(
+    root: &Path,
+    debs: &[StageDeb],
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    if debs.is_empty() {
+        return Ok(());
+    }
+    let root_dir = RootDir::open(root).map_err(setup_err("/"))?;
+    let (essential, rest) = split_essential(debs, &mut |_| {});
     let mut scaffolding = Scaffolding {
         root: &root_dir,
         debs_copied: None,
@@ -222,7 +301,6 @@ pub fn install_packages(
     };
     copy_debs(&root_dir, debs, &mut scaffolding)?;
     fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
-
     if !essential.is_empty() {
         log(&format!(
             "installing {} essential packages",
@@ -241,10 +319,10 @@ fn copy_debs(
 ) -> Result<(), InstallError> {
     root.create_dir_all(DEB_DIR, 0o700, true)
         .map_err(setup_err(DEB_DIR))?;
-    let mut names = Vec::new();
+    let names = scaffolding.debs_copied.insert(Vec::new());
     for deb in debs {
+        // Recorded before the copy, so a partial copy is removed too.
         names.push(deb_file_name(deb));
-        scaffolding.debs_copied = Some(names.clone());
         let rel = format!("{DEB_DIR}/{}", deb_file_name(deb));
         let mut source = std::fs::File::open(&deb.path).map_err(|source| InstallError::Setup {
             path: deb.path.display().to_string(),
@@ -253,7 +331,6 @@ fn copy_debs(
         let mut copy = root.create_file(&rel, 0o644).map_err(setup_err(&rel))?;
         io::copy(&mut source, &mut copy).map_err(setup_err(&rel))?;
     }
-    scaffolding.debs_copied = Some(names);
     Ok(())
 }
 
@@ -284,10 +361,83 @@ fn fake_start_stop_daemon(
         .map_err(setup_err(START_STOP_DAEMON))
 }
 
-/// Non-Essential packages, apt-style: a package is unpacked once everything it Pre-Depends
-/// on (and their dependencies) is configured; between rounds, exactly the packages needed for
-/// that are configured; at the end everything else is configured in one `--configure
+/// One dpkg run for the packages after the essential set.
+#[derive(Debug)]
+enum Step<'a> {
+    /// `dpkg --unpack` these `.deb`s.
+    Unpack(Vec<&'a StageDeb>),
+    /// `dpkg --configure` these (unpacked) packages, which later packages Pre-Depend on.
+    Configure(Vec<&'a StageDeb>),
+}
+
+/// Order the non-essential packages apt-style: a package is unpacked once everything it
+/// Pre-Depends on (and their dependencies) is configured; between rounds exactly the packages
+/// needed for that are configured. Everything else is left to one final `--configure
 /// --pending`, where dpkg orders by Depends itself.
+fn plan_steps<'a>(
+    essential: &[&'a StageDeb],
+    rest: &[&'a StageDeb],
+    all: &'a [StageDeb],
+) -> Result<Vec<Step<'a>>, InstallError> {
+    let by_name: HashMap<&str, &StageDeb> = all.iter().map(|d| (d.name.as_str(), d)).collect();
+    let mut configured: HashSet<&str> = essential.iter().map(|d| d.name.as_str()).collect();
+    let mut unpacked: HashSet<&str> = HashSet::new();
+    let mut remaining: Vec<&StageDeb> = rest.to_vec();
+    let mut steps = Vec::new();
+
+    // Everything that must be configured before `deb` can be unpacked.
+    let needs = |deb: &StageDeb, configured: &HashSet<&str>| -> BTreeSet<&'a str> {
+        let mut out = BTreeSet::new();
+        let mut todo: Vec<&str> = deb.pre_depends_on.iter().map(String::as_str).collect();
+        while let Some(name) = todo.pop() {
+            let Some(dep) = by_name.get(name) else {
+                continue;
+            };
+            if configured.contains(name) || !out.insert(dep.name.as_str()) {
+                continue;
+            }
+            todo.extend(dep.pre_depends_on.iter().map(String::as_str));
+            todo.extend(dep.depends_on.iter().map(String::as_str));
+        }
+        out
+    };
+
+    while !remaining.is_empty() {
+        let (ready, blocked): (Vec<&StageDeb>, Vec<&StageDeb>) = remaining
+            .iter()
+            .partition(|d| needs(d, &configured).is_empty());
+        if !ready.is_empty() {
+            unpacked.extend(ready.iter().map(|d| d.name.as_str()));
+            steps.push(Step::Unpack(ready));
+            remaining = blocked;
+            continue;
+        }
+        // Configure what the blocked packages Pre-Depend on, where all of it is unpacked.
+        let mut to_configure = BTreeSet::new();
+        for deb in &blocked {
+            let want = needs(deb, &configured);
+            if want.iter().all(|n| unpacked.contains(n)) {
+                to_configure.extend(want);
+            }
+        }
+        if to_configure.is_empty() {
+            return Err(InstallError::PreDependsCycle {
+                packages: blocked.iter().map(|d| d.name.clone()).collect(),
+            });
+        }
+        configured.extend(to_configure.iter().copied());
+        steps.push(Step::Configure(
+            to_configure
+                .iter()
+                .filter_map(|n| by_name.get(n).copied())
+                .collect(),
+        ));
+        remaining = blocked;
+    }
+    Ok(steps)
+}
+
+/// Unpack and configure the packages after the essential set, per [`plan_steps`].
 fn install_rest(
     root: &Path,
     essential: &[&StageDeb],
@@ -298,70 +448,25 @@ fn install_rest(
     if rest.is_empty() {
         return Ok(());
     }
-    let by_name: HashMap<&str, &StageDeb> = all.iter().map(|d| (d.name.as_str(), d)).collect();
-    let mut configured: HashSet<&str> = essential.iter().map(|d| d.name.as_str()).collect();
-    let mut unpacked: HashSet<&str> = HashSet::new();
-    let mut remaining: Vec<&StageDeb> = rest.to_vec();
-
-    // Everything that must be configured before `deb` can be unpacked.
-    let needs = |deb: &StageDeb, configured: &HashSet<&str>| -> BTreeSet<String> {
-        let mut out = BTreeSet::new();
-        let mut todo: Vec<&str> = deb.pre_depends_on.iter().map(String::as_str).collect();
-        while let Some(name) = todo.pop() {
-            if configured.contains(name) || !out.insert(name.to_string()) {
-                continue;
+    for (round, step) in plan_steps(essential, rest, all)?.into_iter().enumerate() {
+        match step {
+            Step::Unpack(debs) => {
+                log(&format!(
+                    "unpacking {} packages (step {})",
+                    debs.len(),
+                    round + 1
+                ));
+                run_dpkg(root, &["--unpack"], &debs, log)?;
             }
-            if let Some(dep) = by_name.get(name) {
-                todo.extend(dep.pre_depends_on.iter().map(String::as_str));
-                todo.extend(dep.depends_on.iter().map(String::as_str));
-            }
-        }
-        out.retain(|n| by_name.contains_key(n.as_str()));
-        out
-    };
-
-    let mut round = 0;
-    while !remaining.is_empty() {
-        let (ready, blocked): (Vec<&StageDeb>, Vec<&StageDeb>) = remaining
-            .iter()
-            .partition(|d| needs(d, &configured).is_empty());
-        if !ready.is_empty() {
-            round += 1;
-            log(&format!(
-                "unpacking {} packages (round {round})",
-                ready.len()
-            ));
-            run_dpkg(root, &["--unpack"], &ready, log)?;
-            unpacked.extend(ready.iter().map(|d| d.name.as_str()));
-            remaining = blocked;
-            continue;
-        }
-        // Configure what the blocked packages Pre-Depend on, where all of it is unpacked.
-        let mut to_configure = BTreeSet::new();
-        for deb in &blocked {
-            let want = needs(deb, &configured);
-            if want.iter().all(|n| unpacked.contains(n.as_str())) {
-                to_configure.extend(want);
+            Step::Configure(debs) => {
+                let names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
+                log(&format!(
+                    "configuring {} (Pre-Depends of later packages)",
+                    names.join(", ")
+                ));
+                run_dpkg_names(root, &["--configure"], &debs, log)?;
             }
         }
-        if to_configure.is_empty() {
-            return Err(InstallError::PreDependsCycle {
-                packages: blocked.iter().map(|d| d.name.clone()).collect(),
-            });
-        }
-        let debs: Vec<&StageDeb> = to_configure
-            .iter()
-            .filter_map(|n| by_name.get(n.as_str()).copied())
-            .collect();
-        log(&format!(
-            "configuring {} (needed by Pre-Depends)",
-            to_configure.iter().cloned().collect::<Vec<_>>().join(", ")
-        ));
-        run_dpkg_names(root, &["--configure"], &debs, log)?;
-        for deb in debs {
-            configured.insert(deb.name.as_str());
-        }
-        remaining = blocked;
     }
     log("configuring the remaining packages");
     run_dpkg_names(root, &["--configure", "--pending"], &[], log)
@@ -457,5 +562,81 @@ mod tests {
             depends_on: vec![],
         };
         assert_eq!(deb_file_name(&deb), "libfoo_1%3a2.3-4_amd64.deb");
+    }
+
+    fn deb(name: &str, essential: bool, depends: &[&str]) -> StageDeb {
+        StageDeb {
+            name: name.into(),
+            version: "1".into(),
+            architecture: "amd64".into(),
+            essential,
+            path: "/x.deb".into(),
+            pre_depends_on: vec![],
+            depends_on: depends.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn essential_set_includes_dependencies() {
+        let debs = [
+            deb("dash", true, &["libc6"]),
+            deb("libc6", false, &["libgcc-s1"]),
+            deb("libgcc-s1", false, &[]),
+            deb("apt", false, &["libapt-pkg"]),
+            deb("libapt-pkg", false, &["libc6"]),
+        ];
+        let mut set: Vec<&str> = essential_closure(&debs).into_iter().collect();
+        set.sort();
+        assert_eq!(set, ["dash", "libc6", "libgcc-s1"]);
+    }
+
+    fn names(step: &Step<'_>) -> (&'static str, Vec<String>) {
+        match step {
+            Step::Unpack(d) => ("unpack", d.iter().map(|d| d.name.clone()).collect()),
+            Step::Configure(d) => ("configure", d.iter().map(|d| d.name.clone()).collect()),
+        }
+    }
+
+    #[test]
+    fn pre_depends_are_configured_before_unpacking() {
+        let mut debs = vec![
+            deb("libc6", true, &[]),
+            deb("perl-base", false, &["libc6"]),
+            deb("libperl", false, &["perl-base"]),
+            deb("tool", false, &["libc6"]),
+            deb("needs-perl", false, &[]),
+            deb("needs-tool", false, &[]),
+        ];
+        debs[1].essential = true;
+        // needs-perl Pre-Depends on libperl (which Depends on essential perl-base);
+        // needs-tool Pre-Depends on needs-perl.
+        debs[4].pre_depends_on = vec!["libperl".into()];
+        debs[5].pre_depends_on = vec!["needs-perl".into()];
+        let essential: Vec<&StageDeb> = debs[..2].iter().collect();
+        let rest: Vec<&StageDeb> = debs[2..].iter().collect();
+        let steps = plan_steps(&essential, &rest, &debs).unwrap();
+        let steps: Vec<_> = steps.iter().map(names).collect();
+        assert_eq!(
+            steps,
+            [
+                ("unpack", vec!["libperl".to_string(), "tool".to_string()]),
+                ("configure", vec!["libperl".to_string()]),
+                ("unpack", vec!["needs-perl".to_string()]),
+                ("configure", vec!["needs-perl".to_string()]),
+                ("unpack", vec!["needs-tool".to_string()]),
+            ]
+        );
+    }
+
+    #[test]
+    fn pre_depends_cycles_are_reported() {
+        let mut debs = vec![deb("a", false, &[]), deb("b", false, &[])];
+        debs[0].pre_depends_on = vec!["b".into()];
+        debs[1].pre_depends_on = vec!["a".into()];
+        let rest: Vec<&StageDeb> = debs.iter().collect();
+        match plan_steps(&[], &rest, &debs) {
+            Err(InstallError::PreDependsCycle { packages }) => assert_eq!(packages, ["a", "b"]),
+            other => panic!("expected a cycle, got {other:?}"),
+        }
     }
 }

@@ -436,10 +436,11 @@ impl Extraction<'_> {
             tar::EntryType::Directory => {
                 match fstatat(parent.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
                     Ok(st) if file_type(&st) == SFlag::S_IFDIR => {
-                        // A mount point (the build's own /proc): its metadata belongs to the
-                        // mounted filesystem, which a user namespace may not change, and the
-                        // directory under it is the one the image gets. Leave it alone.
-                        if nix::sys::stat::fstat(parent.as_fd())?.st_dev != st.st_dev {
+                        // A mount point the stage set up (/proc, /dev, /run…): the mounted
+                        // filesystem is not ours to chown or chmod.
+                        if st.st_dev != nix::sys::stat::fstat(parent.as_fd())?.st_dev {
+                            self.skipped
+                                .push(format!("{} (mount point)", String::from_utf8_lossy(&raw)));
                             return Ok(());
                         }
                     }
@@ -608,7 +609,7 @@ impl Extraction<'_> {
 }
 
 /// Extract the tar stream `tar` (a package's `data.tar`) into `root`. Returns the members
-/// that were skipped (device nodes).
+/// that were skipped: device nodes, and directories that are mount points (left as they are).
 pub fn extract_data_tar(
     root: &RootDir,
     package: &str,
@@ -649,7 +650,7 @@ pub fn extract_data_tar(
 
 /// Extract the `data.tar` of the `.deb` at `deb` (package `package`) into `root`, as
 /// `dpkg-deb --fsys-tarfile DEB | tar -C ROOT --keep-directory-symlink -x` would inside a
-/// chroot. Returns the members that were skipped (device nodes).
+/// chroot. Returns the members that were skipped (device nodes, mount points).
 pub fn extract_deb(root: &Path, package: &str, deb: &Path) -> Result<Vec<String>, UnpackError> {
     let root = RootDir::open(root).map_err(|source| UnpackError::Io {
         package: package.to_string(),
