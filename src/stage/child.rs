@@ -322,9 +322,13 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         seed_root(seed, root)?;
     }
     let mut logger = |line: &str| log(line);
-    let mut env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
     log(&format!("installing {} packages", spec.debs.len()));
-    super::install::install_packages(root, &spec.debs, &mut logger)
+    // As mmdebstrap does: extract the essential set into the bare tree first, so that
+    // base-files' /proc, /dev and /run keep their own modes, then mount for dpkg.
+    super::install::extract_essential(root, &spec.debs, &mut logger)
+        .map_err(|e| format!("installing packages: {e}"))?;
+    let mut env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
+    super::install::configure_packages(root, &spec.debs, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
 
     let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
