@@ -450,6 +450,12 @@ fn bsdtar_and_python_read_it_without_warnings() {
     let (list, stderr) = run(Command::new("bsdtar").arg("-tvf").arg(&f.tar));
     assert_eq!(stderr, "");
     assert!(list.contains("usr/bin/ping"));
+    // Short non-ASCII names sit in the ustar field, so even the C locale reads them.
+    let (_, stderr) = run(Command::new("bsdtar")
+        .env("LC_ALL", "C")
+        .arg("-tvf")
+        .arg(&f.tar));
+    assert_eq!(stderr, "");
     let script = r#"
 import sys, tarfile
 with tarfile.open(sys.argv[1]) as t:
@@ -581,5 +587,80 @@ fn compressed_outputs_do_not_depend_on_thread_count() {
             let (listing, _) = run(Command::new("gzip").arg("-lv").arg(&file));
             assert!(listing.contains(&input.len().to_string()), "{listing}");
         }
+    }
+}
+
+#[test]
+fn names_that_are_not_utf8_round_trip_through_every_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    let bad = OsStr::from_bytes(b"etc/latin1-caf\xe9");
+    std::fs::write(root.join(bad), b"x").unwrap();
+    symlink(OsStr::from_bytes(b"to-\xff"), root.join("etc/odd-link")).unwrap();
+    // A long UTF-8 name needs a PAX path record.
+    let long_utf8 = format!("etc/{}", "\u{e9}".repeat(60));
+    std::fs::write(root.join(&long_utf8), b"long").unwrap();
+    let (bytes, _) = export(&root);
+    let tar = dir.path().join("odd.tar");
+    std::fs::write(&tar, &bytes).unwrap();
+    let (_, stderr) = run(Command::new("tar").arg("-tvf").arg(&tar));
+    assert_eq!(stderr, "");
+    let (_, stderr) = run(Command::new("bsdtar").arg("-tvf").arg(&tar));
+    assert_eq!(stderr, "");
+    let (out, stderr) = run(Command::new("python3")
+        .arg("-W")
+        .arg("error")
+        .arg("-c")
+        .arg(
+            "import sys, tarfile, os\n\
+             with tarfile.open(sys.argv[1]) as t:\n\
+             \x20   for m in t: print(os.fsencode(m.name).hex(), os.fsencode(m.linkname).hex())",
+        )
+        .arg(&tar));
+    assert_eq!(stderr, "");
+    assert!(out.contains(&hex::encode(b"etc/latin1-caf\xe9")), "{out}");
+    assert!(out.contains(&hex::encode(b"to-\xff")), "{out}");
+    assert!(out.contains(&hex::encode(long_utf8.as_bytes())), "{out}");
+    let dest = dir.path().join("x");
+    std::fs::create_dir(&dest).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(&tar)
+        .arg("-C")
+        .arg(&dest));
+    assert_eq!(std::fs::read(dest.join(bad)).unwrap(), b"x");
+    let target = std::fs::read_link(dest.join("etc/odd-link")).unwrap();
+    assert_eq!(target.as_os_str().as_bytes(), b"to-\xff");
+    assert_eq!(std::fs::read(dest.join(&long_utf8)).unwrap(), b"long");
+}
+
+/// Unmounts on drop, so a failing assertion leaves no mount behind.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_filesystem_still_mounted_in_the_tree_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("proc")).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &root.join("proc"),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let _mounted = Mounted(root.join("proc"));
+    std::fs::write(root.join("proc/leak"), b"host state").unwrap();
+    match write_rootfs_tar(&root, &mut Vec::new(), BuildEpoch(EPOCH)) {
+        Err(ExportError::MountPoint { path }) => assert_eq!(path, root.join("proc")),
+        other => panic!("expected MountPoint, got {other:?}"),
     }
 }

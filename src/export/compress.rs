@@ -109,12 +109,17 @@ pub fn compress_stream_with(
                     .map_err(|e| codec_error(e.to_string()))?
                     .compression_level(flate2::Compression::new(GZIP_LEVEL))
                     .from_borrowed_writer(&mut counted, scope);
-                let pumped = pump(kind, input, &mut encoder);
-                // Always finish: dropping an unfinished ParCompress panics on a writer error.
-                let finished = encoder.finish();
-                pumped?;
-                finished.map_err(|e| codec_error(e.to_string()))?;
-                Ok(())
+                match pump(kind, input, &mut encoder) {
+                    // A failed write already tore the encoder down (and `finish` would panic).
+                    Err(e @ ExportError::Compress { .. }) => Err(e),
+                    // Otherwise finish: dropping a running ParCompress panics on any error.
+                    pumped => {
+                        let finished = encoder.finish();
+                        pumped?;
+                        finished.map_err(|e| codec_error(e.to_string()))?;
+                        Ok(())
+                    }
+                }
             })?;
         }
         Compression::Zstd => {
@@ -180,5 +185,103 @@ impl<W: Write> Write for CountingWriter<W> {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `room` bytes, then fails like a full disk.
+    struct FullDisk {
+        room: usize,
+    }
+
+    impl Write for FullDisk {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if self.room == 0 {
+                return Err(std::io::Error::other("no space left on device"));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Yields `left` bytes of noise, then fails like a dead child.
+    struct BrokenPipe {
+        left: usize,
+        state: u32,
+    }
+
+    impl Read for BrokenPipe {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            if self.left == 0 {
+                return Err(std::io::Error::other("the child died"));
+            }
+            let n = buf.len().min(self.left);
+            for b in &mut buf[..n] {
+                self.state = self.state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                *b = (self.state >> 16) as u8;
+            }
+            self.left -= n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_failing_output_is_an_error_not_a_panic() {
+        for kind in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::None,
+        ] {
+            let mut input = BrokenPipe {
+                left: 8 << 20,
+                state: 1,
+            };
+            let mut input = (&mut input).take(8 << 20);
+            let err = compress_stream_with(
+                kind,
+                CompressOptions { threads: 2 },
+                &mut input,
+                &mut FullDisk { room: 4096 },
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ExportError::Compress { .. }),
+                "{kind:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failing_input_is_reported_as_such() {
+        for kind in [
+            Compression::Gzip,
+            Compression::Zstd,
+            Compression::Xz,
+            Compression::None,
+        ] {
+            let mut input = BrokenPipe {
+                left: 3 << 20,
+                state: 7,
+            };
+            let err = compress_stream_with(
+                kind,
+                CompressOptions { threads: 2 },
+                &mut input,
+                &mut std::io::sink(),
+            )
+            .unwrap_err();
+            assert!(
+                matches!(err, ExportError::ReadStream(_)),
+                "{kind:?}: {err:?}"
+            );
+        }
     }
 }
