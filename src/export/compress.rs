@@ -54,9 +54,11 @@ impl Default for CompressOptions {
 
 /// gzip level: gzip's own default, the ratio Proxmox templates are usually made with.
 const GZIP_LEVEL: u32 = 6;
-/// Independent deflate blocks of this size (pigz does the same with 128 KiB). Fixed, so the
-/// bytes do not depend on the thread count; large enough that restarting the dictionary
-/// at each block costs little ratio.
+/// Independent deflate blocks of this size (pigz uses 128 KiB). Fixed, so the bytes do not
+/// depend on the thread count. gzp primes each block with the previous 32 KiB only with a C
+/// zlib (its `any_zlib` feature needs `libz-sys`); without it, restarting the dictionary per
+/// 1 MiB block costs about 1% against `gzip -6` on text (/usr/include) and 0.15% on a mixed
+/// tree — not worth a C dependency.
 const GZIP_BLOCK: usize = 1024 * 1024;
 /// zstd level: much smaller than gzip, still fast to build on two cores.
 const ZSTD_LEVEL: i32 = 9;
