@@ -470,8 +470,8 @@ impl Claim<'_> {
                 .map_err(|e| ArtifactError::Publish {
                     path: final_path.clone(),
                     source: e.error,
-                })?;
-            self.dir.sync()
+                })
+                .map(drop)
         })();
         if let Err(e) = result {
             for path in created {
@@ -479,6 +479,8 @@ impl Claim<'_> {
             }
             return Err(e);
         }
+        // Published: from here on an error must not remove anything.
+        self.dir.sync()?;
         Ok(Published {
             path: final_path,
             sha256_path,
