@@ -250,6 +250,7 @@ impl OutputDir {
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{file_name}."))
             .suffix(PARTIAL_SUFFIX)
+            .permissions(published_permissions())
             .tempfile_in(&self.dir)
             .map_err(|source| ArtifactError::Write {
                 path: self.dir.join(format!(".{file_name}.*{PARTIAL_SUFFIX}")),
@@ -469,8 +470,8 @@ impl Claim<'_> {
                 .map_err(|e| ArtifactError::Publish {
                     path: final_path.clone(),
                     source: e.error,
-                })?;
-            self.dir.sync()
+                })
+                .map(drop)
         })();
         if let Err(e) = result {
             for path in created {
@@ -478,6 +479,8 @@ impl Claim<'_> {
             }
             return Err(e);
         }
+        // Published: from here on an error must not remove anything.
+        self.dir.sync()?;
         Ok(Published {
             path: final_path,
             sha256_path,
@@ -501,6 +504,7 @@ impl OutputDir {
         let mut temp = tempfile::Builder::new()
             .prefix(&format!(".{name}."))
             .suffix(PARTIAL_SUFFIX)
+            .permissions(published_permissions())
             .tempfile_in(&self.dir)
             .map_err(write_error)?;
         temp.write_all(bytes).map_err(write_error)?;
@@ -523,6 +527,12 @@ impl OutputDir {
                 source,
             })
     }
+}
+
+/// Artifacts are meant to be read by others (a web server, an upload job): 0644 minus the
+/// umask, like any file the user creates, not the temp file's 0600.
+fn published_permissions() -> std::fs::Permissions {
+    std::os::unix::fs::PermissionsExt::from_mode(0o644)
 }
 
 fn sidecar(path: &Path, suffix: &str) -> PathBuf {

@@ -2,6 +2,7 @@
 //! builds, clean failure, and a `.sha256` that `sha256sum -c` accepts.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Barrier};
@@ -242,6 +243,16 @@ fn sha256_file_passes_sha256sum_and_manifest_describes_the_output() {
         format!("{IMAGE}-v1.tar.zst").as_str()
     );
 
+    // Readable by others (the test process runs with umask 022), unlike a 0600 temp file.
+    for path in [
+        &published.path,
+        &published.sha256_path,
+        &published.manifest_path,
+    ] {
+        let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o644 & !current_umask(), "{}", path.display());
+    }
+
     let check = Command::new("sha256sum")
         .arg("-c")
         .arg(published.sha256_path.file_name().unwrap())
@@ -284,4 +295,11 @@ fn sha256_file_passes_sha256sum_and_manifest_describes_the_output() {
     assert_eq!(json["epoch_source"], "in-release");
     assert_eq!(json["build_epoch"], 1_700_000_000);
     assert_eq!(json["output"]["compression"], "zstd");
+}
+
+/// The process umask (read without changing it for long: set and restore).
+fn current_umask() -> u32 {
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    nix::sys::stat::umask(old);
+    old.bits()
 }

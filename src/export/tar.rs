@@ -10,8 +10,8 @@
 //!   (`a/`, `a/b`, `a-b` — `-` sorts before `/`);
 //! - numeric owners (uid/gid 0..65535, user and group names empty), mode bits with
 //!   setuid/setgid/sticky, mtime = min(mtime, epoch), no atime/ctime;
-//! - PAX extended headers for names/link targets that are long or not ASCII, sizes of 8 GiB
-//!   and more, and `SCHILY.xattr.<name>` for `security.*`, `user.*` and `trusted.*` xattrs;
+//! - PAX extended headers for names and link targets over 100 bytes, sizes of 8 GiB and more,
+//!   and `SCHILY.xattr.<name>` for `security.*`, `user.*` and `trusted.*` xattrs;
 //! - hard links (same device and inode) as link entries to the first path written;
 //! - `dev/` as an empty directory (synthesised if the tree has none); device nodes anywhere
 //!   else are skipped, sockets are skipped (tar has no socket type, GNU tar skips them too),
@@ -525,11 +525,16 @@ fn set_name(header: &mut Header, name: &[u8]) {
 }
 
 /// The body of one PAX extended header (`<len> <key>=<value>\n` records), in a fixed order:
-/// `hdrcharset`, `path`, `linkpath`, `size`, then the xattrs by name.
+/// `path`, `linkpath`, `size`, then the xattrs by name.
+///
+/// Names are bytes, written as they are. A name of up to 100 bytes goes in the ustar field
+/// even when it is not ASCII: every reader takes raw bytes there, while a non-ASCII `path`
+/// record makes bsdtar fail under the C locale. Longer names need a `path` record; one that is
+/// not UTF-8 is written raw, as GNU tar does (`hdrcharset=BINARY` would be the POSIX way, but
+/// GNU tar 1.34 warns about it, and GNU tar is what Proxmox extracts with).
 #[derive(Default)]
 struct PaxRecords {
     data: Vec<u8>,
-    binary_charset: bool,
 }
 
 impl PaxRecords {
@@ -548,24 +553,12 @@ impl PaxRecords {
         self.data.push(b'\n');
     }
 
-    /// POSIX wants UTF-8 in `path`/`linkpath`; raw bytes need `hdrcharset=BINARY` first.
-    fn charset(&mut self, value: &[u8]) {
-        if !self.binary_charset && std::str::from_utf8(value).is_err() {
-            // Must precede the records it applies to; it is always the first one written.
-            let previous = std::mem::take(&mut self.data);
-            self.record("hdrcharset", b"BINARY");
-            self.data.extend_from_slice(&previous);
-            self.binary_charset = true;
-        }
-    }
-
-    /// A name that fits the 100-byte ustar field as ASCII goes there; anything else goes in a
-    /// `path` record, with an ASCII stand-in in the header for readers without PAX.
+    /// A name that fits the 100-byte ustar field goes there; a longer one goes in a `path`
+    /// record, with an ASCII stand-in in the header for readers without PAX.
     fn name(&mut self, header: &mut Header, name: &[u8]) {
         if fits_ustar(name) {
             set_name(header, name);
         } else {
-            self.charset(name);
             self.record("path", name);
             set_name(header, &ascii_stand_in(name));
         }
@@ -575,7 +568,6 @@ impl PaxRecords {
         let stored = if fits_ustar(target) {
             target.to_vec()
         } else {
-            self.charset(target);
             self.record("linkpath", target);
             ascii_stand_in(target)
         };
@@ -602,7 +594,7 @@ impl PaxRecords {
 }
 
 fn fits_ustar(name: &[u8]) -> bool {
-    name.len() <= 100 && name.iter().all(|b| b.is_ascii() && *b != 0)
+    name.len() <= 100 && !name.contains(&0)
 }
 
 /// The first 100 bytes of `name` with non-ASCII bytes replaced, for the header's name field.
@@ -626,10 +618,11 @@ mod tests {
         let mut pax = PaxRecords::default();
         let value = vec![b'x'; 90];
         pax.record("path", &value);
-        // 1+4+1+90+1 = 97 plus 3 digits = 100.
-        assert!(pax.data.starts_with(b"100 path="));
-        assert_eq!(pax.data.len(), 100);
+        // 1+4+1+90+1 = 97 plus 2 digits = 99 (the shortest consistent length).
+        assert!(pax.data.starts_with(b"99 path="));
+        assert_eq!(pax.data.len(), 99);
         let mut pax = PaxRecords::default();
+        // 98 + 2 = 100 needs 3 digits: 101.
         let value = vec![b'x'; 91];
         pax.record("path", &value);
         assert!(pax.data.starts_with(b"101 path="));
@@ -637,17 +630,27 @@ mod tests {
     }
 
     #[test]
-    fn non_utf8_names_get_a_binary_charset_first() {
+    fn long_names_and_huge_sizes_go_to_pax_records() {
         let mut pax = PaxRecords::default();
         let mut header = Header::new_ustar();
         pax.size(&mut header, MAX_OCTAL_11 + 1);
-        pax.name(&mut header, b"caf\xe9");
-        let text = String::from_utf8_lossy(&pax.data).into_owned();
-        assert!(text.starts_with("22 hdrcharset=BINARY\n"), "{text}");
-        assert!(text.contains(" size=8589934592\n"), "{text}");
+        let short = "caf\u{e9}".as_bytes();
+        pax.name(&mut header, short);
+        // A short name, even non-ASCII, stays in the ustar field.
         assert_eq!(
-            &header.as_ustar().map(|u| u.name).unwrap_or([0; 100])[..4],
-            b"caf_"
+            &header.as_ustar().map(|u| u.name).unwrap_or([0; 100])[..5],
+            short
         );
+        let long = [b"x/".as_slice(), &[0xe9; 120]].concat();
+        pax.name(&mut header, &long);
+        let text = String::from_utf8_lossy(&pax.data).into_owned();
+        assert!(text.starts_with("19 size=8589934592\n"), "{text}");
+        assert!(
+            pax.data
+                .ends_with(&[b"path=".as_slice(), &long, b"\n"].concat())
+        );
+        let stand_in = header.as_ustar().map(|u| u.name).unwrap_or([0; 100]);
+        assert_eq!(&stand_in[..4], b"x/__");
+        assert!(stand_in.is_ascii());
     }
 }
