@@ -6,7 +6,6 @@
 //! spec with zero packages, so the scripts have a `/bin/sh`. Runs as real root (identity map)
 //! and as an ordinary user with a subordinate range (e.g. `tuser` in /etc/subuid).
 
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -156,7 +155,7 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     // A fresh /proc of the build's own pid namespace: a handful of pids, not the host's.
     let pids: u32 = read("srv/pids").trim().parse().unwrap();
     assert!(
-        pids >= 1 && pids < 10,
+        (1..10).contains(&pids),
         "{pids} pids visible in the chroot's /proc"
     );
     assert_eq!(read("srv/devnull").trim(), "chardev");

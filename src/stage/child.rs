@@ -294,8 +294,10 @@ fn remove_or_keep(staging: &Path, keep: Option<&Path>) {
         }
         return;
     }
-    if let Err(e) = std::fs::remove_dir_all(staging) {
-        if e.kind() != std::io::ErrorKind::NotFound {
+    match std::fs::remove_dir_all(staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
             let _ = fail(&format!(
                 "removing the staging tree {}: {e}",
                 staging.display()
