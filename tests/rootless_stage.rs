@@ -409,3 +409,62 @@ fn doctor_passes_on_this_host_including_the_trial() {
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
     assert!(checks.iter().any(|c| c.name == "namespace trial"));
 }
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may contain spaces, so split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_killed_namespaced_child_is_cleaned_up_by_the_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), StageOutput::Tar);
+    let token = format!("{}", 200_000 + std::process::id());
+    s.provision.push(write_script(
+        dir.path(),
+        "provision.sh",
+        &format!("touch /srv/started\nsleep {token}\n"),
+    ));
+    let runner = std::thread::spawn(move || run(&s));
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // sleep → sh → worker → supervisor (our child): SIGKILL the supervisor, so no cleanup
+    // runs inside the namespace at all.
+    let supervisor = loop {
+        let found = proc_with_cmdline_token(&token)
+            .into_iter()
+            .find_map(|line| {
+                let mut pid: u32 = line.split(':').next()?.parse().ok()?;
+                for _ in 0..6 {
+                    let ppid = parent_of(pid)?;
+                    if ppid == me {
+                        return Some(pid);
+                    }
+                    pid = ppid;
+                }
+                None
+            });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the provision script never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let err = runner.join().unwrap().unwrap_err().to_string();
+    assert!(!err.is_empty());
+    // The tree holds files of the namespace's root: the parent removed it from inside a
+    // fresh namespace.
+    assert_eq!(entries(&dir.path().join("staging")), Vec::<String>::new());
+    assert_eq!(proc_with_cmdline_token(&token), Vec::<String>::new());
+    assert!(host_mounts_mentioning(dir.path()).is_empty());
+}

@@ -63,8 +63,16 @@ pub(crate) fn log(line: &str) {
     let _ = writeln!(std::io::stderr(), "ingot: stage: {line}");
 }
 
+/// Report the failure as one `ingot: stage: error: …` line (the parent reports the last one;
+/// multi-line messages, e.g. dpkg's output, are joined with ` | `).
 fn fail(message: &str) -> i32 {
-    let _ = writeln!(std::io::stderr(), "ingot: stage: error: {message}");
+    let one_line = message
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let _ = writeln!(std::io::stderr(), "ingot: stage: error: {one_line}");
     1
 }
 
