@@ -266,6 +266,60 @@ fn keep_staging_keeps_the_failed_tree() {
 }
 
 #[test]
+fn a_daemon_left_by_a_script_neither_hangs_nor_outlives_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), StageOutput::Tar);
+    let token = format!("{}", 300_000 + std::process::id());
+    s.provision.push(write_script(
+        dir.path(),
+        "provision.sh",
+        &format!("sleep {token} &\necho left a daemon\n"),
+    ));
+    s.cleanup
+        .push(write_script(dir.path(), "cleanup.sh", "echo cleanup ran\n"));
+    let started = Instant::now();
+    run(&s).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(proc_with_cmdline_token(&token), Vec::<String>::new());
+    assert_eq!(entries(&dir.path().join("staging")), Vec::<String>::new());
+}
+
+#[test]
+fn resolv_conf_file_or_absence_is_restored() {
+    for original in [Some("nameserver 192.0.2.1\n"), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tree");
+        let mut s = spec(dir.path(), StageOutput::Dir(out.clone()));
+        let seed = s.seed.clone().unwrap();
+        std::fs::remove_file(seed.join("etc/resolv.conf")).unwrap();
+        if let Some(text) = original {
+            std::fs::write(seed.join("etc/resolv.conf"), text).unwrap();
+        }
+        s.provision.push(write_script(
+            dir.path(),
+            "provision.sh",
+            "cat /etc/resolv.conf > /srv/during\n",
+        ));
+        run(&s).unwrap();
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        assert_eq!(
+            std::fs::read_to_string(out.join("srv/during")).unwrap(),
+            host
+        );
+        match original {
+            Some(text) => {
+                assert_eq!(
+                    std::fs::read_to_string(out.join("etc/resolv.conf")).unwrap(),
+                    text
+                )
+            }
+            None => assert!(std::fs::symlink_metadata(out.join("etc/resolv.conf")).is_err()),
+        }
+        ingot().remove_tree(&out).unwrap();
+    }
+}
+
+#[test]
 fn missing_shell_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), StageOutput::Tar);

@@ -336,6 +336,9 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     log(&format!("installing {} packages", spec.debs.len()));
     super::install::install_packages(root, &spec.debs, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
+    if scripts::kill_leftover_processes() {
+        log("stopped processes the maintainer scripts left running");
+    }
 
     let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
     if scripts_present && !scripts::has_shell(root) {
