@@ -244,10 +244,7 @@ fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
     let interrupted = signals::supervisor_signal();
     let mut code = match (interrupted, status) {
         (Some(sig), _) => {
-            let _ = fail(&format!(
-                "interrupted by {}; removing the staging tree",
-                signals::signal_name(sig)
-            ));
+            let _ = fail(&format!("interrupted by {}", signals::signal_name(sig)));
             128 + sig
         }
         (None, Some(WaitStatus::Exited(_, 0))) => 0,

@@ -119,8 +119,9 @@ pub enum StageError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The build was stopped by a signal; the staging tree and mounts are gone.
-    #[error("stage interrupted by {signal}; staging tree removed")]
+    /// The build was stopped by a signal; mounts are gone and the staging tree removed (or
+    /// kept where `keep_staging` asked).
+    #[error("stage interrupted by {signal}")]
     Interrupted {
         /// `SIGINT`, `SIGTERM`, …
         signal: String,
