@@ -6,7 +6,6 @@
 //! spec with zero packages, so the scripts have a `/bin/sh`. Runs as real root (identity map)
 //! and as an ordinary user with a subordinate range (e.g. `tuser` in /etc/subuid).
 
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -156,7 +155,7 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     // A fresh /proc of the build's own pid namespace: a handful of pids, not the host's.
     let pids: u32 = read("srv/pids").trim().parse().unwrap();
     assert!(
-        pids >= 1 && pids < 10,
+        (1..10).contains(&pids),
         "{pids} pids visible in the chroot's /proc"
     );
     assert_eq!(read("srv/devnull").trim(), "chardev");
@@ -267,6 +266,57 @@ fn keep_staging_keeps_the_failed_tree() {
 }
 
 #[test]
+fn a_daemon_left_by_a_script_neither_hangs_nor_outlives_the_build() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), StageOutput::Tar);
+    let token = format!("{}", 300_000 + std::process::id());
+    s.provision.push(write_script(
+        dir.path(),
+        "provision.sh",
+        &format!("sleep {token} &\necho left a daemon\n"),
+    ));
+    s.cleanup
+        .push(write_script(dir.path(), "cleanup.sh", "echo cleanup ran\n"));
+    let started = Instant::now();
+    run(&s).unwrap();
+    assert!(started.elapsed() < Duration::from_secs(20));
+    assert_eq!(proc_with_cmdline_token(&token), Vec::<String>::new());
+    assert_eq!(entries(&dir.path().join("staging")), Vec::<String>::new());
+}
+
+#[test]
+fn resolv_conf_file_or_absence_is_restored() {
+    for original in [Some("nameserver 192.0.2.1\n"), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("tree");
+        let mut s = spec(dir.path(), StageOutput::Dir(out.clone()));
+        let seed = s.seed.clone().unwrap();
+        std::fs::remove_file(seed.join("etc/resolv.conf")).unwrap();
+        if let Some(text) = original {
+            std::fs::write(seed.join("etc/resolv.conf"), text).unwrap();
+        }
+        s.provision.push(write_script(
+            dir.path(),
+            "provision.sh",
+            "cat /etc/resolv.conf > /srv/during\n",
+        ));
+        // Cleanup scripts run after the bind is undone and before the cleanup invariants
+        // (which may neutralise resolv.conf themselves): record what the image has then.
+        s.cleanup.push(write_script(
+            dir.path(),
+            "cleanup.sh",
+            "if test -e /etc/resolv.conf; then cat /etc/resolv.conf; else echo absent; fi > /srv/after\n",
+        ));
+        run(&s).unwrap();
+        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
+        assert_eq!(read("srv/during"), host);
+        assert_eq!(read("srv/after"), original.unwrap_or("absent\n"));
+        ingot().remove_tree(&out).unwrap();
+    }
+}
+
+#[test]
 fn missing_shell_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), StageOutput::Tar);
@@ -308,7 +358,8 @@ fn kill_parent_mid_run(signal: nix::sys::signal::Signal) {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), StageOutput::Tar);
     // A unique sleep so we can tell whether the build's processes outlive it.
-    let token = format!("{}", 100_000 + std::process::id());
+    // Distinct per signal: both signal tests run in parallel in one test process.
+    let token = format!("{}{}", 1000 + signal as i32, std::process::id());
     s.provision.push(write_script(
         dir.path(),
         "provision.sh",
@@ -409,4 +460,68 @@ fn doctor_passes_on_this_host_including_the_trial() {
     }
     assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
     assert!(checks.iter().any(|c| c.name == "namespace trial"));
+}
+
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // "pid (comm) state ppid …": comm may contain spaces, so split after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(1)?.parse().ok()
+}
+
+#[test]
+fn a_killed_namespaced_child_is_cleaned_up_by_the_parent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec(dir.path(), StageOutput::Tar);
+    let token = format!("{}", 200_000 + std::process::id());
+    s.provision.push(write_script(
+        dir.path(),
+        "provision.sh",
+        &format!("touch /srv/started\nsleep {token}\n"),
+    ));
+    let runner = std::thread::spawn(move || run(&s));
+    let me = std::process::id();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // sleep → sh → worker → supervisor (our child): SIGKILL the supervisor, so no cleanup
+    // runs inside the namespace at all.
+    let supervisor = loop {
+        let found = proc_with_cmdline_token(&token)
+            .into_iter()
+            .find_map(|line| {
+                let mut pid: u32 = line.split(':').next()?.parse().ok()?;
+                for _ in 0..6 {
+                    let ppid = parent_of(pid)?;
+                    if ppid == me {
+                        return Some(pid);
+                    }
+                    pid = ppid;
+                }
+                None
+            });
+        if let Some(pid) = found {
+            break pid;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the provision script never started"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(supervisor as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let err = runner.join().unwrap().unwrap_err().to_string();
+    eprintln!("run_stage: {err}");
+    assert!(!err.contains("could not be removed"), "{err}");
+    // The tree holds files of the namespace's root: the parent removed it from inside a
+    // fresh namespace.
+    assert_eq!(
+        entries(&dir.path().join("staging")),
+        Vec::<String>::new(),
+        "{err}"
+    );
+    assert_eq!(proc_with_cmdline_token(&token), Vec::<String>::new());
+    assert!(host_mounts_mentioning(dir.path()).is_empty());
 }

@@ -63,8 +63,16 @@ pub(crate) fn log(line: &str) {
     let _ = writeln!(std::io::stderr(), "ingot: stage: {line}");
 }
 
+/// Report the failure as one `ingot: stage: error: …` line (the parent reports the last one;
+/// multi-line messages, e.g. dpkg's output, are joined with ` | `).
 fn fail(message: &str) -> i32 {
-    let _ = writeln!(std::io::stderr(), "ingot: stage: error: {message}");
+    let one_line = message
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" | ");
+    let _ = writeln!(std::io::stderr(), "ingot: stage: error: {one_line}");
     1
 }
 
@@ -236,10 +244,7 @@ fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
     let interrupted = signals::supervisor_signal();
     let mut code = match (interrupted, status) {
         (Some(sig), _) => {
-            let _ = fail(&format!(
-                "interrupted by {}; removing the staging tree",
-                signals::signal_name(sig)
-            ));
+            let _ = fail(&format!("interrupted by {}", signals::signal_name(sig)));
             128 + sig
         }
         (None, Some(WaitStatus::Exited(_, 0))) => 0,
@@ -294,8 +299,10 @@ fn remove_or_keep(staging: &Path, keep: Option<&Path>) {
         }
         return;
     }
-    if let Err(e) = std::fs::remove_dir_all(staging) {
-        if e.kind() != std::io::ErrorKind::NotFound {
+    match std::fs::remove_dir_all(staging) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
             let _ = fail(&format!(
                 "removing the staging tree {}: {e}",
                 staging.display()
@@ -330,6 +337,9 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     let mut env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
     super::install::configure_packages(root, &spec.debs, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
+    if scripts::kill_leftover_processes() {
+        log("stopped processes the maintainer scripts left running");
+    }
 
     let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
     if scripts_present && !scripts::has_shell(root) {

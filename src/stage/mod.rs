@@ -10,7 +10,9 @@
 //! invariants ([`invariants`]) and either leaves the tree in place (`--format dir`) or streams
 //! it as a tar archive on stdout for the parent to compress. Whatever happens, the supervisor
 //! unmounts everything and removes (or keeps, on request) the staging tree; if even the
-//! supervisor died, the parent removes the tree with a namespaced `rm -rf`.
+//! supervisor died, the parent removes the tree with a namespaced `rm -rf`. (The parent
+//! creates the empty staging directory itself, under `staging_parent`, so that it always knows
+//! which tree to remove.)
 //!
 //! This module owns the namespaces, the id maps, the chroot environment and the teardown. It
 //! must never run anything on the host's root filesystem, and never leave a mount or a staging
@@ -118,8 +120,9 @@ pub enum StageError {
         /// The cause.
         source: std::io::Error,
     },
-    /// The build was stopped by a signal; the staging tree and mounts are gone.
-    #[error("stage interrupted by {signal}; staging tree removed")]
+    /// The build was stopped by a signal; mounts are gone and the staging tree removed (or
+    /// kept where `keep_staging` asked).
+    #[error("stage interrupted by {signal}")]
     Interrupted {
         /// `SIGINT`, `SIGTERM`, …
         signal: String,
@@ -209,6 +212,14 @@ impl StageBinary {
         reporter: &dyn crate::progress::Reporter,
     ) -> Result<(), StageError> {
         reporter.begin("stage", None);
+        if let StageOutput::Dir(out) = &spec.output {
+            if std::fs::symlink_metadata(out).is_ok() {
+                return Err(StageError::Failed(format!(
+                    "the output directory {} already exists; remove it or choose another",
+                    out.display()
+                )));
+            }
+        }
         doctor::preflight(&self.exe)?;
         std::fs::create_dir_all(&spec.staging_parent)
             .map_err(|e| StageError::io("creating the staging parent", &spec.staging_parent, e))?;

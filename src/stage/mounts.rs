@@ -2,11 +2,13 @@
 //!
 //! Set up inside the build's private mount namespace (nothing is visible on the host, and the
 //! namespace dies with the build even if it is killed):
-//! - `/proc`: a fresh procfs of the build's own pid namespace. The build's processes see only
-//!   each other (a postinst cannot see or signal the caller's processes), and killing the
-//!   namespace's init ends every daemon a maintainer script left behind, so teardown never
-//!   meets a busy mount. Falls back to an rbind of the host's `/proc` where a fresh one is
-//!   refused (container runtimes that mask parts of `/proc`).
+//! - `/proc`: only the directory here. Each program started with
+//!   [`command_in_chroot`](super::chroot::command_in_chroot) mounts a fresh procfs of the
+//!   build's pid namespace on it in its own private mount namespace. Fresh rather than the
+//!   host's: the build's processes see only each other (a postinst cannot see or signal the
+//!   caller's processes), and killing the namespace's init ends every daemon a maintainer
+//!   script left behind. Per program rather than here: the Essential extraction sets the
+//!   owner, mode and mtime of `proc/`, which a mounted procfs refuses.
 //! - `/dev`: a tmpfs holding empty files with the host's null, zero, full, random, urandom and
 //!   tty bind-mounted onto them, `fd`/`stdin`/`stdout`/`stderr` symlinks, `shm/`, and a fresh
 //!   devpts (`newinstance,ptmxmode=0666`) with `ptmx -> pts/ptmx`. Unmounting the tmpfs leaves
@@ -99,7 +101,7 @@ pub struct ChrootEnv {
 }
 
 impl ChrootEnv {
-    /// Mount `/proc`, `/dev`, `/run` and install policy-rc.d in `root`.
+    /// Create `/proc`, mount `/dev` and `/run`, and install policy-rc.d in `root`.
     pub fn enter(root: &Path, log: &mut dyn FnMut(&str)) -> Result<ChrootEnv, MountError> {
         let root_fd = confined::open_root(root)?;
         let mut env = ChrootEnv {
@@ -109,7 +111,7 @@ impl ChrootEnv {
             wrote_policy: false,
             resolv: None,
         };
-        env.mount_proc(log)?;
+        confined::ensure_dir_in(&env.root_fd, "proc", 0o555, &mut env.created)?;
         env.mount_dev(log)?;
         let run = confined::ensure_dir_in(&env.root_fd, "run", 0o755, &mut env.created)?;
         mount_fs(
@@ -122,31 +124,6 @@ impl ChrootEnv {
         )?;
         env.write_policy_rc_d(log)?;
         Ok(env)
-    }
-
-    fn mount_proc(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
-        let proc_dir = confined::ensure_dir_in(&self.root_fd, "proc", 0o555, &mut self.created)?;
-        let fresh = nix::mount::mount(
-            Some("proc"),
-            &confined::fd_path(&proc_dir),
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        );
-        if let Err(errno) = fresh {
-            log(&format!(
-                "a fresh /proc was refused ({errno}); bind-mounting the host's /proc instead"
-            ));
-            nix::mount::mount(
-                Some("/proc"),
-                &confined::fd_path(&proc_dir),
-                None::<&str>,
-                MsFlags::MS_BIND | MsFlags::MS_REC,
-                None::<&str>,
-            )
-            .map_err(mount_err("proc", "proc"))?;
-        }
-        Ok(())
     }
 
     fn mount_dev(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {

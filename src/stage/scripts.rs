@@ -149,24 +149,56 @@ fn run_copied(
     let mut child = cmd.spawn().map_err(start)?;
     // The Command still holds the write ends; drop it so EOF arrives when the script ends.
     drop(cmd);
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-    let mut reader = BufReader::new(reader);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
+    // Lines are read on a thread so that the script's own exit, not the end of its output,
+    // ends the step: a daemon it left in the background may hold the pipe open forever.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader_thread = std::thread::spawn(move || {
+        let mut reader = BufReader::new(reader);
+        let mut buf = Vec::new();
+        loop {
+            buf.clear();
+            match reader.read_until(b'\n', &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            let line = String::from_utf8_lossy(&buf);
+            if lines_tx
+                .send(line.trim_end_matches(['\n', '\r']).to_string())
+                .is_err()
+            {
+                break;
+            }
         }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
+    });
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
+    let show = |log: &mut dyn FnMut(&str), line: String, tail: &mut VecDeque<String>| {
         log(&format!("{name}: {line}"));
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }
-        tail.push_back(line.to_string());
+        tail.push_back(line);
+    };
+    let status = loop {
+        match lines_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(line) => show(&mut *log, line, &mut tail),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(status) = child.try_wait().map_err(start)? {
+                    break status;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break child.wait().map_err(start)?;
+            }
+        }
+    };
+    if kill_leftover_processes() {
+        log(&format!("{name}: stopped the processes it left running"));
     }
-    let status = child.wait().map_err(start)?;
+    // Every writer is gone now (or never existed outside our pid namespace): drain.
+    for line in lines_rx.iter() {
+        show(&mut *log, line, &mut tail);
+    }
+    let _ = reader_thread.join();
     if status.success() {
         return Ok(());
     }
@@ -186,6 +218,32 @@ fn run_copied(
         status,
         last_output,
     })
+}
+
+/// In the build's pid namespace (this process is its init, pid 1), kill every other process:
+/// nothing a maintainer or recipe script started may outlive its step. Does nothing anywhere
+/// else (outside its own pid namespace, `kill(-1)` would reach the host's processes). Returns
+/// whether any process was killed.
+pub fn kill_leftover_processes() -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    if nix::unistd::getpid().as_raw() != 1 {
+        return false;
+    }
+    let any = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .is_ok();
+    if any {
+        // Reap them (we are their reaper); none of our own children is still running here.
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(-1), None::<WaitPidFlag>) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    any
 }
 
 /// Is there a `/bin/sh` in the root (resolved as the chroot would)?
