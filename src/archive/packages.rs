@@ -152,7 +152,8 @@ impl<'a> RawStanza<'a> {
                 "SHA256 {sha256:?} is not 64 hexadecimal digits"
             )));
         }
-        let optional = |f: &Option<Field<'_>>| f.as_ref().map(Field::text).filter(|v| !v.is_empty());
+        let optional =
+            |f: &Option<Field<'_>>| f.as_ref().map(Field::text).filter(|v| !v.is_empty());
         // `Source: foo (1.2)` names the source package `foo` built at another version.
         let source = optional(&self.source).and_then(|s| {
             let name = s.split_whitespace().next().unwrap_or("").to_string();
@@ -212,10 +213,7 @@ pub fn parse_packages(
                 return Err(PackagesParseError {
                     index,
                     package: None,
-                    message: format!(
-                        "line {}: continuation line outside a field",
-                        lineno + 1
-                    ),
+                    message: format!("line {}: continuation line outside a field", lineno + 1),
                 });
             }
             if let Some(name) = current
@@ -359,8 +357,8 @@ mod tests {
 
     #[test]
     fn malformed_values_are_refused() {
-        let e = parse_packages(&stanza("").replace("Size: 1234", "Size: big"), "s", "m")
-            .unwrap_err();
+        let e =
+            parse_packages(&stanza("").replace("Size: 1234", "Size: big"), "s", "m").unwrap_err();
         assert!(e.message.contains("Size"), "{e}");
         let e = parse_packages(&stanza("").replace(SHA, "abc"), "s", "m").unwrap_err();
         assert!(e.message.contains("SHA256"), "{e}");

@@ -103,14 +103,12 @@ impl<'u, 'a> Marker<'u, 'a> {
         if self.selected(target) && self.u.real_satisfies(rel, target)? {
             return Ok(true);
         }
-        Ok(self
-            .u
-            .providers(target)
-            .iter()
-            .filter(|p| self.selected(p.provider))
-            .try_fold(false, |found, p| {
-                Ok(found || self.u.provide_satisfies(rel, p)?)
-            })?)
+        for p in self.u.providers(target) {
+            if self.selected(p.provider) && self.u.provide_satisfies(rel, p)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub(crate) fn group_satisfied(&self, group: &Group) -> Result<bool, PlanError> {
@@ -187,7 +185,11 @@ impl<'u, 'a> Marker<'u, 'a> {
     }
 
     /// apt's `CompareProviders` as a sort key (smaller sorts first).
-    fn provider_key(&self, id: PkgId, target: &str) -> (bool, bool, bool, bool, u8, std::cmp::Reverse<PkgId>) {
+    fn provider_key(
+        &self,
+        id: PkgId,
+        target: &str,
+    ) -> (bool, bool, bool, bool, u8, std::cmp::Reverse<PkgId>) {
         let i = id as usize;
         (
             !self.protected[i],

@@ -85,9 +85,15 @@ impl<'a> Universe<'a> {
                 continue;
             }
             own_id.push(Some(mention(&p.name, &mut names)));
-            for field in [&p.pre_depends, &p.depends, &p.conflicts, &p.breaks, &p.provides]
-                .into_iter()
-                .flatten()
+            for field in [
+                &p.pre_depends,
+                &p.depends,
+                &p.conflicts,
+                &p.breaks,
+                &p.provides,
+            ]
+            .into_iter()
+            .flatten()
             {
                 for n in mentioned_names(field) {
                     mention(n, &mut names);
@@ -133,7 +139,9 @@ impl<'a> Universe<'a> {
         let mut provides: Vec<Vec<Provide<'a>>> = (0..names.len()).map(|_| Vec::new()).collect();
         for (id, cand) in candidate.iter().enumerate() {
             let Some(i) = *cand else { continue };
-            let Some(field) = &stanzas[i].provides else { continue };
+            let Some(field) = &stanzas[i].provides else {
+                continue;
+            };
             for entry in field.split(',') {
                 let (name, version) =
                     parse_provide(entry).map_err(|message| PlanError::BadField {
@@ -141,7 +149,9 @@ impl<'a> Universe<'a> {
                         field: "Provides".into(),
                         message,
                     })?;
-                let Some(&target) = ids.get(name) else { continue };
+                let Some(&target) = ids.get(name) else {
+                    continue;
+                };
                 provides[target as usize].push(Provide {
                     provider: id as PkgId,
                     version,
@@ -225,11 +235,12 @@ impl<'a> Universe<'a> {
     /// The parsed relationship fields of the candidate.
     pub(crate) fn relations(&self, id: PkgId) -> Result<&Relations, PlanError> {
         let cell = self.relations[id as usize].get_or_init(|| self.parse_relations_of(id));
-        cell.as_ref().map_err(|(field, message)| PlanError::BadField {
-            package: self.name(id).to_string(),
-            field: (*field).to_string(),
-            message: message.clone(),
-        })
+        cell.as_ref()
+            .map_err(|(field, message)| PlanError::BadField {
+                package: self.name(id).to_string(),
+                field: (*field).to_string(),
+                message: message.clone(),
+            })
     }
 
     fn parse_relations_of(&self, id: PkgId) -> Result<Relations, (&'static str, String)> {
@@ -276,7 +287,11 @@ impl<'a> Universe<'a> {
 
     /// Does the provide `prv` (of `rel.name`) satisfy `rel`? An unversioned provide never
     /// satisfies a versioned relation.
-    pub(crate) fn provide_satisfies(&self, rel: &Relation, prv: &Provide<'_>) -> Result<bool, PlanError> {
+    pub(crate) fn provide_satisfies(
+        &self,
+        rel: &Relation,
+        prv: &Provide<'_>,
+    ) -> Result<bool, PlanError> {
         let arch_ok = match &rel.arch {
             ArchQualifier::None | ArchQualifier::Native => true,
             ArchQualifier::Any => self
