@@ -495,3 +495,58 @@ fn real_archive() {
         std::fs::write(out, list).expect("writable output");
     }
 }
+
+// The next two cases were checked against apt 2.6.1 (`apt-get -s install`) on a file:// repo
+// with exactly these stanzas.
+
+#[test]
+fn equal_providers_later_in_cache_order_wins() {
+    let u = index(
+        "noble",
+        &with_base(&[
+            "app 1\nDepends: virt",
+            "p-one 1\nProvides: virt",
+            "p-two 1\nProvides: virt",
+        ]),
+    );
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "p-two=1"]
+    );
+}
+
+#[test]
+fn requests_are_resolved_in_command_line_order() {
+    let stanzas = with_base(&[
+        "q-app 1\nDepends: a-alt | b-alt",
+        "z-app 1\nDepends: b-alt",
+        "a-alt 1",
+        "b-alt 1",
+    ]);
+    let u = index("noble", &stanzas);
+    // z-app first: b-alt is marked, so q-app's `a-alt | b-alt` is already satisfied.
+    assert_eq!(
+        resolve_names(&u, &["z-app", "q-app"]),
+        ["b-alt=1", "base-files=1", "q-app=1", "z-app=1"]
+    );
+    assert_eq!(
+        resolve_names(&u, &["q-app", "z-app"]),
+        ["a-alt=1", "b-alt=1", "base-files=1", "q-app=1", "z-app=1"]
+    );
+}
+
+#[test]
+fn protected_provider_is_preferred_over_priority() {
+    let u = index(
+        "noble",
+        &with_base(&[
+            "app 1\nDepends: virt",
+            "plain 1\nPriority: required\nProvides: virt",
+            "guarded 1\nPriority: optional\nProtected: yes\nProvides: virt",
+        ]),
+    );
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "guarded=1"]
+    );
+}

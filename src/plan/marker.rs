@@ -8,13 +8,14 @@
 //! replay apt's walk:
 //!
 //! * requested packages are marked first (without dependencies) and protected, then their
-//!   dependencies are resolved one requested package at a time, in apt's cache order;
+//!   dependencies are resolved one requested package at a time, in request order;
 //! * a group already satisfied by a marked or installed package is skipped (so an alternative
 //!   that is already selected wins); protection propagates to dependencies with a single
 //!   possible solution;
 //! * otherwise the candidates of every alternative, in alternative order, each alternative's
 //!   candidates sorted as apt's `CompareProviders` sorts them (protected, installed, the real
-//!   package before providers, Essential, Priority, then cache order), are tried in turn; a
+//!   package before providers, Essential, `Protected: yes`, Priority, then the later package in
+//!   cache order), are tried in turn; a
 //!   candidate whose dependencies no candidate can satisfy, or that conflicts with the marked
 //!   set, is refused and the next one tried.
 //!
@@ -85,10 +86,14 @@ impl<'u, 'a> Marker<'u, 'a> {
                 self.reason[i] = Some(Reason::Root(why.clone()));
             }
         }
-        // doAutoInstall: a std::set of package iterators, i.e. apt's cache order.
-        let mut order: Vec<PkgId> = requested.iter().map(|(id, _)| *id).collect();
-        order.sort_unstable();
-        order.dedup();
+        // doAutoInstall: in request order (apt 2.6 keeps the command line's order; a pattern
+        // yields its matches in cache order, which the caller passes sorted).
+        let mut seen = std::collections::HashSet::new();
+        let order: Vec<PkgId> = requested
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| seen.insert(*id))
+            .collect();
         for id in order {
             self.mark_install(id, true, None)?;
         }
@@ -189,13 +194,14 @@ impl<'u, 'a> Marker<'u, 'a> {
         &self,
         id: PkgId,
         target: &str,
-    ) -> (bool, bool, bool, bool, u8, std::cmp::Reverse<PkgId>) {
+    ) -> (bool, bool, bool, bool, bool, u8, std::cmp::Reverse<PkgId>) {
         let i = id as usize;
         (
             !self.protected[i],
             !self.current[i],
             self.u.name(id) != target,
             !self.u.candidate(id).is_some_and(|p| p.essential),
+            !self.u.is_protected(id),
             self.u.priority_rank(id),
             std::cmp::Reverse(id),
         )

@@ -194,7 +194,7 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
 
     let mut marker = Marker::new(&u, u.len());
 
-    // Run 1: the Essential set.
+    // Run 1: the Essential set; a pattern's matches come in cache order.
     let essential_label = format!("Essential: yes in {base_suite}");
     let mut essential_names: HashSet<&str> = HashSet::new();
     let mut run1 = Vec::new();
@@ -204,11 +204,19 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
             run1.push((id_of(&p.name), essential_label.clone()));
         }
     }
+    run1.sort_by_key(|(id, _)| *id);
     marker.run(&run1)?;
     marker.commit();
 
-    // Run 2: includes, then (minbase) apt and Priority: required.
+    // Run 2, in mmdebstrap's command-line order: `--include=apt,<includes>` (minbase), then
+    // the `Priority: required` pattern.
     let mut run2 = Vec::new();
+    if selection.variant == Variant::Minbase && !includes.contains(&"apt") {
+        run2.push((
+            request_id(&u, "apt", "variant minbase")?,
+            "variant minbase (apt)".to_string(),
+        ));
+    }
     for name in &includes {
         run2.push((
             request_id(&u, name, "recipe include")?,
@@ -216,18 +224,17 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
         ));
     }
     if selection.variant == Variant::Minbase {
-        run2.push((
-            request_id(&u, "apt", "variant minbase")?,
-            "variant minbase (apt)".to_string(),
-        ));
         let required_label = format!("Priority: required in {base_suite}");
+        let mut required = Vec::new();
         for p in in_base() {
             if p.priority.as_deref() == Some("required")
                 && !essential_names.contains(p.name.as_str())
             {
-                run2.push((id_of(&p.name), required_label.clone()));
+                required.push((id_of(&p.name), required_label.clone()));
             }
         }
+        required.sort_by_key(|(id, _)| *id);
+        run2.extend(required);
     }
     marker.run(&run2)?;
 

@@ -68,7 +68,9 @@ impl<'a> Universe<'a> {
 
         // apt numbers packages as it first meets their names while reading the indexes in
         // sources.list order: the stanza's own name, then the names in its relationship
-        // fields, then its Provides. The number breaks ties between equal providers.
+        // fields (apt's parse order), then its Provides. The number breaks ties between equal
+        // providers and orders the packages a pattern (`?essential`) selects; checked against
+        // the order apt 2.6 marks noble's essential set in (`Debug::pkgDepCache::Marker`).
         let mut names: Vec<&'a str> = Vec::new();
         let mut ids: FxHashMap<&'a str, PkgId> = FxHashMap::default();
         ids.reserve(stanzas.len() + stanzas.len() / 2);
@@ -85,16 +87,19 @@ impl<'a> Universe<'a> {
                 continue;
             }
             own_id.push(Some(mention(&p.name, &mut names)));
-            for field in [
+            let [recommends, suggests, replaces, enhances] = &p.weak_relations;
+            let fields = [
                 &p.pre_depends,
                 &p.depends,
                 &p.conflicts,
                 &p.breaks,
+                recommends,
+                suggests,
+                replaces,
+                enhances,
                 &p.provides,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            ];
+            for field in fields.into_iter().flatten() {
                 for n in mentioned_names(field) {
                     mention(n, &mut names);
                 }
@@ -331,6 +336,11 @@ impl<'a> Universe<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// `Protected: yes` / `Important: yes` (apt's `Flag::Important`).
+    pub(crate) fn is_protected(&self, id: PkgId) -> bool {
+        self.candidate(id).is_some_and(|p| p.protected)
     }
 
     /// apt's `Priority` rank (lower is preferred; a missing field ranks 0, as in apt's cache).
