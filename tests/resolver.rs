@@ -17,7 +17,10 @@ fn index(suite: &str, stanzas: &[&str]) -> Vec<BinaryPackage> {
         let mut words = head.split_whitespace();
         let name = words.next().unwrap_or_default();
         let version = words.next().unwrap_or("1.0");
-        let mut fields: Vec<String> = lines.map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let mut fields: Vec<String> = lines
+            .map(|l| l.trim().to_string())
+            .filter(|l| !l.is_empty())
+            .collect();
         if !fields.iter().any(|f| f.starts_with("Architecture:")) {
             fields.push("Architecture: amd64".into());
         }
@@ -47,7 +50,10 @@ fn select(variant: Variant, include: &[&str]) -> Selection {
 }
 
 fn names(plan: &Plan) -> Vec<String> {
-    plan.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect()
+    plan.packages
+        .iter()
+        .map(|p| format!("{}={}", p.name, p.version))
+        .collect()
 }
 
 fn resolve_names(universe: &[BinaryPackage], include: &[&str]) -> Vec<String> {
@@ -79,14 +85,20 @@ fn essential_and_required_and_apt_for_minbase() {
         ],
     );
     let plan = resolve(&u, &select(Variant::Minbase, &[])).unwrap();
-    assert_eq!(names(&plan), ["apt=3", "base-files=1", "libapt=3", "libc6=2", "mawk=1"]);
+    assert_eq!(
+        names(&plan),
+        ["apt=3", "base-files=1", "libapt=3", "libc6=2", "mawk=1"]
+    );
     let essential = resolve(&u, &select(Variant::Essential, &[])).unwrap();
     assert_eq!(names(&essential), ["base-files=1", "libc6=2"]);
     let bf = &plan.packages[1];
     assert!(bf.essential);
     assert_eq!(bf.depends_on, ["libc6"]);
     assert_eq!(bf.source, "base-files");
-    assert_eq!(bf.url(), "http://mirror.test/ubuntu/pool/main/base-files_1_amd64.deb");
+    assert_eq!(
+        bf.url(),
+        "http://mirror.test/ubuntu/pool/main/base-files_1_amd64.deb"
+    );
 }
 
 #[test]
@@ -95,9 +107,15 @@ fn highest_version_across_suites_wins() {
     u.extend(index("noble-updates", &["foo 1.0-1ubuntu0.1", "bar 1.9"]));
     u.extend(index("noble-security", &["foo 1.0-1ubuntu0.1"]));
     let plan = resolve(&u, &select(Variant::Essential, &["foo", "bar"])).unwrap();
-    assert_eq!(names(&plan), ["bar=2.0", "base-files=1", "foo=1.0-1ubuntu0.1"]);
+    assert_eq!(
+        names(&plan),
+        ["bar=2.0", "base-files=1", "foo=1.0-1ubuntu0.1"]
+    );
     let foo = plan.packages.iter().find(|p| p.name == "foo").unwrap();
-    assert_eq!(foo.suite, "noble-updates", "the first suite listing the winning version");
+    assert_eq!(
+        foo.suite, "noble-updates",
+        "the first suite listing the winning version"
+    );
 }
 
 #[test]
@@ -158,7 +176,10 @@ fn unsatisfiable_version_names_the_chain() {
     match &err {
         PlanError::Unsatisfiable { dependency, chain } => {
             assert_eq!(dependency, "libfoo (>= 3)");
-            assert_eq!(chain, "include openssh-server → openssh-client → libfoo (>= 3)");
+            assert_eq!(
+                chain,
+                "include openssh-server → openssh-client → libfoo (>= 3)"
+            );
         }
         other => panic!("expected Unsatisfiable, got {other}"),
     }
@@ -176,7 +197,10 @@ fn first_installable_alternative_wins() {
             "good-c 1",
         ]),
     );
-    assert_eq!(resolve_names(&u, &["app"]), ["app=1", "base-files=1", "good-b=1"]);
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "good-b=1"]
+    );
 }
 
 #[test]
@@ -190,7 +214,10 @@ fn already_selected_alternative_is_preferred() {
         resolve_names(&u, &["app", "second"]),
         ["app=1", "base-files=1", "second=1"]
     );
-    assert_eq!(resolve_names(&u, &["app"]), ["app=1", "base-files=1", "first=1"]);
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "first=1"]
+    );
 }
 
 #[test]
@@ -205,7 +232,10 @@ fn virtual_package_provider_choice() {
         ]),
     );
     // Priority decides (required before optional).
-    assert_eq!(resolve_names(&u, &["app"]), ["app=1", "base-files=1", "mawk=1"]);
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "mawk=1"]
+    );
     // A provider that is already selected wins.
     assert_eq!(
         resolve_names(&u, &["app", "gawk"]),
@@ -223,7 +253,10 @@ fn real_package_before_providers() {
             "postfix 1\nPriority: required\nProvides: mail",
         ]),
     );
-    assert_eq!(resolve_names(&u, &["app"]), ["app=1", "base-files=1", "mail=1"]);
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "mail=1"]
+    );
 }
 
 #[test]
@@ -237,7 +270,10 @@ fn versioned_provides() {
             "right 1\nProvides: virt (= 2.5)",
         ]),
     );
-    assert_eq!(resolve_names(&u, &["app"]), ["app=1", "base-files=1", "right=1"]);
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "right=1"]
+    );
 }
 
 #[test]
@@ -271,7 +307,10 @@ fn architecture_all_and_foreign_stanzas() {
     );
     // An i386 stanza must never be chosen for amd64.
     u.extend(index("noble", &["data 9\nArchitecture: i386"]));
-    assert_eq!(resolve_names(&u, &["tool"]), ["base-files=1", "data=1", "tool=1"]);
+    assert_eq!(
+        resolve_names(&u, &["tool"]),
+        ["base-files=1", "data=1", "tool=1"]
+    );
 }
 
 #[test]
@@ -288,8 +327,14 @@ fn conflicts_between_requested_packages_is_an_error() {
             target,
             chain,
         } => {
-            assert_eq!((package.as_str(), relation.as_str(), target.as_str()), ("left", "Conflicts", "right"));
-            assert!(chain.contains("include left") && chain.contains("include right"), "{chain}");
+            assert_eq!(
+                (package.as_str(), relation.as_str(), target.as_str()),
+                ("left", "Conflicts", "right")
+            );
+            assert!(
+                chain.contains("include left") && chain.contains("include right"),
+                "{chain}"
+            );
         }
         other => panic!("expected Conflict, got {other}"),
     }
@@ -298,7 +343,10 @@ fn conflicts_between_requested_packages_is_an_error() {
         "noble",
         &with_base(&["left 1\nBreaks: right (<< 2)", "right 2"]),
     );
-    assert_eq!(resolve_names(&u, &["left", "right"]), ["base-files=1", "left=1", "right=2"]);
+    assert_eq!(
+        resolve_names(&u, &["left", "right"]),
+        ["base-files=1", "left=1", "right=2"]
+    );
 }
 
 #[test]
@@ -311,7 +359,10 @@ fn conflicting_alternative_is_skipped() {
             "good 1",
         ]),
     );
-    assert_eq!(resolve_names(&u, &["app"]), ["app=1", "base-files=1", "good=1"]);
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "good=1"]
+    );
 }
 
 #[test]
@@ -359,7 +410,10 @@ fn dependency_cycles_terminate() {
         "noble",
         &with_base(&["a 1\nDepends: b", "b 1\nDepends: c", "c 1\nDepends: a"]),
     );
-    assert_eq!(resolve_names(&u, &["a"]), ["a=1", "b=1", "base-files=1", "c=1"]);
+    assert_eq!(
+        resolve_names(&u, &["a"]),
+        ["a=1", "b=1", "base-files=1", "c=1"]
+    );
 }
 
 #[test]
@@ -393,19 +447,28 @@ fn real_archive() {
         .split(',')
         .map(|e| {
             let (suite, path) = e.split_once('=').expect("suite=path");
-            (suite.to_string(), std::fs::read_to_string(path).expect("readable index"))
+            (
+                suite.to_string(),
+                std::fs::read_to_string(path).expect("readable index"),
+            )
         })
         .collect();
     // This machine is shared: report CPU time of this thread beside wall time.
     let cpu = || -> std::time::Duration {
         let text = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap_or_default();
-        let ns = text.split_whitespace().next().and_then(|n| n.parse().ok()).unwrap_or(0);
+        let ns = text
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
         std::time::Duration::from_nanos(ns)
     };
     let (c0, t0) = (cpu(), std::time::Instant::now());
     let mut universe = Vec::new();
     for (suite, text) in &texts {
-        universe.extend(parse_packages(text, suite, "http://archive.ubuntu.com/ubuntu").expect("parses"));
+        universe.extend(
+            parse_packages(text, suite, "http://archive.ubuntu.com/ubuntu").expect("parses"),
+        );
     }
     let (c1, t1) = (cpu(), std::time::Instant::now());
     let plan = resolve(
@@ -431,4 +494,59 @@ fn real_archive() {
     if let Ok(out) = std::env::var("INGOT_RESOLVE_OUT") {
         std::fs::write(out, list).expect("writable output");
     }
+}
+
+// The next two cases were checked against apt 2.6.1 (`apt-get -s install`) on a file:// repo
+// with exactly these stanzas.
+
+#[test]
+fn equal_providers_later_in_cache_order_wins() {
+    let u = index(
+        "noble",
+        &with_base(&[
+            "app 1\nDepends: virt",
+            "p-one 1\nProvides: virt",
+            "p-two 1\nProvides: virt",
+        ]),
+    );
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "p-two=1"]
+    );
+}
+
+#[test]
+fn requests_are_resolved_in_command_line_order() {
+    let stanzas = with_base(&[
+        "q-app 1\nDepends: a-alt | b-alt",
+        "z-app 1\nDepends: b-alt",
+        "a-alt 1",
+        "b-alt 1",
+    ]);
+    let u = index("noble", &stanzas);
+    // z-app first: b-alt is marked, so q-app's `a-alt | b-alt` is already satisfied.
+    assert_eq!(
+        resolve_names(&u, &["z-app", "q-app"]),
+        ["b-alt=1", "base-files=1", "q-app=1", "z-app=1"]
+    );
+    assert_eq!(
+        resolve_names(&u, &["q-app", "z-app"]),
+        ["a-alt=1", "b-alt=1", "base-files=1", "q-app=1", "z-app=1"]
+    );
+}
+
+#[test]
+fn protected_provider_is_preferred_over_priority() {
+    let u = index(
+        "noble",
+        &with_base(&[
+            "app 1\nDepends: virt",
+            "plain 1\nPriority: required\nProvides: virt",
+            "guarded 1\nPriority: optional\nProtected: yes\nProvides: virt",
+        ]),
+    );
+    assert_eq!(
+        resolve_names(&u, &["app"]),
+        ["app=1", "base-files=1", "guarded=1"]
+    );
 }

@@ -49,6 +49,12 @@ pub struct BinaryPackage {
     pub conflicts: Option<String>,
     /// `Breaks`, raw.
     pub breaks: Option<String>,
+    /// `Recommends`, `Suggests`, `Replaces`, `Enhances`, raw, in that order (`None` where the
+    /// field is absent). The resolver does not follow them, but apt numbers packages by the
+    /// names these fields mention, and that order breaks ties between providers.
+    pub weak_relations: [Option<String>; 4],
+    /// `Protected: yes` or `Important: yes` (apt prefers such providers).
+    pub protected: bool,
     /// `Source` (name only, without a version in parentheses), if given.
     pub source: Option<String>,
     /// `Filename`: the pool path relative to the archive root.

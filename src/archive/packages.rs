@@ -4,7 +4,7 @@
 //! This module only reads text that the archive stage already verified; it never fetches,
 //! decompresses or decides anything about the package set.
 //!
-//! Why a hand-written scanner instead of `deb822-fast`: ingot needs 15 of the ~25 fields of a
+//! Why a hand-written scanner instead of `deb822-fast`: ingot needs 21 of the ~25 fields of a
 //! stanza and drops the rest (above all the multi-line `Description`, which is most of the
 //! bytes). Scanning lines over the borrowed text and matching only the wanted field names avoids
 //! building a map of owned strings for every field of every stanza; the only allocations are the
@@ -40,6 +40,12 @@ struct RawStanza<'a> {
     provides: Option<Field<'a>>,
     conflicts: Option<Field<'a>>,
     breaks: Option<Field<'a>>,
+    recommends: Option<Field<'a>>,
+    suggests: Option<Field<'a>>,
+    replaces: Option<Field<'a>>,
+    enhances: Option<Field<'a>>,
+    protected: Option<Field<'a>>,
+    important: Option<Field<'a>>,
     source: Option<Field<'a>>,
     filename: Option<Field<'a>>,
     size: Option<Field<'a>>,
@@ -88,6 +94,12 @@ impl<'a> RawStanza<'a> {
             "Provides" => &mut self.provides,
             "Conflicts" => &mut self.conflicts,
             "Breaks" => &mut self.breaks,
+            "Recommends" => &mut self.recommends,
+            "Suggests" => &mut self.suggests,
+            "Replaces" => &mut self.replaces,
+            "Enhances" => &mut self.enhances,
+            "Protected" => &mut self.protected,
+            "Important" => &mut self.important,
             "Source" => &mut self.source,
             "Filename" => &mut self.filename,
             "Size" => &mut self.size,
@@ -111,6 +123,12 @@ impl<'a> RawStanza<'a> {
             "provides" => &mut self.provides,
             "conflicts" => &mut self.conflicts,
             "breaks" => &mut self.breaks,
+            "recommends" => &mut self.recommends,
+            "suggests" => &mut self.suggests,
+            "replaces" => &mut self.replaces,
+            "enhances" => &mut self.enhances,
+            "protected" => &mut self.protected,
+            "important" => &mut self.important,
             "source" => &mut self.source,
             "filename" => &mut self.filename,
             "size" => &mut self.size,
@@ -152,7 +170,8 @@ impl<'a> RawStanza<'a> {
                 "SHA256 {sha256:?} is not 64 hexadecimal digits"
             )));
         }
-        let optional = |f: &Option<Field<'_>>| f.as_ref().map(Field::text).filter(|v| !v.is_empty());
+        let optional =
+            |f: &Option<Field<'_>>| f.as_ref().map(Field::text).filter(|v| !v.is_empty());
         // `Source: foo (1.2)` names the source package `foo` built at another version.
         let source = optional(&self.source).and_then(|s| {
             let name = s.split_whitespace().next().unwrap_or("").to_string();
@@ -170,6 +189,15 @@ impl<'a> RawStanza<'a> {
             provides: optional(&self.provides),
             conflicts: optional(&self.conflicts),
             breaks: optional(&self.breaks),
+            weak_relations: [
+                optional(&self.recommends),
+                optional(&self.suggests),
+                optional(&self.replaces),
+                optional(&self.enhances),
+            ],
+            protected: [&self.protected, &self.important]
+                .into_iter()
+                .any(|f| optional(f).is_some_and(|v| v.eq_ignore_ascii_case("yes"))),
             source,
             filename,
             size,
@@ -212,10 +240,7 @@ pub fn parse_packages(
                 return Err(PackagesParseError {
                     index,
                     package: None,
-                    message: format!(
-                        "line {}: continuation line outside a field",
-                        lineno + 1
-                    ),
+                    message: format!("line {}: continuation line outside a field", lineno + 1),
                 });
             }
             if let Some(name) = current
@@ -265,7 +290,7 @@ pub fn parse_packages(
 /// A `'static` spelling of a kept field name, so the scanner can remember which slot a
 /// continuation line belongs to without borrowing the stanza.
 fn canonical_name(name: &str) -> &'static str {
-    const NAMES: [&str; 15] = [
+    const NAMES: [&str; 21] = [
         "Package",
         "Version",
         "Architecture",
@@ -277,6 +302,12 @@ fn canonical_name(name: &str) -> &'static str {
         "Provides",
         "Conflicts",
         "Breaks",
+        "Recommends",
+        "Suggests",
+        "Replaces",
+        "Enhances",
+        "Protected",
+        "Important",
         "Source",
         "Filename",
         "Size",
@@ -306,7 +337,7 @@ mod tests {
         let text = format!(
             "{}Description: a thing\n with a long\n .\n description: not a field\n\n{}",
             stanza(
-                "Essential: yes\nPriority: required\nMulti-Arch: foreign\nPre-Depends: libc6 (>= 2.34)\nDepends: a | b, c:any\nProvides: x (= 1)\nConflicts: y\nBreaks: z (<< 2)\nSource: foo-src (1.0-0.1)\n"
+                "Essential: yes\nPriority: required\nMulti-Arch: foreign\nPre-Depends: libc6 (>= 2.34)\nDepends: a | b, c:any\nProvides: x (= 1)\nConflicts: y\nBreaks: z (<< 2)\nRecommends: r\nEnhances: e\nProtected: yes\nSource: foo-src (1.0-0.1)\n"
             ),
             stanza("").replace("foo", "bar")
         );
@@ -324,6 +355,12 @@ mod tests {
         assert_eq!(p.conflicts.as_deref(), Some("y"));
         assert_eq!(p.breaks.as_deref(), Some("z (<< 2)"));
         assert_eq!(p.source.as_deref(), Some("foo-src"));
+        assert_eq!(
+            p.weak_relations,
+            [Some("r".into()), None, None, Some("e".into())]
+        );
+        assert!(p.protected);
+        assert!(!pkgs[1].protected);
         assert_eq!(p.size, 1234);
         assert_eq!(p.sha256, SHA);
         assert_eq!(p.suite, "noble");
@@ -359,8 +396,8 @@ mod tests {
 
     #[test]
     fn malformed_values_are_refused() {
-        let e = parse_packages(&stanza("").replace("Size: 1234", "Size: big"), "s", "m")
-            .unwrap_err();
+        let e =
+            parse_packages(&stanza("").replace("Size: 1234", "Size: big"), "s", "m").unwrap_err();
         assert!(e.message.contains("Size"), "{e}");
         let e = parse_packages(&stanza("").replace(SHA, "abc"), "s", "m").unwrap_err();
         assert!(e.message.contains("SHA256"), "{e}");

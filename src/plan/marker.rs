@@ -8,13 +8,14 @@
 //! replay apt's walk:
 //!
 //! * requested packages are marked first (without dependencies) and protected, then their
-//!   dependencies are resolved one requested package at a time, in apt's cache order;
+//!   dependencies are resolved one requested package at a time, in request order;
 //! * a group already satisfied by a marked or installed package is skipped (so an alternative
 //!   that is already selected wins); protection propagates to dependencies with a single
 //!   possible solution;
 //! * otherwise the candidates of every alternative, in alternative order, each alternative's
 //!   candidates sorted as apt's `CompareProviders` sorts them (protected, installed, the real
-//!   package before providers, Essential, Priority, then cache order), are tried in turn; a
+//!   package before providers, Essential, `Protected: yes`, Priority, then the later package in
+//!   cache order), are tried in turn; a
 //!   candidate whose dependencies no candidate can satisfy, or that conflicts with the marked
 //!   set, is refused and the next one tried.
 //!
@@ -85,10 +86,14 @@ impl<'u, 'a> Marker<'u, 'a> {
                 self.reason[i] = Some(Reason::Root(why.clone()));
             }
         }
-        // doAutoInstall: a std::set of package iterators, i.e. apt's cache order.
-        let mut order: Vec<PkgId> = requested.iter().map(|(id, _)| *id).collect();
-        order.sort_unstable();
-        order.dedup();
+        // doAutoInstall: in request order (apt 2.6 keeps the command line's order; a pattern
+        // yields its matches in cache order, which the caller passes sorted).
+        let mut seen = std::collections::HashSet::new();
+        let order: Vec<PkgId> = requested
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| seen.insert(*id))
+            .collect();
         for id in order {
             self.mark_install(id, true, None)?;
         }
@@ -103,14 +108,12 @@ impl<'u, 'a> Marker<'u, 'a> {
         if self.selected(target) && self.u.real_satisfies(rel, target)? {
             return Ok(true);
         }
-        Ok(self
-            .u
-            .providers(target)
-            .iter()
-            .filter(|p| self.selected(p.provider))
-            .try_fold(false, |found, p| {
-                Ok(found || self.u.provide_satisfies(rel, p)?)
-            })?)
+        for p in self.u.providers(target) {
+            if self.selected(p.provider) && self.u.provide_satisfies(rel, p)? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     pub(crate) fn group_satisfied(&self, group: &Group) -> Result<bool, PlanError> {
@@ -187,13 +190,18 @@ impl<'u, 'a> Marker<'u, 'a> {
     }
 
     /// apt's `CompareProviders` as a sort key (smaller sorts first).
-    fn provider_key(&self, id: PkgId, target: &str) -> (bool, bool, bool, bool, u8, std::cmp::Reverse<PkgId>) {
+    fn provider_key(
+        &self,
+        id: PkgId,
+        target: &str,
+    ) -> (bool, bool, bool, bool, bool, u8, std::cmp::Reverse<PkgId>) {
         let i = id as usize;
         (
             !self.protected[i],
             !self.current[i],
             self.u.name(id) != target,
             !self.u.candidate(id).is_some_and(|p| p.essential),
+            !self.u.is_protected(id),
             self.u.priority_rank(id),
             std::cmp::Reverse(id),
         )

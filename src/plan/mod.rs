@@ -3,7 +3,13 @@
 //! Selection is `Essential: yes` (+ `Priority: required` + `apt` for minbase) + the recipe's
 //! includes; resolution closes over `Pre-Depends` and `Depends` with alternatives, versioned
 //! constraints, `Provides`, architecture qualifiers, and honours `Conflicts`/`Breaks`. When a
-//! package is in several suites the highest version wins. This stage never downloads.
+//! package is in several suites the highest version wins. This stage never downloads and never
+//! reads files: it works on the stanzas the archive stage verified.
+//!
+//! * `relation`: relationship-field syntax and version constraints;
+//! * `universe`: candidates, `Provides`, apt's cache order;
+//! * `marker`: apt's `MarkInstall` walk, replayed (why greedy and not SAT is explained there);
+//! * this file: mmdebstrap's two apt runs, the final checks and the [`Plan`].
 
 mod marker;
 mod relation;
@@ -161,7 +167,7 @@ pub enum PlanError {
 ///    every package that has `Priority: required` in the first suite and is not essential.
 ///
 /// Candidates are the highest version of each name across all suites (apt pins every suite at
-/// 500). See [`marker`](self) for how apt's choices are replayed.
+/// 500). The private `marker` module replays apt's choices.
 pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan, PlanError> {
     let native = selection.architecture.as_str();
     let mut pins: HashMap<String, String> = HashMap::new();
@@ -185,7 +191,10 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
 
     let u = Universe::build(universe, native, &pins)?;
     for (name, version) in &pins {
-        let found = u.id(name).and_then(|id| u.candidate(id)).map(|p| p.version.as_str());
+        let found = u
+            .id(name)
+            .and_then(|id| u.candidate(id))
+            .map(|p| p.version.as_str());
         if found != Some(version.as_str()) {
             return Err(PlanError::UnknownPackage {
                 name: format!("{name}={version}"),
@@ -208,7 +217,7 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
 
     let mut marker = Marker::new(&u, u.len());
 
-    // Run 1: the Essential set.
+    // Run 1: the Essential set; a pattern's matches come in cache order.
     let essential_label = format!("Essential: yes in {base_suite}");
     let mut essential_names: HashSet<&str> = HashSet::new();
     let mut run1 = Vec::new();
@@ -218,29 +227,43 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
             run1.push((id_of(&p.name), essential_label.clone()));
         }
     }
+    run1.sort_by_key(|(id, _)| *id);
     marker.run(&run1)?;
     marker.commit();
 
-    // Run 2: includes, then (minbase) apt and Priority: required.
+    // Run 2, in mmdebstrap's command-line order: `--include=apt,<includes>` (minbase), then
+    // the `Priority: required` pattern.
     let mut run2 = Vec::new();
-    for name in &includes {
-        run2.push((request_id(&u, name, "recipe include")?, format!("include {name}")));
-    }
-    if selection.variant == Variant::Minbase {
+    if selection.variant == Variant::Minbase && !includes.contains(&"apt") {
         run2.push((
             request_id(&u, "apt", "variant minbase")?,
             "variant minbase (apt)".to_string(),
         ));
+    }
+    for name in &includes {
+        run2.push((
+            request_id(&u, name, "recipe include")?,
+            format!("include {name}"),
+        ));
+    }
+    if selection.variant == Variant::Minbase {
         let required_label = format!("Priority: required in {base_suite}");
+        let mut required = Vec::new();
         for p in in_base() {
-            if p.priority.as_deref() == Some("required") && !essential_names.contains(p.name.as_str()) {
-                run2.push((id_of(&p.name), required_label.clone()));
+            if p.priority.as_deref() == Some("required")
+                && !essential_names.contains(p.name.as_str())
+            {
+                required.push((id_of(&p.name), required_label.clone()));
             }
         }
+        required.sort_by_key(|(id, _)| *id);
+        run2.extend(required);
     }
     marker.run(&run2)?;
 
-    let selected: Vec<PkgId> = (0..u.len() as PkgId).filter(|&id| marker.selected(id)).collect();
+    let selected: Vec<PkgId> = (0..u.len() as PkgId)
+        .filter(|&id| marker.selected(id))
+        .collect();
     check(&marker, &selected)?;
 
     let mut packages = Vec::with_capacity(selected.len());
@@ -249,7 +272,11 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
         let mut pre_depends_on = Vec::new();
         let mut depends_on = Vec::new();
         for (pre, group) in &u.relations(id)?.depends {
-            let target = if *pre { &mut pre_depends_on } else { &mut depends_on };
+            let target = if *pre {
+                &mut pre_depends_on
+            } else {
+                &mut depends_on
+            };
             for rel in group {
                 let sats = marker.selected_satisfiers(rel)?;
                 if sats.is_empty() {
@@ -382,7 +409,8 @@ impl Explain<'_, '_, '_> {
             return Ok(known);
         }
         self.installable.insert(id, true);
-        let mut ok = self.m.u.candidate(id).is_some() && self.m.conflict_with_selected(id)?.is_none();
+        let mut ok =
+            self.m.u.candidate(id).is_some() && self.m.conflict_with_selected(id)?.is_none();
         if ok {
             for (_, group) in &self.m.u.relations(id)?.depends {
                 if self.failing(group)? {

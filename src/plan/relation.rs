@@ -149,7 +149,10 @@ fn parse_one(text: &str) -> Result<Relation, String> {
             if !s[close + 1..].trim().is_empty() {
                 return Err(format!("unexpected text after ')' in {s:?}"));
             }
-            (s[..open].trim(), Some(parse_constraint(&s[open + 1..close], s)?))
+            (
+                s[..open].trim(),
+                Some(parse_constraint(&s[open + 1..close], s)?),
+            )
         }
         None => (s, None),
     };
@@ -241,7 +244,7 @@ pub(crate) fn parse_version(text: &str) -> Result<Version, String> {
 /// Names qualified `:any` are skipped: apt files them under a separate pseudo package.
 pub(crate) fn mentioned_names(field: &str) -> impl Iterator<Item = &str> {
     // Byte scanning: this runs over every relationship field of every stanza.
-    field.split(|c| c == ',' || c == '|').filter_map(|alt| {
+    field.split([',', '|']).filter_map(|alt| {
         let alt = alt.trim_start_matches([' ', '\t', '\n']);
         let end = alt
             .bytes()

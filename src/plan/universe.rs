@@ -68,7 +68,9 @@ impl<'a> Universe<'a> {
 
         // apt numbers packages as it first meets their names while reading the indexes in
         // sources.list order: the stanza's own name, then the names in its relationship
-        // fields, then its Provides. The number breaks ties between equal providers.
+        // fields (apt's parse order), then its Provides. The number breaks ties between equal
+        // providers and orders the packages a pattern (`?essential`) selects; checked against
+        // the order apt 2.6 marks noble's essential set in (`Debug::pkgDepCache::Marker`).
         let mut names: Vec<&'a str> = Vec::new();
         let mut ids: FxHashMap<&'a str, PkgId> = FxHashMap::default();
         ids.reserve(stanzas.len() + stanzas.len() / 2);
@@ -85,10 +87,19 @@ impl<'a> Universe<'a> {
                 continue;
             }
             own_id.push(Some(mention(&p.name, &mut names)));
-            for field in [&p.pre_depends, &p.depends, &p.conflicts, &p.breaks, &p.provides]
-                .into_iter()
-                .flatten()
-            {
+            let [recommends, suggests, replaces, enhances] = &p.weak_relations;
+            let fields = [
+                &p.pre_depends,
+                &p.depends,
+                &p.conflicts,
+                &p.breaks,
+                recommends,
+                suggests,
+                replaces,
+                enhances,
+                &p.provides,
+            ];
+            for field in fields.into_iter().flatten() {
                 for n in mentioned_names(field) {
                     mention(n, &mut names);
                 }
@@ -133,7 +144,9 @@ impl<'a> Universe<'a> {
         let mut provides: Vec<Vec<Provide<'a>>> = (0..names.len()).map(|_| Vec::new()).collect();
         for (id, cand) in candidate.iter().enumerate() {
             let Some(i) = *cand else { continue };
-            let Some(field) = &stanzas[i].provides else { continue };
+            let Some(field) = &stanzas[i].provides else {
+                continue;
+            };
             for entry in field.split(',') {
                 let (name, version) =
                     parse_provide(entry).map_err(|message| PlanError::BadField {
@@ -141,7 +154,9 @@ impl<'a> Universe<'a> {
                         field: "Provides".into(),
                         message,
                     })?;
-                let Some(&target) = ids.get(name) else { continue };
+                let Some(&target) = ids.get(name) else {
+                    continue;
+                };
                 provides[target as usize].push(Provide {
                     provider: id as PkgId,
                     version,
@@ -225,11 +240,12 @@ impl<'a> Universe<'a> {
     /// The parsed relationship fields of the candidate.
     pub(crate) fn relations(&self, id: PkgId) -> Result<&Relations, PlanError> {
         let cell = self.relations[id as usize].get_or_init(|| self.parse_relations_of(id));
-        cell.as_ref().map_err(|(field, message)| PlanError::BadField {
-            package: self.name(id).to_string(),
-            field: (*field).to_string(),
-            message: message.clone(),
-        })
+        cell.as_ref()
+            .map_err(|(field, message)| PlanError::BadField {
+                package: self.name(id).to_string(),
+                field: (*field).to_string(),
+                message: message.clone(),
+            })
     }
 
     fn parse_relations_of(&self, id: PkgId) -> Result<Relations, (&'static str, String)> {
@@ -276,7 +292,11 @@ impl<'a> Universe<'a> {
 
     /// Does the provide `prv` (of `rel.name`) satisfy `rel`? An unversioned provide never
     /// satisfies a versioned relation.
-    pub(crate) fn provide_satisfies(&self, rel: &Relation, prv: &Provide<'_>) -> Result<bool, PlanError> {
+    pub(crate) fn provide_satisfies(
+        &self,
+        rel: &Relation,
+        prv: &Provide<'_>,
+    ) -> Result<bool, PlanError> {
         let arch_ok = match &rel.arch {
             ArchQualifier::None | ArchQualifier::Native => true,
             ArchQualifier::Any => self
@@ -316,6 +336,11 @@ impl<'a> Universe<'a> {
             }
         }
         Ok(out)
+    }
+
+    /// `Protected: yes` / `Important: yes` (apt's `Flag::Important`).
+    pub(crate) fn is_protected(&self, id: PkgId) -> bool {
+        self.candidate(id).is_some_and(|p| p.protected)
     }
 
     /// apt's `Priority` rank (lower is preferred; a missing field ranks 0, as in apt's cache).
