@@ -112,6 +112,15 @@ if [ -f /etc/default/motd-news ]; then
     sed -i 's/^ENABLED=.*/ENABLED=0/' /etc/default/motd-news
 fi
 
+# debugfs cannot be mounted in an unprivileged container (the mount fails and the system boots
+# "degraded"); it is a kernel debugging aid with no use inside a container.
+install -d -m 0755 /etc/systemd/system/sys-kernel-debug.mount.d
+cat > /etc/systemd/system/sys-kernel-debug.mount.d/10-not-in-containers.conf <<'UNIT'
+[Unit]
+ConditionVirtualization=!container
+UNIT
+chmod 0644 /etc/systemd/system/sys-kernel-debug.mount.d/10-not-in-containers.conf
+
 # --- Time zone: UTC, explicitly -------------------------------------------------------------
 ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime
 printf 'Etc/UTC\n' > /etc/timezone

@@ -1,6 +1,7 @@
 //! The golden image's cleanup invariants, enforced by ingot after the recipe's cleanup scripts.
 //!
-//! Owns: removing per-instance identity (SSH host keys, machine-id), build leftovers (apt
+//! Owns: removing per-instance identity (SSH host keys, machine-id, systemd's random seed and
+//! credential secret), build leftovers (apt
 //! lists and caches, logs, `/tmp`, `/var/tmp`, `/run`, `policy-rc.d`, shell history,
 //! `/root/.ssh`) and neutralising the build host's traces (`/etc/hostname`,
 //! `/etc/resolv.conf`). [`crate::verify`] checks the same rules on the finished tarball.
@@ -13,6 +14,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+
+use crate::verify::{HISTORY_FILES, INSTANCE_SECRETS};
 
 /// A cleanup invariant could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +44,6 @@ pub enum InvariantError {
         source: io::Error,
     },
 }
-
-/// Shell and tool history files removed from `/root` and `/home/*`.
-const HISTORY_FILES: &[&str] = &[
-    ".bash_history",
-    ".zsh_history",
-    ".sh_history",
-    ".ash_history",
-    ".history",
-    ".python_history",
-    ".lesshst",
-    ".viminfo",
-    ".mysql_history",
-    ".psql_history",
-    ".sqlite_history",
-    ".wget-hsts",
-];
 
 /// The staging tree, with every action recorded.
 struct Tree<'a> {
@@ -277,6 +264,10 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
         t.link("var/lib/dbus/machine-id", "/etc/machine-id")?;
     }
 
+    for secret in INSTANCE_SECRETS {
+        t.remove(secret)?;
+    }
+
     // apt: lists and caches are stale the day the image ships.
     for name in t.list("var/lib/apt/lists")? {
         match name.as_str() {
@@ -434,6 +425,7 @@ mod tests {
         put(r, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA");
         put(r, "home/alice/.python_history", "1+1");
         put(r, "root/.profile", "keep me");
+        put(r, "var/lib/systemd/random-seed", "entropy");
         fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o755)).unwrap();
         dir
     }
