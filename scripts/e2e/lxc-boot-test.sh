@@ -135,13 +135,13 @@ in_ct() { local name=$1; shift; lxc-attach -P "$lxcpath" -n "$name" --clear-env 
 
 # wait_booted NAME: systemd is running/degraded; no failed units beyond ALLOW_FAILED_UNITS.
 wait_booted() {
-    local name=$1 state="" deadline=$((SECONDS + boot_timeout))
+    local name=$1 state="" start=$SECONDS deadline=$((SECONDS + boot_timeout))
     while [ $SECONDS -lt $deadline ]; do
         state=$(in_ct "$name" systemctl is-system-running 2>/dev/null || true)
         case $state in running | degraded) break ;; esac
         sleep 2
     done
-    log "$name: systemctl is-system-running = ${state:-<no answer>} after $((SECONDS - deadline + boot_timeout)) s"
+    log "$name: systemctl is-system-running = ${state:-<no answer>} after waiting $((SECONDS - start)) s"
     case $state in
     running | degraded) ;;
     *)
@@ -171,8 +171,12 @@ check_ssh() {
         fi
         sleep 2
     done
-    out=$(ssh "${ssh_opts[@]}" -o BatchMode=yes -i "$work/id_ed25519" "root@$ip" 'id -u; umask' 2>&1) ||
+    out=$(ssh "${ssh_opts[@]}" -o BatchMode=yes -i "$work/id_ed25519" "root@$ip" 'id -u; umask' 2>&1) || {
+        in_ct "$name" systemctl status --no-pager ssh.socket ssh.service ssh-host-keys.service >&2 || true
+        in_ct "$name" journalctl -b --no-pager -o short-monotonic -n 60 >&2 || true
+        in_ct "$name" ip -br addr >&2 || true
         fail "$name: key login as root failed: $out"
+    }
     log "$name: key login as root ok (uid $(echo "$out" | head -1), umask $(echo "$out" | tail -1))"
 
     in_ct "$name" sh -c "echo 'root:$password' | chpasswd"
@@ -190,16 +194,28 @@ check_ssh() {
     log "$name: sshd -T: $(in_ct "$name" sshd -T 2>/dev/null | grep -E '^(passwordauthentication|kbdinteractiveauthentication|permitrootlogin) ' | tr '\n' ' ')"
 }
 
-# control NAME IP: with a drop-in that allows passwords, the same sshpass login succeeds, so the
-# refusal above is sshd's policy and not a broken test.
+# control NAME IP: revert the policy step by step and watch the same sshpass login, so that the
+# refusal above is sshd's policy and not a broken test. With only PasswordAuthentication yes,
+# PermitRootLogin prohibit-password still refuses root's password (defence in depth); with
+# both reverted, the login works.
 control_password_login() {
-    local name=$1 ip=$2 out
-    in_ct "$name" sh -c 'printf "PasswordAuthentication yes\n" > /etc/ssh/sshd_config.d/00-aaa-control.conf && systemctl restart ssh.service'
-    out=$(sshpass -p "$password" ssh "${ssh_opts[@]}" -o PubkeyAuthentication=no \
-        -o PreferredAuthentications=password -o NumberOfPasswordPrompts=1 "root@$ip" 'echo via-password' 2>&1) ||
-        fail "$name: control: password login failed even with PasswordAuthentication yes: $out"
-    log "$name: control: with PasswordAuthentication yes the same login works ($out)"
-    in_ct "$name" sh -c 'rm /etc/ssh/sshd_config.d/00-aaa-control.conf && systemctl restart ssh.service'
+    local name=$1 ip=$2 out conf=/etc/ssh/sshd_config.d/00-aaa-control.conf
+    try_password() {
+        sshpass -p "$password" ssh "${ssh_opts[@]}" -o PubkeyAuthentication=no \
+            -o PreferredAuthentications=password -o NumberOfPasswordPrompts=1 "root@$ip" 'echo via-password' 2>&1
+    }
+    in_ct "$name" sh -c "printf 'PasswordAuthentication yes\n' > $conf && systemctl restart ssh.service"
+    if out=$(try_password); then
+        fail "$name: control: PermitRootLogin prohibit-password did not stop a root password login"
+    fi
+    log "$name: control: PasswordAuthentication yes alone: still refused by PermitRootLogin ($out)"
+    in_ct "$name" sh -c "printf 'PermitRootLogin yes\n' >> $conf && systemctl restart ssh.service"
+    out=$(try_password) || fail "$name: control: password login failed with the policy reverted: $out"
+    log "$name: control: policy reverted: the same password login works ($out)"
+    in_ct "$name" sh -c "rm $conf && systemctl restart ssh.service"
+    if out=$(try_password); then
+        fail "$name: control: password login still works after restoring the policy"
+    fi
 }
 
 # identity NAME: machine-id and host key fingerprints, one line.
@@ -223,6 +239,9 @@ for pair in "golden-priv $subnet_prefix.10" "golden-unpriv $subnet_prefix.11"; d
     check_ssh "$1" "$2"
     [ "$1" = golden-priv ] && control_password_login "$1" "$2"
     log "$1: systemd-sysctl: $(in_ct "$1" systemctl show -p ActiveState -p ConditionResult systemd-sysctl.service | tr '\n' ' ')"
+    [ "$(in_ct "$1" sysctl -n net.ipv4.conf.all.accept_redirects)" = 0 ] ||
+        fail "$1: the image's net sysctls (60-golden-net.conf) are not in effect"
+    log "$1: net sysctls in effect: $(in_ct "$1" sysctl net.ipv4.conf.all.accept_redirects net.ipv4.conf.all.rp_filter net.ipv4.tcp_syncookies | tr '\n' ' ')"
     results+=("$(identity "$1")")
     log "$1: identity ${results[-1]}"
 done
