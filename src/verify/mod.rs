@@ -346,3 +346,20 @@ pub fn verify_reader(name: &Path, reader: impl Read) -> Result<Report, VerifyErr
         violations,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_are_unique_and_serialise_as_themselves() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in Rule::ALL {
+            assert!(seen.insert(rule.id()), "duplicate id {rule}");
+            assert_eq!(
+                serde_json::to_value(rule).ok(),
+                Some(serde_json::Value::String(rule.id().to_string()))
+            );
+        }
+    }
+}
