@@ -164,8 +164,8 @@ wait_booted() {
 # check_ssh NAME IP
 check_ssh() {
     local name=$1 ip=$2 out
-    # The socket may take a moment after boot; retry the first login briefly.
-    for _ in 1 2 3 4 5; do
+    # The socket may take a moment after boot; retry the first login for up to ~30 s.
+    for _ in $(seq 15); do
         if ssh "${ssh_opts[@]}" -o BatchMode=yes -i "$work/id_ed25519" "root@$ip" true 2>/dev/null; then
             break
         fi
