@@ -114,6 +114,7 @@ fn root_layout(image: &Image, out: &mut Vec<Violation>) {
         .filter(|p| !p.is_empty())
         .map(|p| p.split('/').next().unwrap_or(p))
         .collect();
+    top.sort_unstable();
     top.dedup();
     let missing: Vec<&str> = ["bin", "etc", "usr", "var"]
         .into_iter()
