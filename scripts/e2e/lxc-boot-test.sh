@@ -151,6 +151,14 @@ wait_booted() {
         ;;
     esac
     [ "$(in_ct "$name" cat /proc/1/comm)" = systemd ] || fail "$name: PID 1 is not systemd"
+    # systemd breaks an ordering cycle by dropping a job at random: a flaky boot, not a failed
+    # unit, so look for it explicitly.
+    # PID 1 reports it on the console (before journald runs) and in the journal.
+    if { cat "$lxcpath/$name/console.log"; in_ct "$name" journalctl -b --no-pager -o cat; } |
+        grep -i 'ordering cycle' >&2; then
+        fail "$name: ordering cycle at boot"
+    fi
+    [ "$(in_ct "$name" systemctl is-active ssh.socket)" = active ] || fail "$name: ssh.socket is not listening"
     local failed unexpected=""
     failed=$(in_ct "$name" systemctl list-units --failed --plain --no-legend --no-pager | awk '{print $1}')
     for unit in $failed; do
