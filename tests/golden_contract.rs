@@ -453,7 +453,7 @@ fn a_private_key_in_root_breaks_the_contract() {
     assert_breaks(&t, &[Rule::PrivateKeys], "/root/id_ed25519");
     let mut t = Tree::good();
     let mut pem = b"some config\n".to_vec();
-    pem.extend(openssh_private_key().iter().map(|&b| b));
+    pem.extend(openssh_private_key());
     let pem = String::from_utf8(pem)
         .unwrap()
         .replace("OPENSSH PRIVATE KEY", "RSA PRIVATE KEY");
@@ -526,9 +526,12 @@ fn authorized_keys_break_the_contract() {
     );
 }
 
+/// One edit of the good tree.
+type Change = Box<dyn Fn(&mut Tree)>;
+
 #[test]
 fn build_leftovers_break_the_contract() {
-    let cases: Vec<(&str, Rule, Box<dyn Fn(&mut Tree)>)> = vec![
+    let cases: Vec<(&str, Rule, Change)> = vec![
         (
             "/var/lib/apt/lists/archive.ubuntu.com_ubuntu_dists_noble_InRelease",
             Rule::AptLists,
@@ -734,6 +737,7 @@ fn a_tree_cleaned_by_enforce_passes_verify() {
     );
     t.file("var/cache/apt/srcpkgcache.bin", 0o644, "x");
     t.file("tmp/x", 0o644, "x");
+    t.file("var/lib/systemd/credential.secret", 0o400, "secret");
     t.file("var/log/apt/term.log", 0o644, "Log started");
     t.file("etc/hostname", 0o644, "buildhost\n");
     t.file("usr/sbin/policy-rc.d", 0o755, "exit 101\n");

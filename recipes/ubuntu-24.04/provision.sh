@@ -29,7 +29,13 @@ cat > /etc/systemd/system/ssh-host-keys.service <<'UNIT'
 [Unit]
 Description=Generate missing SSH host keys (first boot of a golden image)
 Documentation=man:ssh-keygen(1)
-Before=ssh.socket ssh.service
+# No default dependencies: they would order this after basic.target, which comes after
+# sockets.target and so after ssh.socket -- an ordering cycle that systemd breaks by dropping
+# a random job (sometimes ssh.socket's).
+DefaultDependencies=no
+After=local-fs.target
+Before=ssh.socket ssh.service sockets.target shutdown.target
+Conflicts=shutdown.target
 ConditionPathExists=|!/etc/ssh/ssh_host_ed25519_key
 ConditionPathExists=|!/etc/ssh/ssh_host_ecdsa_key
 ConditionPathExists=|!/etc/ssh/ssh_host_rsa_key
@@ -40,7 +46,7 @@ ExecStart=/usr/bin/ssh-keygen -A
 RemainAfterExit=yes
 
 [Install]
-WantedBy=ssh.socket ssh.service multi-user.target
+WantedBy=ssh.socket ssh.service sockets.target
 UNIT
 chmod 0644 /etc/systemd/system/ssh-host-keys.service
 
@@ -111,6 +117,15 @@ find / -xdev \( -path /proc -o -path /sys -o -path /dev \) -prune -o \
 if [ -f /etc/default/motd-news ]; then
     sed -i 's/^ENABLED=.*/ENABLED=0/' /etc/default/motd-news
 fi
+
+# debugfs cannot be mounted in an unprivileged container (the mount fails and the system boots
+# "degraded"); it is a kernel debugging aid with no use inside a container.
+install -d -m 0755 /etc/systemd/system/sys-kernel-debug.mount.d
+cat > /etc/systemd/system/sys-kernel-debug.mount.d/10-not-in-containers.conf <<'UNIT'
+[Unit]
+ConditionVirtualization=!container
+UNIT
+chmod 0644 /etc/systemd/system/sys-kernel-debug.mount.d/10-not-in-containers.conf
 
 # --- Time zone: UTC, explicitly -------------------------------------------------------------
 ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime

@@ -1,6 +1,7 @@
 //! The golden image's cleanup invariants, enforced by ingot after the recipe's cleanup scripts.
 //!
-//! Owns: removing per-instance identity (SSH host keys, machine-id), build leftovers (apt
+//! Owns: removing per-instance identity (SSH host keys, machine-id, systemd's random seed and
+//! credential secret), build leftovers (apt
 //! lists and caches, logs, `/tmp`, `/var/tmp`, `/run`, `policy-rc.d`, shell history,
 //! `/root/.ssh`) and neutralising the build host's traces (`/etc/hostname`,
 //! `/etc/resolv.conf`). [`crate::verify`] checks the same rules on the finished tarball.
@@ -13,6 +14,8 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+
+use crate::verify::{HISTORY_FILES, INSTANCE_SECRETS};
 
 /// A cleanup invariant could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -41,22 +44,6 @@ pub enum InvariantError {
         source: io::Error,
     },
 }
-
-/// Shell and tool history files removed from `/root` and `/home/*`.
-const HISTORY_FILES: &[&str] = &[
-    ".bash_history",
-    ".zsh_history",
-    ".sh_history",
-    ".ash_history",
-    ".history",
-    ".python_history",
-    ".lesshst",
-    ".viminfo",
-    ".mysql_history",
-    ".psql_history",
-    ".sqlite_history",
-    ".wget-hsts",
-];
 
 /// The staging tree, with every action recorded.
 struct Tree<'a> {
@@ -154,11 +141,17 @@ impl Tree<'_> {
         Ok(names)
     }
 
-    /// Make `rel` an empty directory with `mode` (created if missing).
-    fn empty_dir(&mut self, rel: &str, mode: u32) -> Result<(), InvariantError> {
+    /// Remove everything inside directory `rel`, keeping the directory as it is.
+    fn empty_contents(&mut self, rel: &str) -> Result<(), InvariantError> {
         for name in self.list(rel)? {
             self.remove(&format!("{rel}/{name}"))?;
         }
+        Ok(())
+    }
+
+    /// Make `rel` an empty directory with `mode` (created if missing).
+    fn empty_dir(&mut self, rel: &str, mode: u32) -> Result<(), InvariantError> {
+        self.empty_contents(rel)?;
         let Some(path) = self.path(rel)? else {
             return Ok(());
         };
@@ -277,11 +270,16 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
         t.link("var/lib/dbus/machine-id", "/etc/machine-id")?;
     }
 
+    for secret in INSTANCE_SECRETS {
+        t.remove(secret)?;
+    }
+
     // apt: lists and caches are stale the day the image ships.
     for name in t.list("var/lib/apt/lists")? {
         match name.as_str() {
             "lock" => {}
-            "partial" | "auxfiles" => t.empty_dir(&format!("var/lib/apt/lists/{name}"), 0o700)?,
+            // Directories apt (and dpkg, for partial/) own: kept, with their modes, emptied.
+            "partial" | "auxfiles" => t.empty_contents(&format!("var/lib/apt/lists/{name}"))?,
             _ => t.remove(&format!("var/lib/apt/lists/{name}"))?,
         }
     }
@@ -295,9 +293,7 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
             t.remove(&format!("var/cache/apt/archives/{name}"))?;
         }
     }
-    for name in t.list("var/cache/apt/archives/partial")? {
-        t.remove(&format!("var/cache/apt/archives/partial/{name}"))?;
-    }
+    t.empty_contents("var/cache/apt/archives/partial")?;
 
     // Scratch space: empty, with the modes systemd-tmpfiles would give.
     t.empty_dir("tmp", 0o1777)?;
@@ -412,6 +408,12 @@ mod tests {
         );
         put(r, "var/lib/apt/lists/lock", "");
         put(r, "var/lib/apt/lists/partial/half", "x");
+        put(r, "var/lib/apt/lists/auxfiles/x", "x");
+        fs::set_permissions(
+            r.join("var/lib/apt/lists/auxfiles"),
+            fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         put(r, "var/cache/apt/pkgcache.bin", "x");
         put(r, "var/cache/apt/archives/bash_5.2_amd64.deb", "x");
         put(r, "var/cache/apt/archives/lock", "");
@@ -434,6 +436,7 @@ mod tests {
         put(r, "root/.ssh/authorized_keys", "ssh-ed25519 AAAA");
         put(r, "home/alice/.python_history", "1+1");
         put(r, "root/.profile", "keep me");
+        put(r, "var/lib/systemd/random-seed", "entropy");
         fs::set_permissions(r.join("tmp"), fs::Permissions::from_mode(0o755)).unwrap();
         dir
     }
@@ -458,7 +461,9 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().into_string().unwrap())
             .collect();
-        assert_eq!(lists.len(), 2, "{lists:?}"); // lock and an empty partial/
+        assert_eq!(lists.len(), 3, "{lists:?}"); // lock, and empty partial/ and auxfiles/
+        let aux = fs::symlink_metadata(r.join("var/lib/apt/lists/auxfiles")).unwrap();
+        assert_eq!(aux.mode() & 0o7777, 0o755, "apt's directory keeps its mode");
         assert!(r.join("var/lib/apt/lists/lock").exists());
         assert_eq!(
             fs::read_dir(r.join("var/lib/apt/lists/partial"))

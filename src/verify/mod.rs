@@ -23,6 +23,29 @@ use serde::Serialize;
 
 pub use crate::export::compress::Compression;
 
+/// Shell and tool history files that must not be in `/root` or `/home/*` (rule
+/// [`Rule::ShellHistory`]; removed by [`crate::stage::invariants::enforce`]).
+pub const HISTORY_FILES: &[&str] = &[
+    ".bash_history",
+    ".zsh_history",
+    ".sh_history",
+    ".ash_history",
+    ".history",
+    ".python_history",
+    ".lesshst",
+    ".viminfo",
+    ".mysql_history",
+    ".psql_history",
+    ".sqlite_history",
+    ".wget-hsts",
+];
+
+/// systemd's per-instance secrets, relative to the root (rule [`Rule::InstanceSecrets`]).
+pub const INSTANCE_SECRETS: &[&str] = &[
+    "var/lib/systemd/random-seed",
+    "var/lib/systemd/credential.secret",
+];
+
 /// One rule of the golden-image contract. Serialised (and displayed) as its kebab-case id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -38,6 +61,9 @@ pub enum Rule {
     MachineId,
     /// `/var/lib/dbus/machine-id` is absent or a symlink to `/etc/machine-id`.
     DbusMachineId,
+    /// No per-instance secrets of systemd (`/var/lib/systemd/random-seed`,
+    /// `/var/lib/systemd/credential.secret`): clones would share them.
+    InstanceSecrets,
     /// No apt package lists in `/var/lib/apt/lists` (only `lock` and empty directories).
     AptLists,
     /// No apt binary caches (`/var/cache/apt/*.bin`) or downloaded `.deb`s.
@@ -93,6 +119,7 @@ impl Rule {
         Rule::HostKeys,
         Rule::MachineId,
         Rule::DbusMachineId,
+        Rule::InstanceSecrets,
         Rule::AptLists,
         Rule::AptCache,
         Rule::TmpDirs,
@@ -123,6 +150,7 @@ impl Rule {
             Rule::HostKeys => "host-keys",
             Rule::MachineId => "machine-id",
             Rule::DbusMachineId => "dbus-machine-id",
+            Rule::InstanceSecrets => "instance-secrets",
             Rule::AptLists => "apt-lists",
             Rule::AptCache => "apt-cache",
             Rule::TmpDirs => "tmp-dirs",
@@ -317,4 +345,21 @@ pub fn verify_reader(name: &Path, reader: impl Read) -> Result<Report, VerifyErr
         checked: Rule::ALL.to_vec(),
         violations,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rule_ids_are_unique_and_serialise_as_themselves() {
+        let mut seen = std::collections::HashSet::new();
+        for rule in Rule::ALL {
+            assert!(seen.insert(rule.id()), "duplicate id {rule}");
+            assert_eq!(
+                serde_json::to_value(rule).ok(),
+                Some(serde_json::Value::String(rule.id().to_string()))
+            );
+        }
+    }
 }

@@ -3,25 +3,10 @@
 //! (`sbin → usr/sbin`), never through the host's.
 
 use super::scan::{Image, Kind, Node, abs};
-use super::{Rule, Violation, sshd};
+use super::{HISTORY_FILES, INSTANCE_SECRETS, Rule, Violation, sshd};
 
 /// Symlink hops before a path is declared a loop (Linux's limit).
 const MAX_HOPS: usize = 40;
-/// History files of shells and common tools.
-const HISTORY_FILES: &[&str] = &[
-    ".bash_history",
-    ".zsh_history",
-    ".sh_history",
-    ".ash_history",
-    ".history",
-    ".python_history",
-    ".lesshst",
-    ".viminfo",
-    ".mysql_history",
-    ".psql_history",
-    ".sqlite_history",
-    ".wget-hsts",
-];
 /// Names a fresh image may carry in `/etc/hostname`.
 const NEUTRAL_HOSTNAMES: &[&str] = &["", "localhost", "localhost.localdomain"];
 
@@ -129,6 +114,7 @@ fn root_layout(image: &Image, out: &mut Vec<Violation>) {
         .filter(|p| !p.is_empty())
         .map(|p| p.split('/').next().unwrap_or(p))
         .collect();
+    top.sort_unstable();
     top.dedup();
     let missing: Vec<&str> = ["bin", "etc", "usr", "var"]
         .into_iter()
@@ -219,6 +205,17 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
                 }
             },
         ),
+    }
+
+    for secret in INSTANCE_SECRETS {
+        if image.nodes.contains_key(*secret) {
+            push(
+                out,
+                Rule::InstanceSecrets,
+                secret,
+                "per-instance secret from the build: every clone would share it",
+            );
+        }
     }
 
     for (path, node) in image.below("var/lib/apt/lists") {
@@ -331,7 +328,7 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         );
     }
 
-    for (path, _) in &image.nodes {
+    for path in image.nodes.keys() {
         let parts: Vec<&str> = path.split('/').collect();
         let in_home = matches!(parts.as_slice(), ["root", _] | ["home", _, _]);
         if in_home && parts.last().is_some_and(|n| HISTORY_FILES.contains(n)) {
@@ -447,7 +444,7 @@ fn accounts(image: &Image, out: &mut Vec<Violation>) {
                     let hash = fields.next().unwrap_or_default();
                     let locked = hash.starts_with('!') || hash.starts_with('*');
                     let empty_ok = file == "etc/gshadow";
-                    if !locked && !(hash.is_empty() && empty_ok) {
+                    if !(locked || hash.is_empty() && empty_ok) {
                         let what = if hash.is_empty() {
                             "an empty password (login without one)"
                         } else {
