@@ -462,7 +462,7 @@ scripts = ["provision.sh"]
         let e = Recipe::load(d.path(), &RecipeOverrides::default())
             .unwrap_err()
             .to_string();
-        assert!(e.contains("recipe.toml:11: `source.architecture`"), "{e}");
+        assert!(e.contains("recipe.toml:9: `source.architecture`"), "{e}");
 
         write(
             d.path(),

@@ -48,7 +48,7 @@ chmod -R a+rX "$WORK"
 as_user() { su "$BUILD_USER" -s /bin/sh -c "$*"; }
 
 do_resolve() {
-  scripts/compare-resolve.sh /usr/local/bin/ingot-e2e "$RECIPE_COPY" "$MIRROR"
+  scripts/compare-resolve.sh /usr/local/bin/ingot-e2e "$RECIPE_COPY"
 }
 
 do_build() {
