@@ -127,6 +127,30 @@ ConditionVirtualization=!container
 UNIT
 chmod 0644 /etc/systemd/system/sys-kernel-debug.mount.d/10-not-in-containers.conf
 
+# --- apt sources: Ubuntu's own defaults ----------------------------------------------------
+# The image must be able to install packages after deployment. These are the sources an
+# Ubuntu 24.04 installation ships (deb822), pointing at the public archive — never at the
+# mirror the image was built from, which may be a build host's local or air-gapped mirror.
+install -d -m 0755 /etc/apt/sources.list.d
+cat > /etc/apt/sources.list.d/ubuntu.sources <<'SOURCES'
+Types: deb
+URIs: http://archive.ubuntu.com/ubuntu/
+Suites: noble noble-updates noble-backports
+Components: main restricted universe multiverse
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+
+Types: deb
+URIs: http://security.ubuntu.com/ubuntu/
+Suites: noble-security
+Components: main restricted universe multiverse
+Signed-By: /usr/share/keyrings/ubuntu-archive-keyring.gpg
+SOURCES
+chmod 0644 /etc/apt/sources.list.d/ubuntu.sources
+[ -f /usr/share/keyrings/ubuntu-archive-keyring.gpg ] || {
+    log "ubuntu-keyring is not installed: the apt sources could not be verified"
+    exit 1
+}
+
 # --- Time zone: UTC, explicitly -------------------------------------------------------------
 ln -sf /usr/share/zoneinfo/Etc/UTC /etc/localtime
 printf 'Etc/UTC\n' > /etc/timezone
