@@ -295,6 +295,10 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
     }
     t.empty_contents("var/cache/apt/archives/partial")?;
 
+    // ldconfig's auxiliary cache records inode numbers and ctimes of the build's filesystem:
+    // host state that changes the bytes of every build. ldconfig rebuilds it when needed.
+    t.remove("var/cache/ldconfig/aux-cache")?;
+
     // Scratch space: empty, with the modes systemd-tmpfiles would give.
     t.empty_dir("tmp", 0o1777)?;
     t.empty_dir("var/tmp", 0o1777)?;
