@@ -550,3 +550,31 @@ fn protected_provider_is_preferred_over_priority() {
         ["app=1", "base-files=1", "guarded=1"]
     );
 }
+
+#[test]
+fn base_set_comes_from_the_first_suite_only() {
+    // mmdebstrap narrows `?essential` and `?priority(required)` to its SUITE (the first one);
+    // a package that is required only in noble-updates is not part of the base set, but the
+    // base set still gets noble-updates' newer versions.
+    let mut u = index(
+        "noble",
+        &[
+            "base-files 1\nEssential: yes\nPriority: required",
+            "libc6 2\nPriority: required",
+            "apt 1\nPriority: important",
+        ],
+    );
+    u.extend(index(
+        "noble-updates",
+        &[
+            "base-files 1ubuntu1\nEssential: yes\nPriority: required",
+            "newcomer 1\nPriority: required",
+            "libc6 2ubuntu1\nPriority: required",
+        ],
+    ));
+    let plan = resolve(&u, &select(Variant::Minbase, &["apt"])).unwrap();
+    assert_eq!(
+        names(&plan),
+        ["apt=1", "base-files=1ubuntu1", "libc6=2ubuntu1"]
+    );
+}
