@@ -578,3 +578,16 @@ fn base_set_comes_from_the_first_suite_only() {
         ["apt=1", "base-files=1ubuntu1", "libc6=2ubuntu1"]
     );
 }
+
+#[test]
+fn virtual_include_needs_a_single_provider() {
+    let u = index(
+        "noble",
+        &with_base(&["mawk 1\nProvides: awk", "gawk 1\nProvides: awk, gnu-awk"]),
+    );
+    // One provider: apt selects it instead.
+    assert_eq!(resolve_names(&u, &["gnu-awk"]), ["base-files=1", "gawk=1"]);
+    // Several: apt refuses and asks to choose.
+    let err = resolve(&u, &select(Variant::Essential, &["awk"])).unwrap_err();
+    assert!(err.to_string().contains("provided by gawk, mawk"), "{err}");
+}

@@ -302,8 +302,20 @@ fn request_id(u: &Universe<'_>, name: &str, requested_by: &str) -> Result<PkgId,
         return Ok(id);
     }
     match u.providers(id) {
+        [] => Err(unknown()),
         [only] => Ok(only.provider),
-        _ => Err(unknown()),
+        many => {
+            let mut names: Vec<&str> = many.iter().map(|p| u.name(p.provider)).collect();
+            names.sort_unstable();
+            names.dedup();
+            Err(PlanError::UnknownPackage {
+                name: name.to_string(),
+                requested_by: format!(
+                    "{requested_by}; it is a virtual package provided by {}: include one of them",
+                    names.join(", ")
+                ),
+            })
+        }
     }
 }
 
