@@ -430,7 +430,8 @@ fn bad_relation_field_names_the_package() {
 ///
 /// `INGOT_RESOLVE_INDEXES`: comma-separated `suite=path/to/Packages` in recipe order (several
 /// components of a suite are several entries); `INGOT_RESOLVE_INCLUDE`: comma-separated
-/// includes; `INGOT_RESOLVE_OUT`: where to write the list.
+/// includes; `INGOT_RESOLVE_VARIANT`: `minbase` (default) or `essential`; `INGOT_RESOLVE_OUT`:
+/// where to write the list.
 #[test]
 #[ignore = "needs real Packages files: see the doc comment"]
 fn real_archive() {
@@ -474,7 +475,10 @@ fn real_archive() {
     let plan = resolve(
         &universe,
         &Selection {
-            variant: Variant::Minbase,
+            variant: match std::env::var("INGOT_RESOLVE_VARIANT").as_deref() {
+                Ok("essential") => Variant::Essential,
+                _ => Variant::Minbase,
+            },
             include,
             architecture: "amd64".into(),
         },
