@@ -187,11 +187,6 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
             .iter()
             .filter(move |p| p.suite == base_suite && usable(p))
     };
-    let id_of = |name: &str| -> PkgId {
-        // Every usable stanza's name has an id.
-        u.id(name).unwrap_or(PkgId::MAX)
-    };
-
     let mut marker = Marker::new(&u, u.len());
 
     // Run 1: the Essential set; a pattern's matches come in cache order.
@@ -199,9 +194,11 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
     let mut essential_names: HashSet<&str> = HashSet::new();
     let mut run1 = Vec::new();
     for p in in_base() {
-        if p.essential {
+        if p.essential
+            && let Some(id) = u.id(&p.name)
+        {
             essential_names.insert(&p.name);
-            run1.push((id_of(&p.name), essential_label.clone()));
+            run1.push((id, essential_label.clone()));
         }
     }
     run1.sort_by_key(|(id, _)| *id);
@@ -229,8 +226,9 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
         for p in in_base() {
             if p.priority.as_deref() == Some("required")
                 && !essential_names.contains(p.name.as_str())
+                && let Some(id) = u.id(&p.name)
             {
-                required.push((id_of(&p.name), required_label.clone()));
+                required.push((id, required_label.clone()));
             }
         }
         required.sort_by_key(|(id, _)| *id);
