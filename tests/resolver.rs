@@ -595,3 +595,21 @@ fn virtual_include_needs_a_single_provider() {
     let err = resolve(&u, &select(Variant::Essential, &["awk"])).unwrap_err();
     assert!(err.to_string().contains("provided by gawk, mawk"), "{err}");
 }
+
+#[test]
+fn long_dependency_chains_resolve() {
+    // 2 900 packages, each depending on the next: far deeper than any real archive, just
+    // under apt's recursion limit.
+    let stanzas: Vec<&'static str> = (0..2900)
+        .map(|i| {
+            let s = if i < 2899 {
+                format!("link{i} 1\nDepends: link{}", i + 1)
+            } else {
+                format!("link{i} 1")
+            };
+            &*Box::leak(s.into_boxed_str())
+        })
+        .collect();
+    let u = index("noble", &with_base(&stanzas));
+    assert_eq!(resolve_names(&u, &["link0"]).len(), 2901);
+}

@@ -146,6 +146,31 @@ pub enum PlanError {
 /// Candidates are the highest version of each name across all suites (apt pins every suite at
 /// 500). The private `marker` module replays apt's choices.
 pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan, PlanError> {
+    // apt's walk is recursive (as deep as 3 000 levels before it gives up); a dedicated thread
+    // with a large stack keeps a pathological chain from overflowing a small caller stack. Only
+    // touched pages are committed, and the thread is joined before returning.
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("ingot-resolve".into())
+            .stack_size(RESOLVER_STACK)
+            .spawn_scoped(scope, || resolve_on_this_thread(universe, selection))
+        {
+            Ok(handle) => match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => resolve_on_this_thread(universe, selection),
+        }
+    })
+}
+
+/// Stack for the resolver thread: room for apt's 3 000 levels even in a debug build.
+const RESOLVER_STACK: usize = 256 << 20;
+
+fn resolve_on_this_thread(
+    universe: &[BinaryPackage],
+    selection: &Selection,
+) -> Result<Plan, PlanError> {
     let native = selection.architecture.as_str();
     let mut pins: HashMap<String, String> = HashMap::new();
     let mut includes: Vec<&str> = Vec::new();
