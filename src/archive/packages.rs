@@ -26,30 +26,87 @@ pub struct PackagesParseError {
     pub message: String,
 }
 
-/// The fields of one stanza, borrowed from the index text while it is scanned.
+/// The fields ingot keeps, in the order of [`RawStanza::fields`].
+const KEPT: [&str; 21] = [
+    "Package",
+    "Version",
+    "Architecture",
+    "Essential",
+    "Priority",
+    "Multi-Arch",
+    "Pre-Depends",
+    "Depends",
+    "Provides",
+    "Conflicts",
+    "Breaks",
+    "Recommends",
+    "Suggests",
+    "Replaces",
+    "Enhances",
+    "Protected",
+    "Important",
+    "Source",
+    "Filename",
+    "Size",
+    "SHA256",
+];
+const PACKAGE: usize = 0;
+const VERSION: usize = 1;
+const ARCHITECTURE: usize = 2;
+const ESSENTIAL: usize = 3;
+const PRIORITY: usize = 4;
+const MULTI_ARCH: usize = 5;
+const PRE_DEPENDS: usize = 6;
+const DEPENDS: usize = 7;
+const PROVIDES: usize = 8;
+const CONFLICTS: usize = 9;
+const BREAKS: usize = 10;
+const RECOMMENDS: usize = 11;
+const SUGGESTS: usize = 12;
+const REPLACES: usize = 13;
+const ENHANCES: usize = 14;
+const PROTECTED: usize = 15;
+const IMPORTANT: usize = 16;
+const SOURCE: usize = 17;
+const FILENAME: usize = 18;
+const SIZE: usize = 19;
+const SHA256: usize = 20;
+
+/// The index in [`KEPT`] of a field name (deb822 names are case-insensitive), if kept.
+fn kept_index(name: &str) -> Option<usize> {
+    // Archives spell the names exactly like this; the exact match is the fast path.
+    let exact = match name {
+        "Package" => Some(PACKAGE),
+        "Version" => Some(VERSION),
+        "Architecture" => Some(ARCHITECTURE),
+        "Essential" => Some(ESSENTIAL),
+        "Priority" => Some(PRIORITY),
+        "Multi-Arch" => Some(MULTI_ARCH),
+        "Pre-Depends" => Some(PRE_DEPENDS),
+        "Depends" => Some(DEPENDS),
+        "Provides" => Some(PROVIDES),
+        "Conflicts" => Some(CONFLICTS),
+        "Breaks" => Some(BREAKS),
+        "Recommends" => Some(RECOMMENDS),
+        "Suggests" => Some(SUGGESTS),
+        "Replaces" => Some(REPLACES),
+        "Enhances" => Some(ENHANCES),
+        "Protected" => Some(PROTECTED),
+        "Important" => Some(IMPORTANT),
+        "Source" => Some(SOURCE),
+        "Filename" => Some(FILENAME),
+        "Size" => Some(SIZE),
+        "SHA256" => Some(SHA256),
+        _ => None,
+    };
+    exact.or_else(|| KEPT.iter().position(|k| k.eq_ignore_ascii_case(name)))
+}
+
+/// The kept fields of one stanza, borrowed from the index text while it is scanned.
 #[derive(Default)]
 struct RawStanza<'a> {
-    package: Option<Field<'a>>,
-    version: Option<Field<'a>>,
-    architecture: Option<Field<'a>>,
-    essential: Option<Field<'a>>,
-    priority: Option<Field<'a>>,
-    multi_arch: Option<Field<'a>>,
-    pre_depends: Option<Field<'a>>,
-    depends: Option<Field<'a>>,
-    provides: Option<Field<'a>>,
-    conflicts: Option<Field<'a>>,
-    breaks: Option<Field<'a>>,
-    recommends: Option<Field<'a>>,
-    suggests: Option<Field<'a>>,
-    replaces: Option<Field<'a>>,
-    enhances: Option<Field<'a>>,
-    protected: Option<Field<'a>>,
-    important: Option<Field<'a>>,
-    source: Option<Field<'a>>,
-    filename: Option<Field<'a>>,
-    size: Option<Field<'a>>,
-    sha256: Option<Field<'a>>,
+    fields: [Option<Field<'a>>; KEPT.len()],
+    any: bool,
 }
 
 /// A field value: the first line, plus continuation lines if the value is folded.
@@ -78,64 +135,18 @@ impl Field<'_> {
     }
 }
 
-impl<'a> RawStanza<'a> {
-    /// The slot for a field name (deb822 field names are case-insensitive).
-    fn slot(&mut self, name: &str) -> Option<&mut Option<Field<'a>>> {
-        // Fast path on the exact spelling used by every archive, then case-insensitive.
-        let slot = match name {
-            "Package" => &mut self.package,
-            "Version" => &mut self.version,
-            "Architecture" => &mut self.architecture,
-            "Essential" => &mut self.essential,
-            "Priority" => &mut self.priority,
-            "Multi-Arch" => &mut self.multi_arch,
-            "Pre-Depends" => &mut self.pre_depends,
-            "Depends" => &mut self.depends,
-            "Provides" => &mut self.provides,
-            "Conflicts" => &mut self.conflicts,
-            "Breaks" => &mut self.breaks,
-            "Recommends" => &mut self.recommends,
-            "Suggests" => &mut self.suggests,
-            "Replaces" => &mut self.replaces,
-            "Enhances" => &mut self.enhances,
-            "Protected" => &mut self.protected,
-            "Important" => &mut self.important,
-            "Source" => &mut self.source,
-            "Filename" => &mut self.filename,
-            "Size" => &mut self.size,
-            "SHA256" => &mut self.sha256,
-            _ => return self.slot_case_insensitive(name),
-        };
-        Some(slot)
+impl RawStanza<'_> {
+    fn text(&self, i: usize) -> Option<String> {
+        self.fields[i]
+            .as_ref()
+            .map(Field::text)
+            .filter(|v| !v.is_empty())
     }
 
-    fn slot_case_insensitive(&mut self, name: &str) -> Option<&mut Option<Field<'a>>> {
-        let lower = name.to_ascii_lowercase();
-        let slot = match lower.as_str() {
-            "package" => &mut self.package,
-            "version" => &mut self.version,
-            "architecture" => &mut self.architecture,
-            "essential" => &mut self.essential,
-            "priority" => &mut self.priority,
-            "multi-arch" => &mut self.multi_arch,
-            "pre-depends" => &mut self.pre_depends,
-            "depends" => &mut self.depends,
-            "provides" => &mut self.provides,
-            "conflicts" => &mut self.conflicts,
-            "breaks" => &mut self.breaks,
-            "recommends" => &mut self.recommends,
-            "suggests" => &mut self.suggests,
-            "replaces" => &mut self.replaces,
-            "enhances" => &mut self.enhances,
-            "protected" => &mut self.protected,
-            "important" => &mut self.important,
-            "source" => &mut self.source,
-            "filename" => &mut self.filename,
-            "size" => &mut self.size,
-            "sha256" => &mut self.sha256,
-            _ => return None,
-        };
-        Some(slot)
+    fn is_yes(&self, i: usize) -> bool {
+        self.fields[i]
+            .as_ref()
+            .is_some_and(|f| f.first.eq_ignore_ascii_case("yes"))
     }
 
     fn into_package(
@@ -144,60 +155,54 @@ impl<'a> RawStanza<'a> {
         suite: &str,
         mirror: &str,
     ) -> Result<BinaryPackage, PackagesParseError> {
-        let package = self.package.as_ref().map(Field::text);
         let err = |message: String| PackagesParseError {
             index,
-            package: package.clone(),
+            package: self.text(PACKAGE),
             message,
         };
-        let required = |f: &Option<Field<'_>>, name: &str| -> Result<String, PackagesParseError> {
-            match f.as_ref().map(Field::text) {
-                Some(v) if !v.is_empty() => Ok(v),
-                _ => Err(err(format!("missing or empty {name} field"))),
-            }
+        let required = |i: usize| {
+            self.text(i)
+                .ok_or_else(|| err(format!("missing or empty {} field", KEPT[i])))
         };
-        let name = required(&self.package, "Package")?;
-        let version = required(&self.version, "Version")?;
-        let architecture = required(&self.architecture, "Architecture")?;
-        let filename = required(&self.filename, "Filename")?;
-        let size_text = required(&self.size, "Size")?;
+        let name = required(PACKAGE)?;
+        let version = required(VERSION)?;
+        let architecture = required(ARCHITECTURE)?;
+        let filename = required(FILENAME)?;
+        let size_text = required(SIZE)?;
         let size = size_text
             .parse::<u64>()
             .map_err(|_| err(format!("Size {size_text:?} is not a byte count")))?;
-        let sha256 = required(&self.sha256, "SHA256")?.to_ascii_lowercase();
+        let mut sha256 = required(SHA256)?;
         if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(err(format!(
                 "SHA256 {sha256:?} is not 64 hexadecimal digits"
             )));
         }
-        let optional =
-            |f: &Option<Field<'_>>| f.as_ref().map(Field::text).filter(|v| !v.is_empty());
+        sha256.make_ascii_lowercase();
         // `Source: foo (1.2)` names the source package `foo` built at another version.
-        let source = optional(&self.source).and_then(|s| {
-            let name = s.split_whitespace().next().unwrap_or("").to_string();
-            (!name.is_empty()).then_some(name)
+        let source = self.fields[SOURCE].as_ref().and_then(|f| {
+            let name = f.first.split_whitespace().next().unwrap_or("");
+            (!name.is_empty()).then(|| name.to_string())
         });
         Ok(BinaryPackage {
             name,
             version,
             architecture,
-            essential: optional(&self.essential).is_some_and(|v| v.eq_ignore_ascii_case("yes")),
-            priority: optional(&self.priority),
-            multi_arch: optional(&self.multi_arch),
-            pre_depends: optional(&self.pre_depends),
-            depends: optional(&self.depends),
-            provides: optional(&self.provides),
-            conflicts: optional(&self.conflicts),
-            breaks: optional(&self.breaks),
+            essential: self.is_yes(ESSENTIAL),
+            priority: self.text(PRIORITY),
+            multi_arch: self.text(MULTI_ARCH),
+            pre_depends: self.text(PRE_DEPENDS),
+            depends: self.text(DEPENDS),
+            provides: self.text(PROVIDES),
+            conflicts: self.text(CONFLICTS),
+            breaks: self.text(BREAKS),
             weak_relations: [
-                optional(&self.recommends),
-                optional(&self.suggests),
-                optional(&self.replaces),
-                optional(&self.enhances),
+                self.text(RECOMMENDS),
+                self.text(SUGGESTS),
+                self.text(REPLACES),
+                self.text(ENHANCES),
             ],
-            protected: [&self.protected, &self.important]
-                .into_iter()
-                .any(|f| optional(f).is_some_and(|v| v.eq_ignore_ascii_case("yes"))),
+            protected: self.is_yes(PROTECTED) || self.is_yes(IMPORTANT),
             source,
             filename,
             size,
@@ -217,107 +222,91 @@ pub fn parse_packages(
     // ~1 stanza per 1.2 KiB in Ubuntu's indexes; a close guess saves regrowing a large Vec.
     let mut out = Vec::with_capacity(text.len() / 1200 + 1);
     let mut stanza = RawStanza::default();
-    let mut in_stanza = false;
-    // The field the previous line belonged to, when it is one we keep (for continuation lines).
-    let mut current: Option<&'static str> = None;
+    // The kept field the previous line belonged to (for continuation lines).
+    let mut current: Option<usize> = None;
     let mut index = 0usize;
 
-    for (lineno, raw_line) in text.split('\n').enumerate() {
+    // SIMD line splitting (the `memchr` crate): most of the bytes are Description lines that
+    // are only skipped, so finding line ends is a large share of the work.
+    let mut start = 0usize;
+    let lines = memchr::memchr_iter(b'\n', text.as_bytes())
+        .map(Some)
+        .chain(std::iter::once(None))
+        .map(|end| {
+            let end = end.unwrap_or(text.len());
+            let line = &text[start..end];
+            start = end + 1;
+            line
+        });
+    for (lineno, raw_line) in lines.enumerate() {
         let line = raw_line.strip_suffix('\r').unwrap_or(raw_line);
-        if line.bytes().all(|b| b == b' ' || b == b'\t') {
-            if in_stanza {
+        let Some(&first) = line.as_bytes().first() else {
+            // Blank line: the stanza ends.
+            if stanza.any {
                 let done = std::mem::take(&mut stanza);
                 out.push(done.into_package(index, suite, mirror)?);
                 index += 1;
-                in_stanza = false;
             }
             current = None;
             continue;
-        }
-        let first = line.as_bytes()[0];
+        };
         if first == b' ' || first == b'\t' {
-            if !in_stanza {
+            if line.bytes().all(|b| b == b' ' || b == b'\t') {
+                // A whitespace-only line also ends a stanza.
+                if stanza.any {
+                    let done = std::mem::take(&mut stanza);
+                    out.push(done.into_package(index, suite, mirror)?);
+                    index += 1;
+                }
+                current = None;
+                continue;
+            }
+            if !stanza.any {
                 return Err(PackagesParseError {
                     index,
                     package: None,
                     message: format!("line {}: continuation line outside a field", lineno + 1),
                 });
             }
-            if let Some(name) = current
-                && let Some(Some(field)) = stanza.slot(name)
+            if let Some(i) = current
+                && let Some(field) = &mut stanza.fields[i]
             {
                 field.more.push(line);
             }
             continue;
         }
         if first == b'#' {
-            // deb822 comment lines
+            // deb822 comment line
             continue;
         }
-        let Some(colon) = line.find(':') else {
+        let Some(colon) = memchr::memchr(b':', line.as_bytes()) else {
             return Err(PackagesParseError {
                 index,
-                package: stanza.package.as_ref().map(Field::text),
+                package: stanza.text(PACKAGE),
                 message: format!("line {}: expected `Field: value`, got {line:?}", lineno + 1),
             });
         };
-        in_stanza = true;
+        stanza.any = true;
         let name = &line[..colon];
-        let value = line[colon + 1..].trim();
-        current = None;
-        if let Some(slot) = stanza.slot(name) {
-            if slot.is_some() {
-                let package = stanza.package.as_ref().map(Field::text);
+        current = kept_index(name);
+        if let Some(i) = current {
+            if stanza.fields[i].is_some() {
                 return Err(PackagesParseError {
                     index,
-                    package,
+                    package: stanza.text(PACKAGE),
                     message: format!("line {}: field {name} appears twice", lineno + 1),
                 });
             }
-            *slot = Some(Field {
-                first: value,
+            stanza.fields[i] = Some(Field {
+                first: line[colon + 1..].trim(),
                 more: Vec::new(),
             });
-            current = Some(canonical_name(name));
         }
     }
-    if in_stanza {
+    if stanza.any {
         out.push(stanza.into_package(index, suite, mirror)?);
     }
     Ok(out)
-}
-
-/// A `'static` spelling of a kept field name, so the scanner can remember which slot a
-/// continuation line belongs to without borrowing the stanza.
-fn canonical_name(name: &str) -> &'static str {
-    const NAMES: [&str; 21] = [
-        "Package",
-        "Version",
-        "Architecture",
-        "Essential",
-        "Priority",
-        "Multi-Arch",
-        "Pre-Depends",
-        "Depends",
-        "Provides",
-        "Conflicts",
-        "Breaks",
-        "Recommends",
-        "Suggests",
-        "Replaces",
-        "Enhances",
-        "Protected",
-        "Important",
-        "Source",
-        "Filename",
-        "Size",
-        "SHA256",
-    ];
-    NAMES
-        .iter()
-        .find(|n| n.eq_ignore_ascii_case(name))
-        .copied()
-        .unwrap_or("")
 }
 
 #[cfg(test)]

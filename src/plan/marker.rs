@@ -25,6 +25,9 @@ use super::PlanError;
 use super::relation::{Group, Relation};
 use super::universe::{PkgId, Universe};
 
+/// apt's recursion limit in `IsModeChangeOk`.
+const MAX_DEPTH: u32 = 3000;
+
 /// Why a package was marked: the first request or dependency that brought it in.
 #[derive(Debug, Clone)]
 pub(crate) enum Reason {
@@ -95,7 +98,7 @@ impl<'u, 'a> Marker<'u, 'a> {
             .filter(|id| seen.insert(*id))
             .collect();
         for id in order {
-            self.mark_install(id, true, None)?;
+            self.mark_install(id, true, None, 0)?;
         }
         Ok(())
     }
@@ -248,7 +251,12 @@ impl<'u, 'a> Marker<'u, 'a> {
         id: PkgId,
         from_user: bool,
         parent: Option<PkgId>,
+        depth: u32,
     ) -> Result<bool, PlanError> {
+        // apt gives up below this depth too ("we are not trying too hard").
+        if depth > MAX_DEPTH {
+            return Ok(false);
+        }
         let i = id as usize;
         if !self.protected[i] && self.selected(id) {
             return Ok(true);
@@ -295,7 +303,7 @@ impl<'u, 'a> Marker<'u, 'a> {
                     continue;
                 }
                 self.protected[sols[0] as usize] = true;
-                if !self.mark_install(sols[0], false, Some(id))? {
+                if !self.mark_install(sols[0], false, Some(id), depth + 1)? {
                     failed = true;
                 }
                 continue;
@@ -309,7 +317,7 @@ impl<'u, 'a> Marker<'u, 'a> {
                     }
                     self.protected[sol as usize] = true;
                 }
-                if !self.mark_install(sol, false, Some(id))? {
+                if !self.mark_install(sol, false, Some(id), depth + 1)? {
                     continue;
                 }
                 found = true;

@@ -169,6 +169,31 @@ pub enum PlanError {
 /// Candidates are the highest version of each name across all suites (apt pins every suite at
 /// 500). The private `marker` module replays apt's choices.
 pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan, PlanError> {
+    // apt's walk is recursive (as deep as 3 000 levels before it gives up); a dedicated thread
+    // with a large stack keeps a pathological chain from overflowing a small caller stack. Only
+    // touched pages are committed, and the thread is joined before returning.
+    std::thread::scope(|scope| {
+        match std::thread::Builder::new()
+            .name("ingot-resolve".into())
+            .stack_size(RESOLVER_STACK)
+            .spawn_scoped(scope, || resolve_on_this_thread(universe, selection))
+        {
+            Ok(handle) => match handle.join() {
+                Ok(result) => result,
+                Err(panic) => std::panic::resume_unwind(panic),
+            },
+            Err(_) => resolve_on_this_thread(universe, selection),
+        }
+    })
+}
+
+/// Stack for the resolver thread: room for apt's 3 000 levels even in a debug build.
+const RESOLVER_STACK: usize = 256 << 20;
+
+fn resolve_on_this_thread(
+    universe: &[BinaryPackage],
+    selection: &Selection,
+) -> Result<Plan, PlanError> {
     let native = selection.architecture.as_str();
     let mut pins: HashMap<String, String> = HashMap::new();
     let mut includes: Vec<&str> = Vec::new();
@@ -210,11 +235,6 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
             .iter()
             .filter(move |p| p.suite == base_suite && usable(p))
     };
-    let id_of = |name: &str| -> PkgId {
-        // Every usable stanza's name has an id.
-        u.id(name).unwrap_or(PkgId::MAX)
-    };
-
     let mut marker = Marker::new(&u, u.len());
 
     // Run 1: the Essential set; a pattern's matches come in cache order.
@@ -222,9 +242,11 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
     let mut essential_names: HashSet<&str> = HashSet::new();
     let mut run1 = Vec::new();
     for p in in_base() {
-        if p.essential {
+        if p.essential
+            && let Some(id) = u.id(&p.name)
+        {
             essential_names.insert(&p.name);
-            run1.push((id_of(&p.name), essential_label.clone()));
+            run1.push((id, essential_label.clone()));
         }
     }
     run1.sort_by_key(|(id, _)| *id);
@@ -252,8 +274,9 @@ pub fn resolve(universe: &[BinaryPackage], selection: &Selection) -> Result<Plan
         for p in in_base() {
             if p.priority.as_deref() == Some("required")
                 && !essential_names.contains(p.name.as_str())
+                && let Some(id) = u.id(&p.name)
             {
-                required.push((id_of(&p.name), required_label.clone()));
+                required.push((id, required_label.clone()));
             }
         }
         required.sort_by_key(|(id, _)| *id);
@@ -325,8 +348,20 @@ fn request_id(u: &Universe<'_>, name: &str, requested_by: &str) -> Result<PkgId,
         return Ok(id);
     }
     match u.providers(id) {
+        [] => Err(unknown()),
         [only] => Ok(only.provider),
-        _ => Err(unknown()),
+        many => {
+            let mut names: Vec<&str> = many.iter().map(|p| u.name(p.provider)).collect();
+            names.sort_unstable();
+            names.dedup();
+            Err(PlanError::UnknownPackage {
+                name: name.to_string(),
+                requested_by: format!(
+                    "{requested_by}; it is a virtual package provided by {}: include one of them",
+                    names.join(", ")
+                ),
+            })
+        }
     }
 }
 

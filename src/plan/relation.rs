@@ -244,19 +244,32 @@ pub(crate) fn parse_version(text: &str) -> Result<Version, String> {
 /// Names qualified `:any` are skipped: apt files them under a separate pseudo package.
 pub(crate) fn mentioned_names(field: &str) -> impl Iterator<Item = &str> {
     // Byte scanning: this runs over every relationship field of every stanza.
-    field.split([',', '|']).filter_map(|alt| {
-        let alt = alt.trim_start_matches([' ', '\t', '\n']);
-        let end = alt
-            .bytes()
-            .position(|b| matches!(b, b' ' | b'\t' | b'\n' | b'(' | b'[' | b'<'))
-            .unwrap_or(alt.len());
-        let head = &alt[..end];
-        let name = match head.split_once(':') {
-            Some((_, "any")) => return None,
-            Some((n, _)) => n,
-            None => head,
-        };
-        (!name.is_empty()).then_some(name)
+    let bytes = field.as_bytes();
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        while pos < bytes.len() {
+            while pos < bytes.len() && matches!(bytes[pos], b' ' | b'\t' | b'\n' | b',' | b'|') {
+                pos += 1;
+            }
+            let start = pos;
+            while pos < bytes.len()
+                && !matches!(
+                    bytes[pos],
+                    b' ' | b'\t' | b'\n' | b',' | b'|' | b'(' | b'[' | b'<' | b':'
+                )
+            {
+                pos += 1;
+            }
+            let name = &field[start..pos];
+            let any = bytes[pos..].starts_with(b":any");
+            while pos < bytes.len() && !matches!(bytes[pos], b',' | b'|') {
+                pos += 1;
+            }
+            if !any && !name.is_empty() {
+                return Some(name);
+            }
+        }
+        None
     })
 }
 
@@ -309,5 +322,8 @@ mod tests {
     fn mentioned_names_skip_any() {
         let names: Vec<_> = mentioned_names("a (>= 1) | b:any, c:amd64, d [x]").collect();
         assert_eq!(names, ["a", "c", "d"]);
+        let names: Vec<_> = mentioned_names(" x:any (>= 2),y|z:native ,").collect();
+        assert_eq!(names, ["y", "z"]);
+        assert_eq!(mentioned_names("").count(), 0);
     }
 }
