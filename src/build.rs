@@ -13,16 +13,16 @@ use std::time::Instant;
 use anyhow::Context;
 
 use crate::archive::{self, ArchiveError, ArchiveOptions, SuiteIndex, VerifiedRelease};
-use crate::epoch::{BuildEpoch, EpochSource};
 use crate::artifact::{BuildInputs, OutputDir, PackageRecord, SuiteRecord, VersionRequest};
+use crate::epoch::{BuildEpoch, EpochSource};
 use crate::export::compress::{self, Compression};
-use crate::stage::{self, StageDeb, StageOutput, StageSpec};
-use crate::verify;
 use crate::fetch::transport::Transport;
 use crate::fetch::{self, Cache};
 use crate::plan::{self, Plan, Selection};
 use crate::progress::{self, Reporter};
 use crate::recipe::{Recipe, RecipeOverrides};
+use crate::stage::{self, StageDeb, StageOutput, StageSpec};
+use crate::verify;
 
 /// Options shared by `resolve`, `fetch` and `build`.
 #[derive(Debug, Clone)]
@@ -129,7 +129,10 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| panic!("archive thread panicked")))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| panic!("archive thread panicked"))
+            })
             .collect()
     });
     let mut releases = Vec::new();
@@ -428,10 +431,20 @@ pub fn cmd_doctor(json: bool) -> anyhow::Result<ExitCode> {
         writeln!(out)?;
     } else {
         for c in &checks {
-            writeln!(out, "{} {}: {}", if c.ok { "ok  " } else { "FAIL" }, c.name, c.message)?;
+            writeln!(
+                out,
+                "{} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.message
+            )?;
         }
     }
-    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 /// The error chain as one line: `outer: inner: innermost`, without repeats.

@@ -78,31 +78,58 @@ fn resolves_fetches_and_reuses_the_cache_over_file_and_http() {
     let (archive, recipe) = setup(dir.path());
     let (http, _guard) = serve_http(&archive.root);
 
-    let resolved = ingot(&["resolve", recipe.to_str().unwrap(), "--mirror", &http, "--json"]);
+    let resolved = ingot(&[
+        "resolve",
+        recipe.to_str().unwrap(),
+        "--mirror",
+        &http,
+        "--json",
+    ]);
     assert!(resolved.status.success(), "{resolved:?}");
     let plan: serde_json::Value = serde_json::from_slice(&resolved.stdout).unwrap();
     let got: Vec<String> = plan["packages"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| format!("{}={}", p["name"].as_str().unwrap(), p["version"].as_str().unwrap()))
+        .map(|p| {
+            format!(
+                "{}={}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap()
+            )
+        })
         .collect();
-    assert_eq!(got, ["base=1.0", "libthing=2.1"], "highest satisfying version");
+    assert_eq!(
+        got,
+        ["base=1.0", "libthing=2.1"],
+        "highest satisfying version"
+    );
 
     let cache = dir.path().join("cache");
     let first = fetch(&recipe, &http, &cache);
     assert!(first.status.success(), "{first:?}");
     let totals: serde_json::Value = serde_json::from_slice(&first.stdout).unwrap();
-    assert_eq!((totals["downloaded"].as_u64(), totals["cached"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(
+        (totals["downloaded"].as_u64(), totals["cached"].as_u64()),
+        (Some(2), Some(0))
+    );
 
     // The same set over file:// comes from the cache: it is keyed by content, not by URL.
     let second = fetch(&recipe, &archive.file_url(), &cache);
     assert!(second.status.success(), "{second:?}");
     let totals: serde_json::Value = serde_json::from_slice(&second.stdout).unwrap();
-    assert_eq!((totals["downloaded"].as_u64(), totals["cached"].as_u64()), (Some(0), Some(2)));
+    assert_eq!(
+        (totals["downloaded"].as_u64(), totals["cached"].as_u64()),
+        (Some(0), Some(2))
+    );
 
     // A corrupted cache entry is detected on use and replaced by a verified download.
-    let entry = fs::read_dir(cache.join("sha256")).unwrap().next().unwrap().unwrap().path();
+    let entry = fs::read_dir(cache.join("sha256"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
     fs::write(&entry, b"rotten").unwrap();
     let third = fetch(&recipe, &archive.file_url(), &cache);
     assert!(third.status.success(), "{third:?}");
@@ -141,7 +168,10 @@ fn a_tampered_deb_is_refused_and_never_cached() {
             err.contains(&pool_path) && err.contains("SHA-256") && err.contains("libthing"),
             "error must name the URL, the package and the hash: {err}"
         );
-        assert!(!cache.join("sha256").join(&sha).exists(), "a bad file entered the cache");
+        assert!(
+            !cache.join("sha256").join(&sha).exists(),
+            "a bad file entered the cache"
+        );
         let partial: Vec<_> = fs::read_dir(cache.join("partial")).unwrap().collect();
         assert!(partial.is_empty(), "partial download left behind");
     }
@@ -152,11 +182,16 @@ fn bad_input_exits_2_with_one_line_naming_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let (_archive, recipe) = setup(dir.path());
     let toml = recipe.join("recipe.toml");
-    let text = fs::read_to_string(&toml).unwrap().replace("\"essential\"", "\"everything\"");
+    let text = fs::read_to_string(&toml)
+        .unwrap()
+        .replace("\"essential\"", "\"everything\"");
     fs::write(&toml, text).unwrap();
     let o = ingot(&["resolve", recipe.to_str().unwrap(), "-q"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
-    assert!(err.contains("recipe.toml") && err.contains("variant"), "{err}");
+    assert!(
+        err.contains("recipe.toml") && err.contains("variant"),
+        "{err}"
+    );
 }

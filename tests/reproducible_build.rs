@@ -5,9 +5,9 @@
 //! These tests need what a build needs: root, or an ordinary user with a subordinate id range
 //! (CI runs them as root; the end-to-end suite covers the unprivileged user).
 
-mod support;
 #[path = "support/minidistro.rs"]
 mod minidistro;
+mod support;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -150,13 +150,31 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
     }
     let f = fixture(PROVISION);
     let (http, _server) = serve_http(&f.dir.join("mirror"));
-    let a = build(&f, &f.mirror_file, &f.dir.join("out-a"), "--next", "022", "UTC");
+    let a = build(
+        &f,
+        &f.mirror_file,
+        &f.dir.join("out-a"),
+        "--next",
+        "022",
+        "UTC",
+    );
     assert_ok(&a);
-    let b = build(&f, &http, &f.dir.join("out-b"), "--next", "077", "Asia/Tokyo");
+    let b = build(
+        &f,
+        &http,
+        &f.dir.join("out-b"),
+        "--next",
+        "077",
+        "Asia/Tokyo",
+    );
     assert_ok(&b);
     let (pa, pb) = (stdout_path(&a), stdout_path(&b));
     assert_eq!(pa.file_name().unwrap(), "mini-rootfs-v1.tar.gz");
-    assert_eq!(sha256(&pa), sha256(&pb), "same inputs must give the same bytes");
+    assert_eq!(
+        sha256(&pa),
+        sha256(&pb),
+        "same inputs must give the same bytes"
+    );
 
     // The manifest and checksum are beside it, and sha256sum agrees.
     let check = Command::new("sha256sum")
@@ -177,10 +195,18 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
     let text = String::from_utf8_lossy(&list.stdout);
     let plain = Command::new("tar").arg("-tzf").arg(&pa).output().unwrap();
     let names = String::from_utf8_lossy(&plain.stdout);
-    assert!(names.lines().all(|n| !n.starts_with("./") && !n.starts_with('/')), "{names}");
+    assert!(
+        names
+            .lines()
+            .all(|n| !n.starts_with("./") && !n.starts_with('/')),
+        "{names}"
+    );
     assert!(names.lines().any(|n| n == "etc/"), "{names}");
     assert!(text.contains(" 0/0 ") && text.contains("etc/provisioned"));
-    assert!(text.lines().any(|l| l.ends_with(" usr/bin/mini-hello")), "{text}");
+    assert!(
+        text.lines().any(|l| l.ends_with(" usr/bin/mini-hello")),
+        "{text}"
+    );
     assert!(staging_is_empty(&f), "staging left behind");
 }
 
@@ -196,11 +222,17 @@ fn versions_are_monotonic_and_never_overwritten() {
     assert_ok(&v1);
     let v2 = build(&f, &f.mirror_file, &out, "--next", "022", "UTC");
     assert_ok(&v2);
-    assert_eq!(stdout_path(&v2).file_name().unwrap(), "mini-rootfs-v2.tar.gz");
+    assert_eq!(
+        stdout_path(&v2).file_name().unwrap(),
+        "mini-rootfs-v2.tar.gz"
+    );
     let v1_path = stdout_path(&v1);
     let before = sha256(&v1_path);
     let again = build(&f, &f.mirror_file, &out, "--version 1", "022", "UTC");
-    assert!(!again.status.success(), "--version 1 over an existing v1 must be refused");
+    assert!(
+        !again.status.success(),
+        "--version 1 over an existing v1 must be refused"
+    );
     let err = String::from_utf8_lossy(&again.stderr);
     assert!(err.contains("v1") || err.contains("version 1"), "{err}");
     assert_eq!(sha256(&v1_path), before, "v1 must be untouched");
@@ -246,7 +278,10 @@ fn a_failing_provision_script_fails_the_build_and_leaves_nothing() {
                 .collect()
         })
         .unwrap_or_default();
-    assert!(left.is_empty(), "nothing may be published or left: {left:?}");
+    assert!(
+        left.is_empty(),
+        "nothing may be published or left: {left:?}"
+    );
     assert!(staging_is_empty(&f), "staging left behind");
 }
 
@@ -256,7 +291,9 @@ fn a_contract_breaking_image_is_not_published() {
         eprintln!("skipped: needs root or a subuid range");
         return;
     }
-    let breaking = format!("{PROVISION}\nprintf 'user:$6$salt$hash:19000:0:99999:7:::\\n' >> /etc/shadow\nprintf 'user:x:1000:1000::/home/user:/bin/sh\\n' >> /etc/passwd\n");
+    let breaking = format!(
+        "{PROVISION}\nprintf 'user:$6$salt$hash:19000:0:99999:7:::\\n' >> /etc/shadow\nprintf 'user:x:1000:1000::/home/user:/bin/sh\\n' >> /etc/passwd\n"
+    );
     let f = fixture(&breaking);
     let out = f.dir.join("out");
     let o = build(&f, &f.mirror_file, &out, "--next", "022", "UTC");

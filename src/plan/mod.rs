@@ -99,7 +99,12 @@ impl Plan {
                 continue;
             }
             if let Some(p) = by_name.get(name) {
-                todo.extend(p.pre_depends_on.iter().chain(&p.depends_on).map(String::as_str));
+                todo.extend(
+                    p.pre_depends_on
+                        .iter()
+                        .chain(&p.depends_on)
+                        .map(String::as_str),
+                );
             }
         }
         seen

@@ -212,13 +212,13 @@ impl StageBinary {
         reporter: &dyn crate::progress::Reporter,
     ) -> Result<(), StageError> {
         reporter.begin("stage", None);
-        if let StageOutput::Dir(out) = &spec.output {
-            if std::fs::symlink_metadata(out).is_ok() {
-                return Err(StageError::Failed(format!(
-                    "the output directory {} already exists; remove it or choose another",
-                    out.display()
-                )));
-            }
+        if let StageOutput::Dir(out) = &spec.output
+            && std::fs::symlink_metadata(out).is_ok()
+        {
+            return Err(StageError::Failed(format!(
+                "the output directory {} already exists; remove it or choose another",
+                out.display()
+            )));
         }
         doctor::preflight(&self.exe)?;
         std::fs::create_dir_all(&spec.staging_parent)
