@@ -52,6 +52,7 @@ do_resolve() {
 }
 
 do_build() {
+  install -d -o "$BUILD_USER" -g "$BUILD_USER" "$WORK/user-out"
   # Rootless: the build runs as an ordinary user, TZ and umask of its own.
   as_user "cd /tmp && umask 022 && TZ=UTC ingot-e2e build '$RECIPE_COPY' --out '$WORK/user-out' --next --mirror '$MIRROR'" \
     || return 1
