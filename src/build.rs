@@ -225,19 +225,22 @@ pub fn cmd_resolve(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Resolve, then download (or take from the cache) every planned `.deb`.
+fn resolve_and_fetch(
+    o: &CommonOptions,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<(Resolved, Cache, Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
+    let r = resolve_recipe(o, reporter)?;
+    let cache = cache_for(o);
+    let (debs, summary) = fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)?;
+    Ok((r, cache, debs, summary))
+}
+
 /// `ingot fetch`: resolve, download into the cache, print the totals.
 pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
     let reporter = progress::for_cli(o.quiet);
-    let r = resolve_recipe(o, reporter.as_ref())?;
-    let cache = cache_for(o);
     let t = Instant::now();
-    let (_debs, summary) = fetch::fetch_plan(
-        &Transport::new(),
-        &r.plan,
-        &cache,
-        o.jobs,
-        reporter.as_ref(),
-    )?;
+    let (_, cache, _, summary) = resolve_and_fetch(o, reporter.as_ref())?;
     let mut out = std::io::stdout().lock();
     if json {
         let mut v = serde_json::to_value(&summary)?;
@@ -263,15 +266,7 @@ pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
 /// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
 pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
     let reporter = progress::for_cli(o.quiet);
-    let r = resolve_recipe(o, reporter.as_ref())?;
-    let cache = cache_for(o);
-    let (debs, _) = fetch::fetch_plan(
-        &Transport::new(),
-        &r.plan,
-        &cache,
-        o.jobs,
-        reporter.as_ref(),
-    )?;
+    let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref())?;
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
         .iter()
