@@ -12,7 +12,8 @@ path = sys.argv[1]
 epoch = None
 manifest = path + ".manifest.json"
 if os.path.exists(manifest):
-    epoch = json.load(open(manifest))["build_epoch"]
+    with open(manifest) as f:
+        epoch = json.load(f)["build_epoch"]
 problems = []
 count = 0
 prev = None

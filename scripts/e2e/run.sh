@@ -37,6 +37,9 @@ rm -rf "$WORK"; mkdir -p "$WORK"; chmod 755 "$WORK"
 if ! id "$BUILD_USER" >/dev/null 2>&1; then useradd -m -s /bin/bash "$BUILD_USER"; fi
 grep -q "^$BUILD_USER:" /etc/subuid || echo "$BUILD_USER:200000:65536" >> /etc/subuid
 grep -q "^$BUILD_USER:" /etc/subgid || echo "$BUILD_USER:200000:65536" >> /etc/subgid
+# Root's own range: newuidmap needs it to map 100000..165535 as Proxmox does (and LXC too).
+grep -q "^root:100000:65536" /etc/subuid || echo "root:100000:65536" >> /etc/subuid
+grep -q "^root:100000:65536" /etc/subgid || echo "root:100000:65536" >> /etc/subgid
 USER_HOME=$(getent passwd "$BUILD_USER" | cut -d: -f6)
 CACHE=$USER_HOME/.cache/ingot
 # The user must be able to read the checkout and run the binary.
@@ -75,10 +78,14 @@ do_reproducible() {
 do_tarformat() {
   local img=${USER_IMAGE:-$(ls "$WORK"/user-out/*-v1.tar.gz)}
   python3 scripts/e2e/check-tarball.py "$img" || return 1
-  local first; first=$(tar tzf "$img" | head -5 | tr '\n' ' ')
+  local names first
+  names=$(tar tzf "$img")
+  first=$(printf '%s\n' "$names" | sed -n 1,5p | tr '\n' ' ')
   echo "tar tzf | head: $first"
   case "$first" in ./*|/*) echo "leading ./ or /"; return 1;; esac
-  tar tzf "$img" | grep -qx 'bin' || tar tzf "$img" | grep -qx 'bin/' || { echo "no bin at root"; return 1; }
+  for top in bin etc/ usr/ var/; do
+    printf '%s\n' "$names" | grep -qx "$top" || { echo "no $top at the archive root"; return 1; }
+  done
   bsdtar -tf "$img" > /dev/null 2> "$WORK/bsdtar.err"; [ ! -s "$WORK/bsdtar.err" ] || { cat "$WORK/bsdtar.err"; return 1; }
   # Restore as root with xattrs: ping keeps cap_net_raw.
   rm -rf "$WORK/x"; mkdir "$WORK/x"
