@@ -31,7 +31,10 @@ step() { # step NAME CMD...
 curl -sfI --max-time 30 "$MIRROR/dists/noble/InRelease" >/dev/null \
   || fail "cannot reach the Ubuntu archive at $MIRROR (the end-to-end suite needs it; set E2E_MIRROR for a mirror)"
 
-rm -rf "$WORK"; mkdir -p "$WORK"; chmod 755 "$WORK"
+# A run that includes the build starts from nothing; a partial run (E2E_STEPS without
+# "build") reuses the previous run's images.
+case " $STEPS " in *" build "*) rm -rf "$WORK";; esac
+mkdir -p "$WORK"; chmod 755 "$WORK"
 
 # An ordinary user with subordinate id ranges, as on any rootless build host.
 if ! id "$BUILD_USER" >/dev/null 2>&1; then useradd -m -s /bin/bash "$BUILD_USER"; fi
