@@ -87,7 +87,7 @@ do_tarformat() {
   echo "tar tzf | head: $first"
   case "$first" in ./*|/*) echo "leading ./ or /"; return 1;; esac
   for top in bin etc/ usr/ var/; do
-    printf '%s\n' "$names" | grep -qx "$top" || { echo "no $top at the archive root"; return 1; }
+    grep -qx -- "$top" <<< "$names" || { echo "no $top at the archive root"; return 1; }
   done
   bsdtar -tf "$img" > /dev/null 2> "$WORK/bsdtar.err"; [ ! -s "$WORK/bsdtar.err" ] || { cat "$WORK/bsdtar.err"; return 1; }
   # Restore as root with xattrs: ping keeps cap_net_raw.
