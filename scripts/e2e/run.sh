@@ -96,7 +96,7 @@ do_tarformat() {
   getcap "$WORK/x/usr/bin/ping" | tee /dev/stderr | grep -q cap_net_raw || { echo "ping lost its capability"; return 1; }
   # Proxmox unprivileged: extract inside a user namespace mapped to 100000..165535.
   rm -rf "$WORK/px"; mkdir "$WORK/px"; chown 100000:100000 "$WORK/px"
-  unshare --user --map-users=0:100000:65536 --map-groups=0:100000:65536 --setuid 0 --setgid 0 \
+  unshare --user --map-users=100000,0,65536 --map-groups=100000,0,65536 --setuid 0 --setgid 0 \
     tar xpf - --numeric-owner --xattrs --xattrs-include='user.*' --xattrs-include=security.capability \
     -C "$WORK/px" < <(gzip -dc "$img")
   [ "$(stat -c %u "$WORK/px/etc/passwd")" = 100000 ] || { echo "owner not shifted"; return 1; }
