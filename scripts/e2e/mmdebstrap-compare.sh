@@ -19,7 +19,7 @@ for s in ${suites//,/ }; do sources+=("deb $mirror $s main"); done
 hooks=()
 for kind in provision cleanup; do
   [ -f "$recipe/$kind.sh" ] || continue
-  hooks+=(--customize-hook="cp '$recipe/$kind.sh' \"\$1/tmp/ingot-$kind.sh\" && chroot \"\$1\" /bin/sh /tmp/ingot-$kind.sh && rm \"\$1/tmp/ingot-$kind.sh\"")
+  hooks+=(--customize-hook="cp '$recipe/$kind.sh' \"\$1/tmp/ingot-$kind.sh\" && chroot \"\$1\" /bin/sh /tmp/ingot-$kind.sh && rm -f \"\$1/tmp/ingot-$kind.sh\"")
 done
 t0=$SECONDS
 mmdebstrap --mode=root --variant=minbase --architectures=amd64 --components=main \
