@@ -289,6 +289,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
         epoch: r.epoch,
         output: StageOutput::Tar,
         seed: None,
+        apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
     };
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;

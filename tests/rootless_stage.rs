@@ -68,6 +68,7 @@ fn spec(dir: &Path, output: StageOutput) -> StageSpec {
         epoch: BuildEpoch(1_700_000_000),
         output,
         seed: Some(seed(dir)),
+        apt_extended_states: None,
     }
 }
 

@@ -79,6 +79,9 @@ impl PlannedPackage {
 pub struct Plan {
     /// Every package to install, sorted by name.
     pub packages: Vec<PlannedPackage>,
+    /// Packages apt would mark automatically installed (pulled in as dependencies by the
+    /// second run), sorted by name.
+    pub auto_installed: Vec<String>,
 }
 
 impl Plan {
@@ -108,6 +111,17 @@ impl Plan {
             }
         }
         seen
+    }
+
+    /// `var/lib/apt/extended_states` as apt writes it after installing this plan, so that
+    /// `apt autoremove` in the image knows which packages came in as dependencies.
+    pub fn apt_extended_states(&self, architecture: &str) -> String {
+        self.auto_installed
+            .iter()
+            .map(|name| {
+                format!("Package: {name}\nArchitecture: {architecture}\nAuto-Installed: 1\n\n")
+            })
+            .collect()
     }
 
     /// Total download size in bytes.
@@ -257,6 +271,11 @@ fn resolve_on_this_thread(
     run1.sort_by_key(|(id, _)| *id);
     marker.run(&run1)?;
     marker.commit();
+    // mmdebstrap installs run 1 with dpkg, so apt keeps no mark for it; in run 2 apt marks
+    // what it pulled in as dependencies "Auto-Installed" (var/lib/apt/extended_states).
+    let after_run1: HashSet<PkgId> = (0..u.len() as PkgId)
+        .filter(|&id| marker.selected(id))
+        .collect();
 
     // Run 2, in mmdebstrap's command-line order: `--include=apt,<includes>` (minbase), then
     // the `Priority: required` pattern.
@@ -293,6 +312,15 @@ fn resolve_on_this_thread(
         .filter(|&id| marker.selected(id))
         .collect();
     check(&marker, &selected)?;
+    let requested: HashSet<PkgId> = run2.iter().map(|(id, _)| *id).collect();
+    // Sorted by name: apt writes its hash-table order, which carries no meaning (apt reads the
+    // file order-independently) and which we do not reproduce.
+    let mut auto_installed: Vec<String> = selected
+        .iter()
+        .filter(|id| !after_run1.contains(id) && !requested.contains(id))
+        .map(|&id| u.name(id).to_string())
+        .collect();
+    auto_installed.sort();
 
     let mut packages = Vec::with_capacity(selected.len());
     for &id in &selected {
@@ -338,7 +366,10 @@ fn resolve_on_this_thread(
         });
     }
     packages.sort_by(|a, b| a.name.cmp(&b.name));
-    Ok(Plan { packages })
+    Ok(Plan {
+        packages,
+        auto_installed,
+    })
 }
 
 /// The package apt installs for a requested name: the real package, or the only provider of a

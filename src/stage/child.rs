@@ -340,6 +340,9 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     if scripts::kill_leftover_processes() {
         log("stopped processes the maintainer scripts left running");
     }
+    if let Some(states) = &spec.apt_extended_states {
+        write_apt_extended_states(root, states)?;
+    }
 
     let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
     if scripts_present && !scripts::has_shell(root) {
@@ -464,4 +467,35 @@ fn probe() -> i32 {
         Ok(Forked::Supervisor(other)) => fail(&format!("the trial worker ended: {other:?}")),
         Err(e) => fail(&e),
     }
+}
+
+/// Record apt's auto-installed marks as apt would have after installing the same set, so that
+/// `apt autoremove` in the image knows which packages came in as dependencies. Skipped when
+/// the image has no apt.
+fn write_apt_extended_states(root: &Path, states: &str) -> Result<(), String> {
+    let root_fd = super::confined::open_root(root).map_err(|e| e.to_string())?;
+    let Ok(dir) = super::confined::open_in(
+        &root_fd,
+        "var/lib/apt",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_DIRECTORY,
+    ) else {
+        return Ok(());
+    };
+    // Replace, never write through, whatever a maintainer script may have left there.
+    match nix::unistd::unlinkat(
+        &dir,
+        "extended_states",
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    ) {
+        Ok(()) | Err(nix::errno::Errno::ENOENT) => {}
+        Err(e) => return Err(format!("removing /var/lib/apt/extended_states: {e}")),
+    }
+    super::confined::create_file_at(
+        &dir,
+        "extended_states",
+        0o644,
+        states.as_bytes(),
+        "/var/lib/apt/extended_states",
+    )
+    .map_err(|e| e.to_string())
 }

@@ -76,6 +76,10 @@ pub struct StageSpec {
     /// is installed: a pre-seeded tree for tests or site overlays. `None` for a normal build.
     #[serde(default)]
     pub seed: Option<PathBuf>,
+    /// `var/lib/apt/extended_states` to write after the packages are configured (apt's
+    /// auto-installed marks), if apt is in the image.
+    #[serde(default)]
+    pub apt_extended_states: Option<String>,
 }
 
 mod child;
