@@ -613,3 +613,32 @@ fn long_dependency_chains_resolve() {
     let u = index("noble", &with_base(&stanzas));
     assert_eq!(resolve_names(&u, &["link0"]).len(), 2901);
 }
+
+/// apt marks what it pulled in as a dependency in the second run (includes, required) as
+/// automatically installed; the Essential run (dpkg, in mmdebstrap) and what was asked for by
+/// name are not marked.
+#[test]
+fn auto_installed_marks_are_what_apt_pulled_in_for_the_second_run() {
+    let u = index(
+        "noble",
+        &[
+            "base 1\nEssential: yes\nPriority: required\nDepends: libbase",
+            "libbase 1\nPriority: required",
+            "req 1\nPriority: required\nDepends: libreq",
+            "libreq 1",
+            "apt 1\nPriority: important\nDepends: libapt, libbase",
+            "libapt 1",
+            "tool 1\nDepends: libtool | libother, libbase",
+            "libtool 1",
+            "libother 1",
+        ],
+    );
+    let plan = resolve(&u, &select(Variant::Minbase, &["tool"])).expect("resolves");
+    assert_eq!(plan.auto_installed, ["libapt", "libreq", "libtool"]);
+    assert_eq!(
+        plan.apt_extended_states("amd64"),
+        "Package: libapt\nArchitecture: amd64\nAuto-Installed: 1\n\n\
+         Package: libreq\nArchitecture: amd64\nAuto-Installed: 1\n\n\
+         Package: libtool\nArchitecture: amd64\nAuto-Installed: 1\n\n"
+    );
+}
