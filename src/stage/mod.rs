@@ -334,7 +334,21 @@ fn relay_stderr(
     let Some(stderr) = stderr else {
         return Vec::new();
     };
-    let mut reader = BufReader::new(stderr);
+    for_each_line(stderr, |line| {
+        reporter.message(line.strip_prefix("ingot: stage: ").unwrap_or(&line));
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+        true
+    });
+    tail.into()
+}
+
+/// Call `f` with each line of `reader` (lossily decoded, line ending removed) until the end,
+/// a read error, or `f` returns false.
+pub(crate) fn for_each_line(reader: impl std::io::Read, mut f: impl FnMut(String) -> bool) {
+    let mut reader = BufReader::new(reader);
     let mut buf = Vec::new();
     loop {
         buf.clear();
@@ -343,14 +357,10 @@ fn relay_stderr(
             Ok(_) => {}
         }
         let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']).to_string();
-        reporter.message(line.strip_prefix("ingot: stage: ").unwrap_or(&line));
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
+        if !f(line.trim_end_matches(['\n', '\r']).to_string()) {
+            break;
         }
-        tail.push_back(line);
     }
-    tail.into()
 }
 
 /// The message of the last `ingot: stage: error: …` line, if any.

@@ -7,7 +7,6 @@
 //! and its last lines of output.
 
 use std::collections::VecDeque;
-use std::io::{BufRead, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -153,22 +152,7 @@ fn run_copied(
     // ends the step: a daemon it left in the background may hold the pipe open forever.
     let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
     let reader_thread = std::thread::spawn(move || {
-        let mut reader = BufReader::new(reader);
-        let mut buf = Vec::new();
-        loop {
-            buf.clear();
-            match reader.read_until(b'\n', &mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-            let line = String::from_utf8_lossy(&buf);
-            if lines_tx
-                .send(line.trim_end_matches(['\n', '\r']).to_string())
-                .is_err()
-            {
-                break;
-            }
-        }
+        super::for_each_line(reader, |line| lines_tx.send(line).is_ok());
     });
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let show = |log: &mut dyn FnMut(&str), line: String, tail: &mut VecDeque<String>| {
