@@ -93,7 +93,9 @@ do_tarformat() {
   # Restore as root with xattrs: ping keeps cap_net_raw.
   rm -rf "$WORK/x"; mkdir "$WORK/x"
   tar --xattrs --xattrs-include=security.capability -xpf "$img" -C "$WORK/x"
-  getcap "$WORK/x/usr/bin/ping" | tee /dev/stderr | grep -q cap_net_raw || { echo "ping lost its capability"; return 1; }
+  # (Not `tee /dev/stderr`: reopening a log file through /dev/stderr truncates it.)
+  local caps; caps=$(getcap "$WORK/x/usr/bin/ping"); echo "$caps"
+  grep -q cap_net_raw <<< "$caps" || { echo "ping lost its capability"; return 1; }
   # Proxmox unprivileged: extract inside a user namespace mapped to 100000..165535.
   rm -rf "$WORK/px"; mkdir "$WORK/px"; chown 100000:100000 "$WORK/px"
   unshare --user --map-users=100000,0,65536 --map-groups=100000,0,65536 --setuid 0 --setgid 0 \
