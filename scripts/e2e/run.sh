@@ -14,8 +14,8 @@ BUILD_USER=${E2E_USER:-ingot-e2e}
 WORK=${E2E_WORK:-/var/tmp/ingot-e2e}
 STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify dpkg mmdebstrap versions boot}
 
-fail() { echo "e2e: FAIL: $*" >&2; exit 1; }
-declare -A TIMES
+declare -A TIMES=()
+fail() { echo "e2e: FAIL: $*" >&2; echo "e2e: ${#TIMES[@]} passed, 1 failed"; exit 1; }
 step() { # step NAME CMD...
   local name=$1; shift
   case " $STEPS " in *" $name "*) ;; *) echo "e2e: -- $name (skipped by E2E_STEPS)"; return 0;; esac
