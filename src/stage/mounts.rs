@@ -288,17 +288,7 @@ impl ChrootEnv {
         }
         // Record before mounting so a failure below is still undone.
         self.resolv = Some(bind);
-        let target = nix::fcntl::openat(
-            etc.as_fd(),
-            "resolv.conf",
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| ConfinedError {
-            action: "opening",
-            path: shown.into(),
-            errno,
-        })?;
+        let target = open_resolv_conf(&etc, shown)?;
         let target_path = confined::fd_path(&target);
         nix::mount::mount(
             Some(host),
@@ -309,17 +299,7 @@ impl ChrootEnv {
         )
         .map_err(mount_err("bind of the host's /etc/resolv.conf", shown))?;
         // Read-only: as real root a script could otherwise write the host's file.
-        let mounted = nix::fcntl::openat(
-            etc.as_fd(),
-            "resolv.conf",
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| ConfinedError {
-            action: "opening",
-            path: shown.into(),
-            errno,
-        })?;
+        let mounted = open_resolv_conf(&etc, shown)?;
         nix::mount::mount(
             None::<&str>,
             &confined::fd_path(&mounted),
@@ -338,17 +318,7 @@ impl ChrootEnv {
         };
         let shown = "etc/resolv.conf";
         let etc = confined::open_in(&self.root_fd, "etc", OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        let mounted = nix::fcntl::openat(
-            etc.as_fd(),
-            "resolv.conf",
-            OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|errno| ConfinedError {
-            action: "opening",
-            path: shown.into(),
-            errno,
-        })?;
+        let mounted = open_resolv_conf(&etc, shown)?;
         match nix::mount::umount2(&confined::fd_path(&mounted), MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) => {}
             Err(e) => return Err(mount_err("unmount", shown)(e)),
@@ -537,6 +507,21 @@ pub fn unmount_all_under(root: &Path) -> Result<usize, MountError> {
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
+    })
+}
+
+/// An `O_PATH` handle on `etc/resolv.conf` itself (never following it), for bind mounts.
+fn open_resolv_conf(etc: &impl AsFd, shown: &str) -> Result<OwnedFd, ConfinedError> {
+    nix::fcntl::openat(
+        etc.as_fd(),
+        "resolv.conf",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| ConfinedError {
+        action: "opening",
+        path: shown.into(),
+        errno,
     })
 }
 
