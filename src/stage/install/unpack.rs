@@ -187,12 +187,7 @@ impl RootDir {
             Err(Errno::EEXIST) => {}
             Err(e) => return Err(e.into()),
         }
-        let dir = openat(
-            parent.as_fd(),
-            name,
-            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-            Mode::empty(),
-        )?;
+        let dir = open_subdir(&parent, name)?;
         fchmod(dir.as_fd(), Mode::from_bits_truncate(mode))?;
         Ok(())
     }
@@ -462,12 +457,7 @@ impl Extraction<'_> {
                     }
                     Err(e) => return Err(e.into()),
                 }
-                let fd = openat(
-                    parent.as_fd(),
-                    name,
-                    OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-                    Mode::empty(),
-                )?;
+                let fd = open_subdir(&parent, name)?;
                 meta.apply_to_fd(&fd, false)?;
                 self.dir_mtimes
                     .push((parts.iter().map(|p| p.to_vec()).collect(), meta.mtime));
@@ -664,6 +654,16 @@ pub fn extract_deb(root: &Path, package: &str, deb: &Path) -> Result<Vec<String>
         package: package.to_string(),
         source,
     })?
+}
+
+/// The directory `name` in `parent`, opened for reading, never through a symlink.
+fn open_subdir(parent: &impl AsFd, name: &OsStr) -> nix::Result<OwnedFd> {
+    openat(
+        parent.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 #[cfg(test)]
