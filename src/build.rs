@@ -16,8 +16,8 @@ use crate::archive::{self, ArchiveError, ArchiveOptions, SuiteIndex, VerifiedRel
 use crate::artifact::{BuildInputs, OutputDir, PackageRecord, SuiteRecord, VersionRequest};
 use crate::epoch::{BuildEpoch, EpochSource};
 use crate::export::compress::{self, Compression};
-use crate::fetch::transport::Transport;
 use crate::fetch::{self, Cache};
+use crate::net::Transport;
 use crate::plan::{self, Plan, Selection};
 use crate::progress::{self, Reporter};
 use crate::recipe::{Recipe, RecipeOverrides};

@@ -3,7 +3,8 @@
 //!
 //! The pipeline runs one way (see the README's design section):
 //! [`recipe`] → [`archive`] → [`plan`] → [`fetch`] → [`stage`] → [`export`] → [`artifact`],
-//! with [`verify`] checking the golden-image contract on any tarball.
+//! with [`verify`] checking the golden-image contract on any tarball; [`net`] is the transport
+//! that `archive` and `fetch` share.
 #![deny(missing_docs)]
 
 pub mod archive;
@@ -12,6 +13,7 @@ pub mod build;
 pub mod epoch;
 pub mod export;
 pub mod fetch;
+pub mod net;
 pub mod plan;
 pub mod progress;
 pub mod recipe;

@@ -12,7 +12,7 @@ use ingot::archive::keyring::Keyring;
 use ingot::archive::{
     ArchiveError, ArchiveOptions, VerifiedRelease, fetch_index, load_suite, verify_release,
 };
-use ingot::fetch::transport::Transport;
+use ingot::net::Transport;
 use ingot::recipe::SuiteSource;
 use sha2::{Digest, Sha256};
 use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions, HttpGuard, serve_http};

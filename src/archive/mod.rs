@@ -18,7 +18,7 @@ use std::io::Read;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::fetch::transport::{Transport, TransportError, join_url};
+use crate::net::{Transport, TransportError, join_url};
 use crate::recipe::SuiteSource;
 
 use keyring::Keyring;
@@ -118,7 +118,7 @@ pub struct ArchiveOptions {
 pub enum ArchiveError {
     /// Transfer failed.
     #[error(transparent)]
-    Transport(#[from] crate::fetch::transport::TransportError),
+    Transport(#[from] crate::net::TransportError),
     /// The keyring file could not be read or parsed.
     #[error("{path}: not a usable OpenPGP keyring: {message}")]
     Keyring {

@@ -2,8 +2,6 @@
 //! verifying size and SHA-256 (from the signed index) before a file enters the cache, and
 //! again before a cached file is used. It never writes into a root filesystem.
 
-pub mod transport;
-
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -12,9 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::net::{Transport, TransportError};
 use crate::plan::{Plan, PlannedPackage};
 use crate::progress::Reporter;
-use transport::{Transport, TransportError};
 
 /// A content-addressed store of verified files: `<root>/sha256/<hex>`.
 #[derive(Debug, Clone)]

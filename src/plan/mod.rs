@@ -70,7 +70,7 @@ pub struct PlannedPackage {
 impl PlannedPackage {
     /// The full download URL of the `.deb`.
     pub fn url(&self) -> String {
-        crate::fetch::transport::join_url(&self.mirror, &self.filename)
+        crate::net::join_url(&self.mirror, &self.filename)
     }
 }
 

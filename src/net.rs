@@ -1,4 +1,5 @@
-//! Byte transport for archive URLs: `http://`, `https://` and `file://`, with retries.
+//! The network transport that `archive` and `fetch` share: `http://`, `https://` and `file://`
+//! URLs, with retries.
 //!
 //! One shared HTTP agent (connection reuse); transient failures (connection errors, 5xx, 429,
 //! truncated bodies) are retried with exponential backoff, permanent ones (404, 403, bad
