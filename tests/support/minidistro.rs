@@ -102,6 +102,7 @@ fn stage_deb(spec: &PackageSpec<'_>, arch: &str, path: PathBuf) -> StageDeb {
         version: "1.0-1".to_string(),
         architecture: arch.to_string(),
         essential: spec.essential,
+        sha256: ingot::fetch::hash_file(&path).expect("hash the .deb").0,
         path,
         pre_depends_on: spec.pre_depends.iter().map(|s| s.to_string()).collect(),
         depends_on: spec.depends.iter().map(|s| s.to_string()).collect(),
