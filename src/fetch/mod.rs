@@ -75,6 +75,27 @@ pub enum FetchError {
         /// Actual size.
         actual_size: u64,
     },
+    /// The `.deb` matched its hash but its own control file names another package, version
+    /// or architecture than the signed index.
+    #[error("{url}: the .deb's control says {found}, but the signed index lists it as {expected}")]
+    WrongPackage {
+        /// The URL (or cache file) of the `.deb`.
+        url: String,
+        /// `Package Version Architecture` from the index.
+        expected: String,
+        /// The same fields from the `.deb`'s control file.
+        found: String,
+    },
+    /// The `.deb` cannot be read as a Debian package.
+    #[error("{url}: not a usable .deb for package {package}: {message}")]
+    BadDeb {
+        /// The URL (or cache file) of the `.deb`.
+        url: String,
+        /// The package.
+        package: String,
+        /// What is wrong.
+        message: String,
+    },
     /// The cache directory is not private to the caller: another user could plant or swap
     /// files in it.
     #[error("cache {path}: refusing to use it: {reason}")]
@@ -180,6 +201,40 @@ fn check_private_dir(dir: &Path, follow: bool) -> Result<(), FetchError> {
         return Err(unsafe_cache(format!(
             "mode {mode:04o} lets group or others write it; expected no group/other write (chmod go-w)"
         )));
+    }
+    Ok(())
+}
+
+/// The `.deb` at `path` (already hash-verified) must say in its own control file that it is
+/// the package, version and architecture the signed index lists: dpkg installs what the
+/// control file says.
+fn check_identity(path: &Path, pkg: &PlannedPackage, shown: &str) -> Result<(), FetchError> {
+    let control =
+        crate::stage::install::deb::read_control(path).map_err(|e| FetchError::BadDeb {
+            url: shown.to_string(),
+            package: pkg.name.clone(),
+            message: e.to_string(),
+        })?;
+    let field = |name: &str| {
+        control
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let found = [field("Package"), field("Version"), field("Architecture")];
+    let expected = [
+        pkg.name.clone(),
+        pkg.version.clone(),
+        pkg.architecture.clone(),
+    ];
+    if found != expected {
+        return Err(FetchError::WrongPackage {
+            url: shown.to_string(),
+            expected: expected.join(" "),
+            found: found.join(" "),
+        });
     }
     Ok(())
 }
@@ -295,6 +350,8 @@ fn fetch_one(
             let verified = meta.is_file()
                 && matches!(hash_file(&dest), Ok((sha, size)) if sha == pkg.sha256 && size == pkg.size);
             if verified {
+                // One file may be listed under several names: it must be this one.
+                check_identity(&dest, pkg, &dest.display().to_string())?;
                 reporter.advance(pkg.size);
                 return Ok(FetchedDeb {
                     package: pkg.clone(),
@@ -343,6 +400,7 @@ fn fetch_one(
                 actual_size: size,
             });
         }
+        check_identity(&partial, pkg, &url)?;
         std::fs::rename(&partial, &dest).map_err(cache_err(&dest))?;
         Ok(())
     })();
