@@ -30,7 +30,7 @@ struct SourceArgs {
     allow_expired: bool,
     /// Accept a signed Release older than the newest one seen for its mirror and suite (a
     /// deliberate rollback; otherwise refused as a replay).
-    #[arg(long, env = "INGOT_ALLOW_OLDER")]
+    #[arg(long, env = "INGOT_ALLOW_OLDER", value_parser = clap::builder::FalseyValueParser::new())]
     allow_older: bool,
     /// Content-addressed download cache [default: $XDG_CACHE_HOME/ingot].
     #[arg(long, env = "INGOT_CACHE_DIR")]

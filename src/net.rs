@@ -75,6 +75,8 @@ pub struct Transport {
     agent: ureq::Agent,
     retries: u32,
     backoff: Duration,
+    /// A limit on each whole request (tests of stalling servers); `None`: the agent's.
+    timeout: Option<Duration>,
 }
 
 impl Default for Transport {
@@ -97,6 +99,7 @@ impl Transport {
             agent: config.into(),
             retries: 4,
             backoff: Duration::from_millis(250),
+            timeout: None,
         }
     }
 
@@ -104,6 +107,13 @@ impl Transport {
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
         self.retries = retries;
         self.backoff = backoff;
+        self
+    }
+
+    /// Give up on any one request (connect, response and body) after `limit`: a stalling
+    /// server becomes an error naming the URL.
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
         self
     }
 
@@ -223,6 +233,7 @@ impl Transport {
             .get(url)
             .config()
             .https_only(https_only)
+            .timeout_global(self.timeout)
             .build()
             .call()
             .map_err(|e| match e {
