@@ -280,6 +280,9 @@ pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
 /// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
 pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
     let reporter = progress::for_cli(o.quiet);
+    if b.format == OutputFormat::Tar {
+        output_is_writable(&b.out)?;
+    }
     let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref())?;
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
@@ -407,6 +410,24 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
     let published = claim.publish(inputs)?;
     print_result(b.json, &published.path, Some(&published.manifest))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse an output directory the artifact cannot be written to before anything is fetched or
+/// built: create it if needed, then create and remove a probe file in it.
+fn output_is_writable(out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".ingot-probe-")
+                .tempfile_in(out)
+                .map(drop)
+        })
+        .with_context(|| {
+            format!(
+                "output directory {}: not writable (expected a directory this user can create files in)",
+                out.display()
+            )
+        })
 }
 
 fn print_result(
