@@ -1,0 +1,375 @@
+//! Faults around a whole build: hostile recipes, an output directory that cannot be written or
+//! fills up, signals at each stage, and concurrent `--next` builds. Each test runs the real
+//! `ingot` binary on a hermetic signed archive of real `.deb`s (the mini distribution of
+//! `support/minidistro.rs`) and fails if a build was accepted that should not be, if the
+//! reported error is not the real one, or if anything is left behind: a mount, a staging
+//! tree, a file under a final name, or a cache entry that no longer matches its hash.
+//!
+//! Builds need root (CI) or a subordinate id range; where neither is there, the tests that
+//! build fail with that reason.
+
+#[path = "support/minidistro.rs"]
+mod minidistro;
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use support::{FixtureArchive, FixtureKey, FixtureOptions};
+
+const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
+
+/// The contract's minimum, then `extra` (a slow step, for the signal tests).
+fn provision(extra: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+set -eu
+mkdir -p /etc/ssh/sshd_config.d /usr/lib/systemd /root
+printf 'ID=mini\nVERSION_ID="1"\n' > /etc/os-release
+printf 'DISTRIB_ID=Mini\nDISTRIB_RELEASE=1\n' > /etc/lsb-release
+printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\n' > /etc/ssh/sshd_config
+printf '#!/bin/sh\nexec sleep infinity\n' > /usr/lib/systemd/systemd
+chmod 755 /usr/lib/systemd/systemd
+ln -sf ../lib/systemd/systemd /usr/sbin/init
+printf 'root:x:0:0:root:/root:/bin/sh\n' > /etc/passwd
+printf 'root:x:0:\n' > /etc/group
+printf 'root:!*:19000:0:99999:7:::\n' > /etc/shadow
+printf 'localhost\n' > /etc/hostname
+{extra}
+"#
+    )
+}
+
+struct Fixture {
+    _tmp: tempfile::TempDir,
+    dir: PathBuf,
+    recipe: PathBuf,
+    mirror: String,
+    cache: PathBuf,
+}
+
+fn fixture(provision_script: &str) -> Fixture {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let key = FixtureKey::generate("hostile build key");
+    let debs = minidistro::build(&dir.join("debs"));
+    let paths: Vec<PathBuf> = debs.iter().map(|d| d.path.clone()).collect();
+    let archive = FixtureArchive::build(
+        &dir.join("mirror"),
+        "mini",
+        &paths,
+        &key,
+        &FixtureOptions {
+            arch: minidistro::host_arch(),
+            ..FixtureOptions::default()
+        },
+    );
+    let recipe = dir.join("recipe");
+    fs::create_dir_all(&recipe).unwrap();
+    key.write_keyring(&recipe.join("trusted.gpg"));
+    fs::write(recipe.join("provision.sh"), provision_script).unwrap();
+    fs::write(
+        recipe.join("recipe.toml"),
+        format!(
+            "[image]\nname = \"mini-rootfs\"\n[source]\nmirror = \"http://mirror.invalid/mini\"\n\
+             suites = [\"mini\"]\narchitecture = \"{}\"\nkeyring = \"trusted.gpg\"\n\
+             [packages]\nvariant = \"essential\"\n[provision]\nscripts = [\"provision.sh\"]\n",
+            minidistro::host_arch()
+        ),
+    )
+    .unwrap();
+    Fixture {
+        mirror: archive.file_url(),
+        cache: dir.join("cache"),
+        recipe,
+        dir,
+        _tmp: tmp,
+    }
+}
+
+fn require_build_privileges() {
+    let root = nix::unistd::geteuid().is_root();
+    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let me = std::env::var("USER").unwrap_or_default();
+    assert!(
+        root || subuid.lines().any(|l| l.starts_with(&format!("{me}:"))),
+        "a build needs root or a subordinate id range for {me:?} (/etc/subuid)"
+    );
+}
+
+fn build_command(f: &Fixture, out: &Path) -> Command {
+    let mut c = Command::new(INGOT);
+    c.arg("build")
+        .arg(&f.recipe)
+        .args(["--mirror", &f.mirror, "--cache-dir"])
+        .arg(&f.cache)
+        .arg("--out")
+        .arg(out)
+        .arg("--next")
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Nothing left behind by a failed build: no staging tree, no mount under the fixture, no
+/// file under a final name or temp name in `out`, and every cache entry matches its name.
+fn assert_nothing_left(f: &Fixture, out: &Path) {
+    let staging = f.cache.join("staging");
+    let left: Vec<_> = fs::read_dir(&staging)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = f.dir.to_string_lossy();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(dir.as_ref()) && !l.contains(&*out.to_string_lossy()))
+        .collect();
+    assert!(ours.is_empty(), "mounts left behind: {ours:?}");
+    let published: Vec<_> = fs::read_dir(out)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with(".mini-rootfs.lock") && n != "lost+found")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        published.is_empty(),
+        "files left in the output: {published:?}"
+    );
+    if let Ok(entries) = fs::read_dir(f.cache.join("sha256")) {
+        for e in entries {
+            let e = e.unwrap();
+            let (sha, _) = ingot::fetch::hash_file(&e.path()).unwrap();
+            assert_eq!(
+                sha,
+                e.file_name().to_string_lossy(),
+                "cache entry corrupted"
+            );
+        }
+    }
+}
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// ---- recipes -------------------------------------------------------------------------------
+
+/// `ingot resolve` on a recipe edited by `edit`: exit 2, one line naming recipe.toml and
+/// every needle.
+fn assert_recipe_refused(edit: impl Fn(&Path, String) -> String, needles: &[&str]) {
+    let f = fixture(&provision(""));
+    let toml = f.recipe.join("recipe.toml");
+    let text = edit(&f.recipe, fs::read_to_string(&toml).unwrap());
+    fs::write(&toml, text).unwrap();
+    let o = Command::new(INGOT)
+        .arg("resolve")
+        .arg(&f.recipe)
+        .args(["--cache-dir"])
+        .arg(&f.cache)
+        .arg("-q")
+        .output()
+        .unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("recipe.toml"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "must name {n:?}: {err}");
+    }
+}
+
+#[test]
+fn a_recipe_with_an_unknown_key_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("[packages]\n", "[packages]\npackges = [\"x\"]\n"),
+        &["packges"],
+    );
+}
+
+#[test]
+fn a_recipe_with_a_wrong_type_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("suites = [\"mini\"]", "suites = \"mini\""),
+        &["suites"],
+    );
+}
+
+#[test]
+fn a_recipe_naming_a_missing_script_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("\"provision.sh\"", "\"provison.sh\""),
+        &["provison.sh"],
+    );
+}
+
+#[test]
+fn a_script_path_escaping_the_recipe_folder_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("\"provision.sh\"", "\"../mirror/dists/mini/Release\""),
+        &["provision.scripts", "inside the recipe folder"],
+    );
+    assert_recipe_refused(
+        |_, t| t.replace("\"provision.sh\"", "\"/etc/passwd\""),
+        &["/etc/passwd", "inside the recipe folder"],
+    );
+    assert_recipe_refused(
+        |dir, t| {
+            std::os::unix::fs::symlink("/etc/passwd", dir.join("innocent.sh")).unwrap();
+            t.replace("\"provision.sh\"", "\"innocent.sh\"")
+        },
+        &["innocent.sh", "outside the recipe folder"],
+    );
+}
+
+// ---- output --------------------------------------------------------------------------------
+
+/// A tmpfs of `size` mounted at `path` (unmounted on drop).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(path).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "this test mounts a tmpfs as the output (needs root): {}",
+            stderr_of(&o)
+        );
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_unwritable_output_directory_is_refused_before_anything_is_fetched() {
+    require_build_privileges();
+    let f = fixture(&provision(""));
+    let out = f.dir.join("ro-out");
+    let _ro = Tmpfs::mount(&out, "ro,size=1m");
+    let o = build_command(&f, &out).output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&*out.to_string_lossy()) && last.contains("not writable"),
+        "{err}"
+    );
+    assert!(
+        !f.cache.join("sha256").exists(),
+        "refused only after fetching: the check must come first"
+    );
+    assert_nothing_left(&f, &out);
+}
+
+#[test]
+fn a_full_output_disk_is_reported_as_such_and_nothing_is_published() {
+    require_build_privileges();
+    let f = fixture(&provision(""));
+    let out = f.dir.join("small-out");
+    let _small = Tmpfs::mount(&out, "size=64k");
+    let o = build_command(&f, &out).output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("No space left on device") && last.contains(&*out.to_string_lossy()),
+        "the error must be the full disk, naming the output: {last}"
+    );
+    assert!(!last.contains("interrupted"), "{last}");
+    assert_nothing_left(&f, &out);
+}
+
+#[test]
+fn two_next_builds_at_once_get_distinct_versions() {
+    require_build_privileges();
+    let f = fixture(&provision(""));
+    let out = f.dir.join("out");
+    // Warm the cache so that both builds race on publishing, not on downloads.
+    let first = build_command(&f, &out).output().unwrap();
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    let a = build_command(&f, &out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = build_command(&f, &out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        stderr_of(&a),
+        stderr_of(&b)
+    );
+    let mut paths = vec![
+        String::from_utf8_lossy(&a.stdout).trim().to_string(),
+        String::from_utf8_lossy(&b.stdout).trim().to_string(),
+    ];
+    paths.sort();
+    assert!(
+        paths[0].ends_with("-v2.tar.gz") && paths[1].ends_with("-v3.tar.gz"),
+        "{paths:?}"
+    );
+}
+
+// ---- signals -------------------------------------------------------------------------------
+
+/// Start a build, wait until its progress output shows `marker`, send `signal`, and check
+/// that it fails and leaves nothing behind.
+fn interrupt_at(f: &Fixture, marker: &str, signal: nix::sys::signal::Signal) {
+    require_build_privileges();
+    let out = f.dir.join(format!("out-{signal}"));
+    let mut child: Child = build_command(f, &out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let hit = line.contains(marker);
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains(marker)),
+        "the build never reached {marker:?}: {seen:#?}"
+    );
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let rest: Vec<String> = lines.map(|l| l.unwrap_or_default()).collect();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "an interrupted build must fail: {rest:#?}"
+    );
+    assert_nothing_left(f, &out);
+}
+
+#[test]
+fn sigterm_during_provision_leaves_nothing() {
+    let f = fixture(&provision("echo provision-started >&2\nsleep 30"));
+    interrupt_at(&f, "provision-started", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_provision_leaves_nothing() {
+    let f = fixture(&provision("echo provision-started >&2\nsleep 30"));
+    interrupt_at(&f, "provision-started", nix::sys::signal::Signal::SIGINT);
+}
