@@ -37,6 +37,19 @@ fn corpus(target: &str) -> Vec<Vec<u8>> {
     seeds
 }
 
+/// The lines of every seed of `target` (for targets whose seeds are lists).
+fn corpus_lines(target: &str) -> Vec<String> {
+    corpus(target)
+        .iter()
+        .flat_map(|f| {
+            String::from_utf8_lossy(f)
+                .lines()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// One edit of a seed.
 #[derive(Debug, Clone)]
 enum Edit {
@@ -229,15 +242,7 @@ fn fuzz_packages_parser() {
 
 /// A version-ish string: pieces of the seed versions and version characters.
 fn version() -> impl Strategy<Value = String> {
-    let seeds: Vec<String> = corpus("version")
-        .iter()
-        .flat_map(|f| {
-            String::from_utf8_lossy(f)
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let seeds = corpus_lines("version");
     prop_oneof![
         (0..seeds.len()).prop_map(move |i| seeds[i].clone()),
         "[0-9]{0,3}:?[0-9a-z.+~]{0,8}(-[0-9a-z.+~]{0,6})?",
@@ -294,15 +299,7 @@ fn fuzz_deb_reader_and_extraction_stay_inside_the_root() {
 
 #[test]
 fn fuzz_tar_path_normaliser() {
-    let lines: Vec<String> = corpus("tarpath")
-        .iter()
-        .flat_map(|f| {
-            String::from_utf8_lossy(f)
-                .lines()
-                .map(str::to_string)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let lines = corpus_lines("tarpath");
     let path = prop_oneof![
         (0..lines.len()).prop_map(move |i| lines[i].clone()),
         "[./a-z]{0,24}",

@@ -193,6 +193,17 @@ fn gnu_tar_extracts(bytes: &[u8], rel: &str) -> Vec<u8> {
     std::fs::read(root.join(rel)).unwrap_or_else(|e| panic!("{rel} after extraction: {e}"))
 }
 
+/// `verify` finds that sshd's effective PasswordAuthentication is `yes`.
+fn assert_password_authentication_wins(bytes: &[u8]) {
+    let report = verify(bytes);
+    assert!(
+        report
+            .violations_of(Rule::SshdConfig)
+            .any(|v| v.detail.contains("PasswordAuthentication is yes")),
+        "{report}"
+    );
+}
+
 #[test]
 fn the_base_image_passes() {
     let report = verify(&tar_of(&[]));
@@ -218,13 +229,7 @@ fn password_authentication_at_etc_dot_ssh_is_caught() {
         gnu_tar_extracts(&bytes, "etc/ssh/sshd_config.d/01-evil.conf"),
         b"PasswordAuthentication yes\n"
     );
-    let report = verify(&bytes);
-    assert!(
-        report
-            .violations_of(Rule::SshdConfig)
-            .any(|v| v.detail.contains("PasswordAuthentication is yes")),
-        "{report}"
-    );
+    assert_password_authentication_wins(&bytes);
 }
 
 #[test]
@@ -307,14 +312,8 @@ fn an_include_glob_of_many_stars_is_evaluated_without_blowing_up() {
         Raw::File(&long, b"PasswordAuthentication no\n"),
         Raw::File("etc/ssh/sshd_config", main.as_bytes()),
     ]);
-    let report = verify(&bytes);
     // The duplicate sshd_config is ambiguous, and the evaluated value is the winning `yes`.
-    assert!(
-        report
-            .violations_of(Rule::SshdConfig)
-            .any(|v| v.detail.contains("PasswordAuthentication is yes")),
-        "{report}"
-    );
+    assert_password_authentication_wins(&bytes);
 }
 
 /// Peak RSS (KiB) of `ingot verify <tarball>`, measured by GNU time.
