@@ -373,7 +373,9 @@ fn fetch_one(
         std::thread::current().id()
     ));
     // A fresh file of ours: never an existing one, never through a symlink planted there.
-    let mut file = {
+    // A leftover of a killed run (same pid, same thread) is unlinked (the name, never what a
+    // symlink points to) and the file created anew.
+    let create = || {
         use std::os::unix::fs::OpenOptionsExt;
         std::fs::OpenOptions::new()
             .read(true)
@@ -382,8 +384,15 @@ fn fetch_one(
             .custom_flags(nix::libc::O_NOFOLLOW)
             .mode(0o644)
             .open(&partial)
-            .map_err(cache_err(&partial))?
     };
+    let mut file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&partial).map_err(cache_err(&partial))?;
+            create()
+        }
+        other => other,
+    }
+    .map_err(cache_err(&partial))?;
     let result = (|| {
         transport.download_into(&url, &mut file, &partial, pkg.size)?;
         // Hash the bytes in the file we wrote, through the same descriptor.
@@ -414,4 +423,58 @@ fn fetch_one(
         path: dest,
         cached: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(mirror: &str, bytes: &[u8]) -> PlannedPackage {
+        PlannedPackage {
+            name: "p".into(),
+            version: "1".into(),
+            architecture: "all".into(),
+            essential: false,
+            priority: None,
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            filename: "p.deb".into(),
+            mirror: mirror.into(),
+            suite: "s".into(),
+            source: "p".into(),
+            pre_depends_on: vec![],
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn a_partial_download_never_follows_a_planted_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let mirror = d.path().join("mirror");
+        std::fs::create_dir(&mirror).unwrap();
+        std::fs::write(mirror.join("p.deb"), b"not a deb").unwrap();
+        let cache = Cache::new(d.path().join("cache"));
+        cache.ensure().unwrap();
+        let pkg = package(&format!("file://{}", mirror.display()), b"not a deb");
+        // Where this very thread would write its partial file: a symlink to a victim.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let partial = cache.root.join("partial").join(format!(
+            "{}.{}.{:?}",
+            pkg.sha256,
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::os::unix::fs::symlink(&victim, &partial).unwrap();
+        // The leftover name is replaced; the download goes to a new file of ours (and is then
+        // refused: it is not a .deb), the victim is untouched.
+        let err = fetch_one(&Transport::new(), &pkg, &cache, &crate::progress::Silent)
+            .expect_err("not a .deb");
+        assert!(matches!(err, FetchError::BadDeb { .. }), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            std::fs::symlink_metadata(&partial).is_err(),
+            "partial removed"
+        );
+    }
 }
