@@ -51,11 +51,26 @@ struct Fixture {
 }
 
 fn fixture(provision_script: &str) -> Fixture {
+    fixture_with(provision_script, &[])
+}
+
+/// Like [`fixture`], plus a package `mini-slow` with these maintainer scripts (name, body),
+/// included in the recipe.
+fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixture {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().to_path_buf();
     let key = FixtureKey::generate("hostile build key");
     let debs = minidistro::build(&dir.join("debs"));
-    let paths: Vec<PathBuf> = debs.iter().map(|d| d.path.clone()).collect();
+    let mut paths: Vec<PathBuf> = debs.iter().map(|d| d.path.clone()).collect();
+    let mut include = "";
+    if !slow_scripts.is_empty() {
+        let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
+        for (name, body) in slow_scripts {
+            slow = slow.script(name, body);
+        }
+        paths.push(slow.build(&dir.join("debs")));
+        include = "include = [\"mini-slow\"]\n";
+    }
     let archive = FixtureArchive::build(
         &dir.join("mirror"),
         "mini",
@@ -75,7 +90,7 @@ fn fixture(provision_script: &str) -> Fixture {
         format!(
             "[image]\nname = \"mini-rootfs\"\n[source]\nmirror = \"http://mirror.invalid/mini\"\n\
              suites = [\"mini\"]\narchitecture = \"{}\"\nkeyring = \"trusted.gpg\"\n\
-             [packages]\nvariant = \"essential\"\n[provision]\nscripts = [\"provision.sh\"]\n",
+             [packages]\nvariant = \"essential\"\n{include}[provision]\nscripts = [\"provision.sh\"]\n",
             minidistro::host_arch()
         ),
     )
@@ -327,12 +342,11 @@ fn two_next_builds_at_once_get_distinct_versions() {
 
 // ---- signals -------------------------------------------------------------------------------
 
-/// Start a build, wait until its progress output shows `marker`, send `signal`, and check
-/// that it fails and leaves nothing behind.
-fn interrupt_at(f: &Fixture, marker: &str, signal: nix::sys::signal::Signal) {
+/// Start a `--next` build of `f` into `out` and return it once its progress output shows
+/// `marker` (with the lines seen).
+fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
     require_build_privileges();
-    let out = f.dir.join(format!("out-{signal}"));
-    let mut child: Child = build_command(f, &out)
+    let mut child: Child = build_command(f, out)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -352,14 +366,49 @@ fn interrupt_at(f: &Fixture, marker: &str, signal: nix::sys::signal::Signal) {
         seen.last().is_some_and(|l| l.contains(marker)),
         "the build never reached {marker:?}: {seen:#?}"
     );
+    // Keep draining stderr so that the build never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, seen)
+}
+
+/// Start a build, wait until its progress output shows `marker`, send `signal`, and check
+/// that it fails and leaves nothing behind.
+fn interrupt_at(f: &Fixture, marker: &str, signal: nix::sys::signal::Signal) {
+    let out = f.dir.join(format!("out-{signal}"));
+    let (mut child, _) = start_until(f, &out, marker);
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-    let rest: Vec<String> = lines.map(|l| l.unwrap_or_default()).collect();
     let status = child.wait().unwrap();
-    assert!(
-        !status.success(),
-        "an interrupted build must fail: {rest:#?}"
-    );
+    assert!(!status.success(), "an interrupted build must fail");
     assert_nothing_left(f, &out);
+}
+
+#[test]
+fn after_a_sigkilled_build_the_next_build_takes_the_right_number() {
+    let fast = fixture(&provision(""));
+    let slow = fixture(&provision("echo provision-started >&2\nsleep 30"));
+    let out = fast.dir.join("shared-out");
+    let v1 = build_command(&fast, &out).output().unwrap();
+    assert!(v1.status.success(), "{}", stderr_of(&v1));
+    // Killed outright while it holds a claim on v2 in the same directory.
+    let (mut killed, _) = start_until(&slow, &out, "provision-started");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let next = build_command(&fast, &out).output().unwrap();
+    assert!(next.status.success(), "{}", stderr_of(&next));
+    let path = String::from_utf8_lossy(&next.stdout).trim().to_string();
+    assert!(path.ends_with("mini-rootfs-v2.tar.gz"), "{path}");
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".mini-rootfs.lock"))
+        .collect();
+    names.sort();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("mini-rootfs-v1") || n.starts_with("mini-rootfs-v2")),
+        "leftovers of the killed build: {names:?}"
+    );
 }
 
 #[test]
@@ -372,4 +421,25 @@ fn sigterm_during_provision_leaves_nothing() {
 fn sigint_during_provision_leaves_nothing() {
     let f = fixture(&provision("echo provision-started >&2\nsleep 30"));
     interrupt_at(&f, "provision-started", nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_during_unpack_leaves_nothing() {
+    let f = fixture_with(
+        &provision(""),
+        &[("preinst", "#!/bin/sh\necho unpack-started >&2\nsleep 30\n")],
+    );
+    interrupt_at(&f, "unpack-started", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_configure_leaves_nothing() {
+    let f = fixture_with(
+        &provision(""),
+        &[(
+            "postinst",
+            "#!/bin/sh\necho configure-started >&2\nsleep 30\n",
+        )],
+    );
+    interrupt_at(&f, "configure-started", nix::sys::signal::Signal::SIGINT);
 }
