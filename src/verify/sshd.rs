@@ -66,11 +66,17 @@ fn split_line(line: &str) -> Option<(String, Vec<String>)> {
         let mut arg = String::new();
         if first == '"' {
             chars.next();
+            let mut closed = false;
             for c in chars.by_ref() {
                 if c == '"' {
+                    closed = true;
                     break;
                 }
                 arg.push(c);
+            }
+            if !closed {
+                // sshd rejects an unterminated quote; never read it as a clean value.
+                arg.insert(0, '"');
             }
         } else {
             while let Some(&c) = chars.peek() {
@@ -322,6 +328,10 @@ mod tests {
             ))
         );
         assert_eq!(split_line("# PasswordAuthentication yes"), None);
+        assert_eq!(
+            split_line("PasswordAuthentication \"no"),
+            Some(("passwordauthentication".into(), vec!["\"no".into()]))
+        );
     }
 
     #[test]
