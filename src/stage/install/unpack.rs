@@ -11,6 +11,8 @@
 //! handled with `*at` calls that do not follow it. Members with absolute paths or `..`
 //! components are refused outright, naming the package and the member. Device nodes are not
 //! created (they cannot be inside a user namespace); dpkg recreates whatever it needs later.
+//! Owners outside 0..=65535 are refused (no container maps them), and so is a package whose
+//! members add up to more than twice its `Installed-Size` plus 1 MiB (an expansion bomb).
 
 use std::ffi::OsStr;
 use std::fs::File;
