@@ -8,17 +8,15 @@
 mod support;
 
 use std::fs;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions, serve_http, unix_now};
+use support::{
+    DebSpec, Fault, FixtureArchive, FixtureKey, FixtureOptions, faulty_server, serve_http, unix_now,
+};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 
@@ -400,77 +398,6 @@ fn a_cache_owned_by_another_user_is_refused() {
 }
 
 // ---- the network ---------------------------------------------------------------------------
-
-/// How the loopback server misbehaves on paths containing its needle.
-#[derive(Clone, Copy)]
-enum Fault {
-    /// Send the headers and half the body, then close.
-    Drop,
-    /// Send nothing, keep the connection open.
-    Stall,
-    /// Answer with this status.
-    Status(u16),
-}
-
-/// A loopback HTTP/1.0 server over `root` that applies `fault` to paths containing `needle`.
-struct FaultyServer {
-    url: String,
-    stop: Arc<AtomicBool>,
-}
-
-impl Drop for FaultyServer {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-    }
-}
-
-fn faulty_server(root: &Path, needle: &'static str, fault: Fault) -> FaultyServer {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let stop = Arc::new(AtomicBool::new(false));
-    let (root, flag) = (root.to_path_buf(), Arc::clone(&stop));
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let (root, flag) = (root.clone(), Arc::clone(&flag));
-            std::thread::spawn(move || {
-                let mut line = String::new();
-                let _ = BufReader::new(&conn).read_line(&mut line);
-                let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-                let file = root.join(path.trim_start_matches('/'));
-                let body = fs::read(&file).ok();
-                let faulty = path.contains(needle);
-                let reply = |conn: &mut std::net::TcpStream, status: u16, body: &[u8]| {
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = conn.write_all(body);
-                };
-                match (faulty, fault, body) {
-                    (true, Fault::Stall, _) => {
-                        while !flag.load(Ordering::SeqCst) {
-                            std::thread::sleep(Duration::from_millis(50));
-                        }
-                    }
-                    (true, Fault::Status(code), _) => reply(&mut conn, code, b"fault"),
-                    (true, Fault::Drop, Some(body)) => {
-                        let _ = write!(
-                            conn,
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
-                            body.len()
-                        );
-                        let _ = conn.write_all(&body[..body.len() / 2]);
-                    }
-                    (_, _, Some(body)) => reply(&mut conn, 200, &body),
-                    (_, _, None) => reply(&mut conn, 404, b"not found"),
-                }
-            });
-        }
-    });
-    FaultyServer { url, stop }
-}
 
 /// `ingot fetch` through a server with `fault` on the libthing .deb: refused naming the URL,
 /// nothing in the cache for it, no partial left.

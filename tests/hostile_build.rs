@@ -443,3 +443,12 @@ fn sigint_during_configure_leaves_nothing() {
     );
     interrupt_at(&f, "configure-started", nix::sys::signal::Signal::SIGINT);
 }
+
+#[test]
+fn sigterm_during_fetch_leaves_a_valid_cache() {
+    let mut f = fixture(&provision(""));
+    // The mirror stalls on every .deb: the build is inside its downloads when signalled.
+    let server = support::faulty_server(&f.dir.join("mirror"), ".deb", support::Fault::Stall);
+    f.mirror = server.url.clone();
+    interrupt_at(&f, "fetch: starting", nix::sys::signal::Signal::SIGTERM);
+}
