@@ -450,5 +450,36 @@ fn sigterm_during_fetch_leaves_a_valid_cache() {
     // The mirror stalls on every .deb: the build is inside its downloads when signalled.
     let server = support::faulty_server(&f.dir.join("mirror"), ".deb", support::Fault::Stall);
     f.mirror = server.url.clone();
-    interrupt_at(&f, "fetch: starting", nix::sys::signal::Signal::SIGTERM);
+    let out = f.dir.join("out-fetch");
+    let (mut child, _) = start_until(&f, &out, "fetch: starting");
+    // Signalled once a download is under way (its partial file exists).
+    while server.faults() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_nothing_left(&f, &out);
+    // The killed run's partial downloads are swept by the next one.
+    drop(server);
+    f.mirror = format!("file://{}", f.dir.join("mirror").display());
+    let o = Command::new(INGOT)
+        .arg("fetch")
+        .arg(&f.recipe)
+        .args(["--mirror", &f.mirror, "--cache-dir"])
+        .arg(&f.cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let partial: Vec<_> = fs::read_dir(f.cache.join("partial"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "partials of the killed run left: {partial:?}"
+    );
 }

@@ -167,6 +167,31 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// Remove the partial downloads of runs that are gone (killed mid-download): their names
+    /// carry the pid (`<sha256>.<pid>.<thread>`); a live process's are left alone.
+    fn remove_stale_partials(&self) {
+        let dir = self.root.join("partial");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('.').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let gone = pid.is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            });
+            if gone {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 /// Refuse a cache directory that is not a directory owned by the effective user, or that group
 /// or others may write.
 fn check_private_dir(dir: &Path, follow: bool) -> Result<(), FetchError> {
@@ -278,6 +303,7 @@ pub fn fetch_plan(
     reporter: &dyn Reporter,
 ) -> Result<(Vec<FetchedDeb>, FetchSummary), FetchError> {
     cache.ensure()?;
+    cache.remove_stale_partials();
     let total = plan.total_size();
     reporter.begin("fetch", Some(total));
     let next = AtomicUsize::new(0);

@@ -96,6 +96,14 @@ pub struct FaultyServer {
     /// The base URL (no trailing slash).
     pub url: String,
     stop: Arc<AtomicBool>,
+    faults: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl FaultyServer {
+    /// How many requests met the fault so far.
+    pub fn faults(&self) -> usize {
+        self.faults.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for FaultyServer {
@@ -108,11 +116,12 @@ pub fn faulty_server(root: &Path, needle: &'static str, fault: Fault) -> FaultyS
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = Arc::new(AtomicBool::new(false));
-    let (root, flag) = (root.to_path_buf(), Arc::clone(&stop));
+    let faults = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (root, flag, count) = (root.to_path_buf(), Arc::clone(&stop), Arc::clone(&faults));
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
-            let (root, flag) = (root.clone(), Arc::clone(&flag));
+            let (root, flag, count) = (root.clone(), Arc::clone(&flag), Arc::clone(&count));
             std::thread::spawn(move || {
                 let mut line = String::new();
                 let _ = BufReader::new(&conn).read_line(&mut line);
@@ -120,6 +129,9 @@ pub fn faulty_server(root: &Path, needle: &'static str, fault: Fault) -> FaultyS
                 let file = root.join(path.trim_start_matches('/'));
                 let body = std::fs::read(&file).ok();
                 let faulty = path.contains(needle);
+                if faulty {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
                 let reply = |conn: &mut std::net::TcpStream, status: u16, body: &[u8]| {
                     let _ = write!(
                         conn,
@@ -149,5 +161,5 @@ pub fn faulty_server(root: &Path, needle: &'static str, fault: Fault) -> FaultyS
             });
         }
     });
-    FaultyServer { url, stop }
+    FaultyServer { url, stop, faults }
 }
