@@ -41,6 +41,19 @@ pub struct CommonOptions {
     pub quiet: bool,
 }
 
+impl CommonOptions {
+    /// The recipe these options name, with `--mirror` and `--allow-expired` applied.
+    pub fn load_recipe(&self) -> Result<Recipe, crate::recipe::RecipeError> {
+        Recipe::load(
+            &self.recipe,
+            &RecipeOverrides {
+                mirror: self.mirror.clone(),
+                allow_expired: self.allow_expired,
+            },
+        )
+    }
+}
+
 /// `tar` (artifact) or `dir` (tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -93,13 +106,7 @@ pub struct Resolved {
 
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
-    let recipe = Recipe::load(
-        &o.recipe,
-        &RecipeOverrides {
-            mirror: o.mirror.clone(),
-            allow_expired: o.allow_expired,
-        },
-    )?;
+    let recipe = o.load_recipe()?;
     let transport = Transport::new();
     let opts = ArchiveOptions {
         allow_expired: recipe.source.allow_expired,

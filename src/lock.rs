@@ -26,7 +26,7 @@ use crate::epoch::{BuildEpoch, EpochSource};
 use crate::net::{Transport, TransportError, join_url};
 use crate::plan::{self, PlannedPackage, Selection};
 use crate::progress::{self, Reporter};
-use crate::recipe::{Recipe, RecipeOverrides, SuiteSource};
+use crate::recipe::{Recipe, SuiteSource};
 
 /// The layout version written in every lock.
 pub const LOCK_VERSION: u32 = 1;
@@ -235,15 +235,8 @@ impl LockFile {
         if text.len() as u64 > MAX_LOCK_BYTES {
             return Err(malformed(format!("larger than {MAX_LOCK_BYTES} bytes")));
         }
-        let lock: LockFile = toml::from_str(&text).map_err(|e| {
-            malformed(
-                e.to_string()
-                    .lines()
-                    .next()
-                    .unwrap_or_default()
-                    .to_string(),
-            )
-        })?;
+        let lock: LockFile = toml::from_str(&text)
+            .map_err(|e| malformed(e.to_string().lines().next().unwrap_or_default().to_string()))?;
         if lock.lock_version != LOCK_VERSION {
             return Err(malformed(format!(
                 "lock-version {}, this ingot reads {LOCK_VERSION}",
@@ -337,16 +330,6 @@ impl LockFile {
     }
 }
 
-fn load_recipe(o: &CommonOptions) -> anyhow::Result<Recipe> {
-    Ok(Recipe::load(
-        &o.recipe,
-        &RecipeOverrides {
-            mirror: o.mirror.clone(),
-            allow_expired: o.allow_expired,
-        },
-    )?)
-}
-
 /// Read the lock of the recipe `o` names; [`LockError::Missing`] when there is none.
 pub fn read_for(recipe: &Recipe) -> Result<(LockFile, PathBuf), LockError> {
     let path = lock_path(recipe);
@@ -415,7 +398,10 @@ pub fn verified_suites(
     let keyring = Keyring::load(&recipe.source.keyring)?;
     let mut out = Vec::new();
     for s in &lock.suites {
-        let mirror = match (&o.mirror, recipe.source.suites.iter().find(|r| r.suite == s.suite)) {
+        let mirror = match (
+            &o.mirror,
+            recipe.source.suites.iter().find(|r| r.suite == s.suite),
+        ) {
             (Some(_), Some(r)) => r.mirror.clone(),
             _ => s.mirror.clone(),
         };
@@ -444,7 +430,7 @@ pub fn verified_suites(
 /// locked `InRelease`s offline, fetch the `Packages` indexes they sign from the mirror,
 /// resolve, and accept only exactly the locked set. The epoch is the lock's.
 pub fn resolve_locked(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
-    let recipe = load_recipe(o)?;
+    let recipe = o.load_recipe()?;
     let (lock, path) = read_for(&recipe)?;
     lock.check_recipe(&recipe, &path)?;
     let transport = Transport::new();
@@ -568,21 +554,16 @@ pub fn explain_fetch_error(e: crate::fetch::FetchError) -> anyhow::Error {
 pub fn cmd_lock(o: &CommonOptions, check: bool) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if check {
-        let recipe = load_recipe(o)?;
+        let recipe = o.load_recipe()?;
         let (lock, path) = read_for(&recipe)?;
         lock.check_recipe(&recipe, &path)?;
         verified_suites(o, &recipe, &lock)?;
-        writeln!(
-            out,
-            "{}: matches {}",
-            path.display(),
-            recipe.file.display()
-        )?;
+        writeln!(out, "{}: matches {}", path.display(), recipe.file.display())?;
         return Ok(ExitCode::SUCCESS);
     }
     let reporter = progress::for_cli(o.quiet);
     let lock = create(o, reporter.as_ref())?;
-    let recipe = load_recipe(o)?;
+    let recipe = o.load_recipe()?;
     let path = lock_path(&recipe);
     lock.write(&path)?;
     if !o.quiet {
@@ -634,7 +615,10 @@ mod tests {
         let path = dir.path().join(LOCK_FILE_NAME);
         std::fs::write(&path, &text).unwrap();
         assert_eq!(LockFile::read(&path).unwrap(), lock);
-        assert!(text.contains("[[package]]") && text.contains("[[suite]]"), "{text}");
+        assert!(
+            text.contains("[[package]]") && text.contains("[[suite]]"),
+            "{text}"
+        );
 
         let tampered = text.replace("Origin: Ubuntu", "Origin: Ubunto");
         std::fs::write(&path, tampered).unwrap();

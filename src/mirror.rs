@@ -21,7 +21,6 @@ use crate::fetch::{self, Cache};
 use crate::lock;
 use crate::net::Transport;
 use crate::progress;
-use crate::recipe::{Recipe, RecipeOverrides};
 
 /// Why a mirror could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -72,22 +71,27 @@ fn inside(dir: &Path, rel: &str, origin: &str) -> Result<PathBuf, MirrorError> {
 
 /// Write `bytes` to `path` through a temp file and a rename, unless it already holds them.
 fn put(path: &Path, bytes: &[u8]) -> Result<(), MirrorError> {
-    let err = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| MirrorError::Write { path, source }
-    };
     if let Ok(existing) = std::fs::read(path)
         && Sha256::digest(&existing) == Sha256::digest(bytes)
     {
         return Ok(());
     }
+    put_from(path, &mut &bytes[..])
+}
+
+/// Stream `from` into a new file at `path`: a temp file beside it, then a rename.
+fn put_from(path: &Path, from: &mut dyn std::io::Read) -> Result<(), MirrorError> {
+    let err = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| MirrorError::Write { path, source }
+    };
     let parent = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(parent).map_err(err(parent))?;
     let mut temp = tempfile::Builder::new()
         .prefix(".ingot-mirror.")
         .tempfile_in(parent)
         .map_err(err(parent))?;
-    temp.write_all(bytes).map_err(err(path))?;
+    std::io::copy(from, &mut temp).map_err(err(path))?;
     temp.as_file().sync_all().map_err(err(path))?;
     // A mirror is meant to be served: world-readable like any file the user creates.
     std::fs::set_permissions(
@@ -108,13 +112,7 @@ pub fn write_mirror(
     // The same checks as a locked build: recipe unchanged, InReleases verified, indexes
     // matching their signed hashes, resolution giving exactly the locked set.
     let resolved = lock::resolve_locked(o, reporter)?;
-    let recipe = Recipe::load(
-        &o.recipe,
-        &RecipeOverrides {
-            mirror: o.mirror.clone(),
-            allow_expired: o.allow_expired,
-        },
-    )?;
+    let recipe = o.load_recipe()?;
     let (lockfile, lock_path) = lock::read_for(&recipe)?;
     let origin = lock_path.display().to_string();
     let cache = Cache::new(o.cache_dir.clone().unwrap_or_else(Cache::default_root));
@@ -146,11 +144,12 @@ pub fn write_mirror(
             .map(|(sha, size)| sha == deb.package.sha256 && size == deb.package.size)
             .unwrap_or(false);
         if !already {
-            let bytes = std::fs::read(&deb.path).map_err(|source| MirrorError::Write {
-                path: deb.path.clone(),
-                source,
-            })?;
-            put(&dest, &bytes)?;
+            let mut cached =
+                std::fs::File::open(&deb.path).map_err(|source| MirrorError::Write {
+                    path: deb.path.clone(),
+                    source,
+                })?;
+            put_from(&dest, &mut cached)?;
         }
         summary.packages += 1;
         summary.package_bytes += deb.package.size;

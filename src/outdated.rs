@@ -21,7 +21,7 @@ use crate::build::CommonOptions;
 use crate::lock;
 use crate::net::Transport;
 use crate::progress::{self, Reporter};
-use crate::recipe::{Recipe, RecipeOverrides};
+use crate::recipe::Recipe;
 
 /// What the comparison started from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -199,13 +199,7 @@ pub fn compare(baseline: &Baseline, universe: &[BinaryPackage]) -> Vec<Outdated>
 
 /// `ingot outdated RECIPE`: exit 1 when a rebuild is due.
 pub fn cmd_outdated(o: &CommonOptions, out_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let recipe = Recipe::load(
-        &o.recipe,
-        &RecipeOverrides {
-            mirror: o.mirror.clone(),
-            allow_expired: o.allow_expired,
-        },
-    )?;
+    let recipe = o.load_recipe()?;
     let base = baseline(&recipe, out_dir)?;
     let reporter = progress::for_cli(o.quiet);
     let universe = today(&recipe, reporter.as_ref())?;

@@ -400,7 +400,10 @@ mod tests {
             dep5_license(dep5).as_deref(),
             Some("GPL-2.0-or-later AND (MIT OR GPL-2.0-or-later)")
         );
-        let odd = dep5.replace("License: Expat or GPL-2+", "License: GPL-2+ with OpenSSL exception");
+        let odd = dep5.replace(
+            "License: Expat or GPL-2+",
+            "License: GPL-2+ with OpenSSL exception",
+        );
         assert_eq!(dep5_license(&odd), None);
         assert_eq!(dep5_license("This is free software.\n"), None);
     }

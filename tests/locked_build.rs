@@ -4,11 +4,11 @@
 //! Needs root (builds run in namespaces; `unshare -n` makes the network-less namespace) and
 //! `faketime` for the clock in the future.
 
+#[path = "support/mini_recipe.rs"]
+mod mini_recipe;
 #[path = "support/minidistro.rs"]
 mod minidistro;
 mod support;
-#[path = "support/mini_recipe.rs"]
-mod mini_recipe;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -92,7 +92,10 @@ fn offline_locked_build_from_an_ingot_mirror_matches_the_online_locked_build() {
     let mirror = mirror_dir(&f, &f.dir.join("cache-mirror"));
     // The mirror holds only the signed InRelease, the index as served, and the locked .debs.
     let inrelease = fs::read(mirror.join("dists/mini/InRelease")).unwrap();
-    assert_eq!(inrelease, fs::read(f.archive.dists_file("InRelease")).unwrap());
+    assert_eq!(
+        inrelease,
+        fs::read(f.archive.dists_file("InRelease")).unwrap()
+    );
     let index = format!("main/binary-{}/Packages.xz", minidistro::host_arch());
     assert_eq!(
         fs::read(mirror.join("dists/mini").join(&index)).unwrap(),
@@ -121,7 +124,12 @@ fn offline_locked_build_from_an_ingot_mirror_matches_the_online_locked_build() {
     // The HTTP archive is unreachable from that namespace: the mirror really was the source.
     let cut_off = Command::new("unshare")
         .args(["-n", INGOT, "build", arg(&f.recipe), "--locked", "--quiet"])
-        .args(["--mirror", &http, "--cache-dir", arg(&f.dir.join("cache-x"))])
+        .args([
+            "--mirror",
+            &http,
+            "--cache-dir",
+            arg(&f.dir.join("cache-x")),
+        ])
         .args(["--out", arg(&f.dir.join("out-x"))])
         .output()
         .unwrap();
@@ -216,13 +224,17 @@ fn a_tampered_mirror_or_a_changed_recipe_is_refused_naming_the_file() {
     bytes[last] ^= 0xff;
     fs::write(&deb, bytes).unwrap();
     let err = refusal(&build_from(&bad_deb, "cache-1"));
-    assert!(err.contains(&*deb.to_string_lossy()) && err.contains("SHA-256"), "{err}");
+    assert!(
+        err.contains(&*deb.to_string_lossy()) && err.contains("SHA-256"),
+        "{err}"
+    );
 
     // A Packages index with a line appended.
     let bad_index = copy("bad-index");
-    let index = bad_index
-        .join("dists/mini")
-        .join(format!("main/binary-{}/Packages.xz", minidistro::host_arch()));
+    let index = bad_index.join("dists/mini").join(format!(
+        "main/binary-{}/Packages.xz",
+        minidistro::host_arch()
+    ));
     let mut bytes = fs::read(&index).unwrap();
     bytes.push(b'\n');
     fs::write(&index, bytes).unwrap();
@@ -233,7 +245,10 @@ fn a_tampered_mirror_or_a_changed_recipe_is_refused_naming_the_file() {
     let gone = copy("gone");
     fs::remove_file(gone.join(deb.strip_prefix(&bad_deb).unwrap())).unwrap();
     let err = refusal(&build_from(&gone, "cache-3"));
-    assert!(err.contains("mini-hello") && err.contains("snapshot"), "{err}");
+    assert!(
+        err.contains("mini-hello") && err.contains("snapshot"),
+        "{err}"
+    );
 
     // The pristine mirror still verifies: `lock --check` agrees ...
     let check = ingot(&["lock", "--check", arg(&f.recipe)]);
@@ -247,13 +262,20 @@ fn a_tampered_mirror_or_a_changed_recipe_is_refused_naming_the_file() {
     let err = refusal(&check);
     assert!(err.contains(&*script.to_string_lossy()), "{err}");
     let err = refusal(&build_from(&pristine, "cache-4"));
-    assert!(err.contains(&*script.to_string_lossy()) && err.contains("ingot.lock"), "{err}");
+    assert!(
+        err.contains(&*script.to_string_lossy()) && err.contains("ingot.lock"),
+        "{err}"
+    );
 
     // An edited lock (another version claimed for a package) does not verify either.
     let lock_path = f.recipe.join("ingot.lock");
     fs::write(&script, mini_recipe::PROVISION).unwrap();
     let text = fs::read_to_string(&lock_path).unwrap();
-    fs::write(&lock_path, text.replacen("version = \"1.0-1\"", "version = \"9.9\"", 1)).unwrap();
+    fs::write(
+        &lock_path,
+        text.replacen("version = \"1.0-1\"", "version = \"9.9\"", 1),
+    )
+    .unwrap();
     let err = refusal(&build_from(&pristine, "cache-5"));
     assert!(err.contains(&*lock_path.to_string_lossy()), "{err}");
 }

@@ -116,8 +116,16 @@ fn outdated_reports_exactly_the_package_with_a_newer_version_and_exits_1() {
         })
         .to_string()
     };
-    fs::write(out.join("tiny-v1.tar.gz.manifest.json"), manifest(1, "1.0", "1.0")).unwrap();
-    fs::write(out.join("tiny-v2.tar.gz.manifest.json"), manifest(2, "0.9", "1.1")).unwrap();
+    fs::write(
+        out.join("tiny-v1.tar.gz.manifest.json"),
+        manifest(1, "1.0", "1.0"),
+    )
+    .unwrap();
+    fs::write(
+        out.join("tiny-v2.tar.gz.manifest.json"),
+        manifest(2, "0.9", "1.1"),
+    )
+    .unwrap();
     let due = ingot(&["outdated", r, "--out", o, "--json"]);
     assert_eq!(due.status.code(), Some(1), "{due:?}");
     let doc: serde_json::Value = serde_json::from_slice(&due.stdout).unwrap();

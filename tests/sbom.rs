@@ -4,11 +4,11 @@
 //!
 //! Needs root (the builds run in namespaces).
 
+#[path = "support/mini_recipe.rs"]
+mod mini_recipe;
 #[path = "support/minidistro.rs"]
 mod minidistro;
 mod support;
-#[path = "support/mini_recipe.rs"]
-mod mini_recipe;
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -93,14 +93,19 @@ fn the_sbom_is_reproducible_lists_the_installed_packages_and_validates() {
     };
     let (a, b) = (build("out-a"), build("out-b"));
     let sbom_of = |image: &Path| PathBuf::from(format!("{}.spdx.json", image.display()));
-    let (sa, sb) = (fs::read(sbom_of(&a)).unwrap(), fs::read(sbom_of(&b)).unwrap());
+    let (sa, sb) = (
+        fs::read(sbom_of(&a)).unwrap(),
+        fs::read(sbom_of(&b)).unwrap(),
+    );
     assert_eq!(sa, sb, "two builds must write byte-identical SBOMs");
     let doc: serde_json::Value = serde_json::from_slice(&sa).unwrap();
 
     // Valid against the SPDX 2.3 schema fixture.
     let schema: serde_json::Value = serde_json::from_slice(
-        &fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spdx-2.3.schema.json"))
-            .unwrap(),
+        &fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/spdx-2.3.schema.json"),
+        )
+        .unwrap(),
     )
     .unwrap();
     let validator = jsonschema::draft7::new(&schema).unwrap();
@@ -118,10 +123,9 @@ fn the_sbom_is_reproducible_lists_the_installed_packages_and_validates() {
     assert!(!validator.is_valid(&broken));
 
     // The described package is the image, with its SHA-256; created at the build epoch.
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &fs::read(format!("{}.manifest.json", a.display())).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(format!("{}.manifest.json", a.display())).unwrap())
+            .unwrap();
     let packages = doc["packages"].as_array().unwrap();
     assert_eq!(packages[0]["checksums"][0]["checksumValue"], sha256(&a));
     assert_eq!(
@@ -161,7 +165,10 @@ fn the_sbom_is_reproducible_lists_the_installed_packages_and_validates() {
             .find(|m| m["name"] == name)
             .unwrap();
         assert_eq!(p["checksums"][0]["checksumValue"], in_manifest["sha256"]);
-        assert_eq!(p["supplier"], "Organization: ingot tests (t@example.invalid)");
+        assert_eq!(
+            p["supplier"],
+            "Organization: ingot tests (t@example.invalid)"
+        );
         assert_eq!(
             p["externalRefs"][0]["referenceLocator"],
             format!("pkg:deb/ubuntu/{name}@1.0-1?arch={arch}&distro=ubuntu-24.04")
