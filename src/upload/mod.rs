@@ -558,7 +558,7 @@ impl UploadCommand {
             Trust::Insecure
         } else if let Some(f) = self.fingerprint.as_deref().filter(|f| !f.is_empty()) {
             Trust::Fingerprint(config::Fingerprint::parse(f)?)
-        } else if let Some(ca) = &self.ca_file {
+        } else if let Some(ca) = self.ca_file.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             Trust::CaFile(ca.clone())
         } else {
             Trust::WebPki
