@@ -20,6 +20,10 @@ use sha2::{Digest, Sha256};
 
 const TOKEN_ID: &str = "ingot@pve!upload";
 const SECRET: &str = "5f0e3c1a-7d2b-4a9e-b8c6-0d1e2f3a4b5c";
+/// Datastore.AllocateTemplate + Datastore.Audit: what an uploader needs, and no more.
+const UPLOADER_TOKEN: &str = "builder@pve!ci";
+const UPLOADER_SECRET: &str = "11111111-2222-3333-4444-555555555555";
+/// Datastore.Audit only.
 const AUDIT_ONLY_TOKEN: &str = "audit@pve!ro";
 const AUDIT_ONLY_SECRET: &str = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee";
 
@@ -235,20 +239,24 @@ fn handle(
         None => String::new(),
     };
     let full = format!("{TOKEN_ID}={SECRET}");
+    let uploader = format!("{UPLOADER_TOKEN}={UPLOADER_SECRET}");
     let audit = format!("{AUDIT_ONLY_TOKEN}={AUDIT_ONLY_SECRET}");
-    if token != full && token != audit {
+    if token != full && token != audit && token != uploader {
         drain(body);
         return error(401, "authentication failure");
     }
     let node_ok = |n: &str| st.nodes.iter().any(|k| k == n);
+    let local = serde_json::json!({
+        "storage": "local", "type": "dir", "content": "vztmpl,iso,backup",
+        "shared": if st.shared { 1 } else { 0 }, "digest": "0123abcd" });
     match (method, &seg[..]) {
-        ("GET", ["storage", "local"]) => (
-            200,
-            "OK",
-            serde_json::json!({ "data": {
-                "storage": "local", "type": "dir", "content": "vztmpl,iso,backup",
-                "shared": if st.shared { 1 } else { 0 }, "digest": "0123abcd" } }),
+        // Reading one storage's configuration needs Datastore.Allocate; the index only Audit.
+        ("GET", ["storage", "local"]) if token != full => error(
+            403,
+            "Permission check failed (/storage/local, Datastore.Allocate)",
         ),
+        ("GET", ["storage", "local"]) => (200, "OK", serde_json::json!({ "data": local })),
+        ("GET", ["storage"]) => (200, "OK", serde_json::json!({ "data": [local] })),
         ("GET", ["nodes", node, "storage", "local", "content"]) if node_ok(node) => {
             let dir = root.join(if st.shared { "shared" } else { node });
             let mut data = Vec::new();
@@ -1029,6 +1037,34 @@ fn a_bad_token_and_a_missing_permission_are_explained_and_not_retried() {
     );
     assert!(!err.contains(AUDIT_ONLY_SECRET), "{err}");
     assert_eq!(pve.with(|s| s.upload_requests), 1, "a 403 is not retried");
+}
+
+#[test]
+fn a_least_privilege_token_uploads_through_the_storage_index() {
+    // GET /storage/local answers 403 to a token without Datastore.Allocate; the index says
+    // whether the storage is shared instead.
+    let pve = FakePve::start(&["pve1", "pve2"], true);
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let o = ingot(
+        &pve,
+        &[tarball.to_str().unwrap(), "--json"],
+        &[
+            ("PM_API_TOKEN_ID", UPLOADER_TOKEN),
+            ("PM_API_TOKEN_SECRET", UPLOADER_SECRET),
+            ("PM_NODE", "pve1,pve2"),
+        ],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["shared"], true);
+    assert_eq!(pve.with(|s| s.upload_requests), 1);
+    let requests = pve.with(|s| s.requests.clone());
+    assert!(
+        requests.iter().any(|r| r == "GET /api2/json/storage"),
+        "{requests:?}"
+    );
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! The Proxmox VE API calls an upload needs, as typed functions: storage `shared` flag,
+//! The Proxmox VE API calls an upload needs, as typed functions: the storage's `shared` flag,
 //! template list, the multipart upload, task status and task log — with the retry policy in
 //! one place ([`UploadError::should_retry`]).
 //!
@@ -60,11 +60,33 @@ impl Api {
         }
     }
 
-    /// `GET /storage/{storage}` → whether the storage is shared between nodes.
+    /// Whether the storage is shared between nodes: `GET /storage/{storage}`, which needs
+    /// `Datastore.Allocate`; a least-privilege token gets 403 there, and then the storage index
+    /// `GET /storage` (filtered by `Datastore.Audit`) says the same.
     pub fn storage_is_shared(&self, storage: &str) -> Result<bool, UploadError> {
-        let path = format!("/storage/{storage}");
-        let data = self.get_data(&path)?;
-        Ok(match data.get("shared") {
+        let config = match self.get_data(&format!("/storage/{storage}")) {
+            Err(UploadError::Http { status: 403, .. }) => {
+                let index = self.get_data("/storage")?;
+                let entry = index.as_array().and_then(|all| {
+                    all.iter()
+                        .find(|e| e.get("storage").and_then(Value::as_str) == Some(storage))
+                });
+                match entry {
+                    Some(e) => e.clone(),
+                    None => {
+                        return Err(UploadError::Http {
+                            url: self.client.url_of("/storage"),
+                            status: 404,
+                            reason: format!(
+                                "storage {storage} is not in the list this token may see"
+                            ),
+                        });
+                    }
+                }
+            }
+            other => other?,
+        };
+        Ok(match config.get("shared") {
             Some(Value::Bool(b)) => *b,
             Some(Value::Number(n)) => n.as_u64() == Some(1),
             Some(Value::String(s)) => s == "1",

@@ -6,8 +6,9 @@
 //!    its SHA-256, the `.sha256` sidecar when there is one, and `verify` (the golden contract)
 //!    unless the caller skips it;
 //! 2. TLS as configured ([`config::Trust`]), checked during the handshake;
-//! 3. `GET /storage/{storage}` (shared or node-local), then the template list of every target
-//!    node: an existing name is refused, because Proxmox would silently replace it;
+//! 3. `GET /storage/{storage}` (shared or node-local; the storage index when the token may not
+//!    read the storage's configuration), then the template list of every target node: an
+//!    existing name is refused, because Proxmox would silently replace it;
 //! 4. the multipart upload, streamed from the file with an exact `Content-Length`;
 //! 5. the task polled to its end; a failed task shows its log tail.
 //!
@@ -216,7 +217,7 @@ fn explain_status(status: u16) -> &'static str {
         401 => "authentication failed: check PM_API_TOKEN_ID and the token secret",
         403 => {
             "permission denied: the token (with privilege separation, the token itself) needs \
-             Datastore.AllocateTemplate on /storage/<storage> and Datastore.Audit to list it"
+             Datastore.AllocateTemplate and Datastore.Audit on /storage/<storage>"
         }
         404 => "not found: check PM_API_URL (…/api2/json), PM_NODE and PM_STORAGE",
         400 => "the server refused a parameter",
@@ -305,9 +306,12 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
     let api = Api::new(client, s.retries, s.backoff);
     let volid = format!("{}:vztmpl/{name}", s.storage);
 
+    let first = s.nodes.first().ok_or_else(|| UploadError::Config {
+        message: "PM_NODE names no node".into(),
+    })?;
     let shared = api.storage_is_shared(&s.storage)?;
     let targets: Vec<String> = if shared {
-        s.nodes[..1].to_vec()
+        vec![first.clone()]
     } else {
         s.nodes.clone()
     };
@@ -379,7 +383,7 @@ fn upload_to(
     volid: &str,
     progress: &dyn Reporter,
 ) -> Result<TaskResult, UploadError> {
-    progress.begin(&format!("upload {node}"), Some(form.content_length()));
+    progress.begin(&format!("upload {node}"), Some(form.file_size()));
     let upid = api.upload(
         node,
         &s.storage,
@@ -390,9 +394,7 @@ fn upload_to(
         &mut |p| match p {
             Progress::Sent(n) => progress.advance(n),
             Progress::Retry(why) => progress.message(&format!("retrying after: {why}")),
-            Progress::Restart => {
-                progress.begin(&format!("upload {node}"), Some(form.content_length()))
-            }
+            Progress::Restart => progress.begin(&format!("upload {node}"), Some(form.file_size())),
         },
     )?;
     progress.finish(&format!("accepted by {node} as task {upid}"));

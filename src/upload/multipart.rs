@@ -48,6 +48,11 @@ impl TemplateForm {
         format!("multipart/form-data; boundary={}", self.boundary)
     }
 
+    /// The size of the file part's content.
+    pub fn file_size(&self) -> u64 {
+        self.file_size
+    }
+
     /// The exact body length.
     pub fn content_length(&self) -> u64 {
         self.preamble.len() as u64 + self.file_size + self.epilogue.len() as u64
