@@ -113,19 +113,22 @@ impl Api {
             .collect())
     }
 
-    /// `POST /nodes/{node}/storage/{storage}/upload` → the task's UPID. `file` is read from
-    /// its start on every attempt; `progress` hears each block sent (and `restart` when an
+    /// `POST /nodes/{node}/storage/{storage}/upload` → the task's UPID. The file is read from
+    /// its start on every attempt; `progress` hears each block sent (and `Restart` when an
     /// attempt is repeated).
     pub fn upload(
         &self,
         node: &str,
         storage: &str,
-        form: &TemplateForm,
-        file: &mut File,
-        file_path: &Path,
-        volid: &str,
+        payload: &mut Payload<'_>,
         progress: &mut dyn FnMut(Progress),
     ) -> Result<String, UploadError> {
+        let Payload {
+            form,
+            file,
+            path: file_path,
+            volid,
+        } = payload;
         let path = format!("/nodes/{node}/storage/{storage}/upload");
         let mut attempt = 0;
         loop {
@@ -134,7 +137,7 @@ impl Api {
                 if self
                     .templates(node, storage)?
                     .iter()
-                    .any(|t| t.volid == volid)
+                    .any(|t| t.volid == *volid)
                 {
                     return Err(UploadError::Appeared {
                         volid: volid.to_string(),
@@ -264,6 +267,18 @@ impl Api {
             }),
         }
     }
+}
+
+/// What is sent: the multipart framing, the open file it streams, and the names for messages.
+pub struct Payload<'a> {
+    /// The body's framing.
+    pub form: &'a TemplateForm,
+    /// The tarball, open.
+    pub file: &'a mut File,
+    /// Its path, for errors.
+    pub path: &'a Path,
+    /// The volume id it will get, `<storage>:vztmpl/<name>`.
+    pub volid: &'a str,
 }
 
 /// What an upload attempt reports while it runs.

@@ -356,8 +356,13 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
                 }
             }
         };
-        let task = upload_to(&api, node, s, &form, &mut file, path, &volid, progress)
-            .map_err(|e| done(e, &tasks))?;
+        let mut payload = api::Payload {
+            form: &form,
+            file: &mut file,
+            path,
+            volid: &volid,
+        };
+        let task = upload_to(&api, node, s, &mut payload, progress).map_err(|e| done(e, &tasks))?;
         tasks.push(task);
     }
     Ok(Uploaded {
@@ -372,31 +377,21 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
 }
 
 /// Upload to one node and wait for its task.
-#[allow(clippy::too_many_arguments)]
 fn upload_to(
     api: &Api,
     node: &str,
     s: &Settings,
-    form: &TemplateForm,
-    file: &mut File,
-    path: &Path,
-    volid: &str,
+    payload: &mut api::Payload<'_>,
     progress: &dyn Reporter,
 ) -> Result<TaskResult, UploadError> {
-    progress.begin(&format!("upload {node}"), Some(form.file_size()));
-    let upid = api.upload(
-        node,
-        &s.storage,
-        form,
-        file,
-        path,
-        volid,
-        &mut |p| match p {
-            Progress::Sent(n) => progress.advance(n),
-            Progress::Retry(why) => progress.message(&format!("retrying after: {why}")),
-            Progress::Restart => progress.begin(&format!("upload {node}"), Some(form.file_size())),
-        },
-    )?;
+    let file_size = payload.form.file_size();
+    let volid = payload.volid.to_string();
+    progress.begin(&format!("upload {node}"), Some(file_size));
+    let upid = api.upload(node, &s.storage, payload, &mut |p| match p {
+        Progress::Sent(n) => progress.advance(n),
+        Progress::Retry(why) => progress.message(&format!("retrying after: {why}")),
+        Progress::Restart => progress.begin(&format!("upload {node}"), Some(file_size)),
+    })?;
     progress.finish(&format!("accepted by {node} as task {upid}"));
     progress.begin(&format!("task {node}"), None);
     let end = loop {
