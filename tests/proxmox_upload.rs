@@ -868,6 +868,20 @@ fn a_wrong_fingerprint_is_refused_before_the_token_is_sent() {
     assert!(!auth, "the server saw the token");
     assert_eq!(requests, 0);
 
+    // --insecure does not switch a pin off.
+    let o = ingot(
+        &pve,
+        &[
+            tarball.to_str().unwrap(),
+            "--fingerprint",
+            &wrong,
+            "--insecure",
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(!pve.with(|s| s.auth_seen), "the server saw the token");
+
     // The right one works without the CA (the certificate is pinned instead).
     let o = ingot(
         &pve,

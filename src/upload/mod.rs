@@ -551,12 +551,14 @@ impl UploadCommand {
         };
         let nodes = config::parse_nodes(&need(&self.node, "PM_NODE", "--node")?)?;
         let storage = config::parse_storage(&need(&self.storage, "PM_STORAGE", "--storage")?)?;
-        let trust = if self.insecure {
-            Trust::Insecure
-        } else if let Some(f) = self.fingerprint.as_deref().filter(|f| !f.is_empty()) {
+        // The strongest check given wins: a pin, then a CA, and --insecure only when neither
+        // is configured (a stray PM_TLS_INSECURE must not switch off a pin).
+        let trust = if let Some(f) = self.fingerprint.as_deref().filter(|f| !f.is_empty()) {
             Trust::Fingerprint(config::Fingerprint::parse(f)?)
         } else if let Some(ca) = self.ca_file.as_ref().filter(|p| !p.as_os_str().is_empty()) {
             Trust::CaFile(ca.clone())
+        } else if self.insecure {
+            Trust::Insecure
         } else {
             Trust::WebPki
         };
