@@ -45,6 +45,11 @@ struct State {
     requests: Vec<String>,
     /// Answer this many upload requests with 503 (after reading their body).
     fail_uploads_with_503: usize,
+    /// Close this many upload connections after reading a few body bytes, without answering.
+    drop_mid_body: usize,
+    /// Store this many uploads, then close the connection without answering (the upload
+    /// landed, the client never hears so).
+    drop_after_store: usize,
     /// The exit status upload tasks end with (`OK` unless set).
     task_exitstatus: Option<String>,
     /// Report a task as running this many times before it stops.
@@ -168,6 +173,9 @@ fn serve(tcp: TcpStream, config: Arc<rustls::ServerConfig>, state: &Mutex<State>
     };
     let (status, reason, body) = handle(&method, &target, &headers, &mut reader, state, root);
     drop(reader);
+    if status == 0 {
+        return; // hang up without a word
+    }
     let body = body.to_string();
     let _ = write!(
         tls,
@@ -290,6 +298,11 @@ fn handle(
                 drain(body);
                 return error(503, "Service Unavailable");
             }
+            if st.drop_mid_body > 0 {
+                st.drop_mid_body -= 1;
+                let _ = body.take(100).read_to_end(&mut Vec::new());
+                return (0, "", serde_json::Value::Null);
+            }
             let discard = st.discard;
             let dir = root.join(if st.shared { "shared" } else { &node });
             drop(st);
@@ -299,6 +312,10 @@ fn handle(
             let mut st = state.lock().unwrap();
             match received {
                 Err(reason) => error(400, reason),
+                Ok(_) if st.drop_after_store > 0 => {
+                    st.drop_after_store -= 1;
+                    (0, "", serde_json::Value::Null)
+                }
                 Ok(sha) => {
                     st.last_sha256 = Some(sha);
                     let upid = format!(
@@ -1099,6 +1116,40 @@ fn a_transient_server_error_is_retried_and_the_upload_lands_once() {
         std::fs::read(pve.stored("pve1", "img-v1.tar.gz")).unwrap(),
         std::fs::read(&tarball).unwrap()
     );
+}
+
+#[test]
+fn a_dropped_connection_is_retried_from_byte_zero() {
+    let pve = FakePve::start(&["pve1"], false);
+    pve.with(|s| s.drop_mid_body = 1);
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let o = ingot(&pve, &[tarball.to_str().unwrap()], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("retrying after"), "{err}");
+    assert_eq!(pve.with(|s| s.upload_requests), 2);
+    assert_eq!(
+        std::fs::read(pve.stored("pve1", "img-v1.tar.gz")).unwrap(),
+        std::fs::read(&tarball).unwrap()
+    );
+}
+
+#[test]
+fn an_upload_that_landed_despite_a_lost_answer_is_not_sent_again() {
+    let pve = FakePve::start(&["pve1"], false);
+    pve.with(|s| s.drop_after_store = 1);
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let o = ingot(&pve, &[tarball.to_str().unwrap()], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("appeared") && err.contains("not sending it again"),
+        "{err}"
+    );
+    assert_eq!(pve.with(|s| s.upload_requests), 1, "never sent twice");
 }
 
 #[test]
