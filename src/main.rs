@@ -149,6 +149,9 @@ struct UploadArgs {
     /// Retries of transient failures (connection errors, 5xx).
     #[arg(long, env = "PM_RETRIES", default_value_t = 3)]
     retries: u32,
+    /// Seconds to wait for each upload task to end.
+    #[arg(long, env = "PM_TASK_TIMEOUT", default_value_t = 3600)]
+    task_timeout: u64,
     /// Print volid, size and checksum as JSON.
     #[arg(long)]
     json: bool,
@@ -209,6 +212,7 @@ fn main() -> ExitCode {
             insecure: a.insecure,
             no_verify: a.no_verify,
             retries: a.retries,
+            task_timeout: a.task_timeout,
             json: a.json,
             quiet,
         }),

@@ -1071,6 +1071,23 @@ fn a_bad_token_and_a_missing_permission_are_explained_and_not_retried() {
 }
 
 #[test]
+fn a_task_that_never_ends_is_not_reported_as_success() {
+    let pve = FakePve::start(&["pve1"], false);
+    pve.with(|s| s.running_polls = usize::MAX);
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let o = ingot(
+        &pve,
+        &[tarball.to_str().unwrap(), "--task-timeout", "1"],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("still running"), "{err}");
+}
+
+#[test]
 fn a_least_privilege_token_uploads_through_the_storage_index() {
     // GET /storage/local answers 403 to a token without Datastore.Allocate; the index says
     // whether the storage is shared instead.

@@ -220,6 +220,8 @@ pub struct Settings {
     pub backoff: std::time::Duration,
     /// Delay between task status polls.
     pub poll_interval: std::time::Duration,
+    /// How long to wait for a task before giving up (the task itself goes on).
+    pub task_timeout: std::time::Duration,
 }
 
 /// Split `PM_NODE` (`pve1` or `pve1,pve2`), checking each name.

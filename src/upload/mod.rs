@@ -182,6 +182,19 @@ pub enum UploadError {
         /// The last lines of the task log.
         log_tail: Vec<String>,
     },
+    /// The task did not end in time; it may still succeed on the node.
+    #[error(
+        "node {node}: upload task {upid} still running after {seconds} s; stopped waiting \
+         (the template may still appear: check the node's task list)"
+    )]
+    TaskTimeout {
+        /// The node.
+        node: String,
+        /// The task id.
+        upid: String,
+        /// How long we waited.
+        seconds: u64,
+    },
     /// Some nodes got the image, then another failed.
     #[error("uploaded to {done} only, then: {source}")]
     Partial {
@@ -394,9 +407,17 @@ fn upload_to(
     })?;
     progress.finish(&format!("accepted by {node} as task {upid}"));
     progress.begin(&format!("task {node}"), None);
+    let started = std::time::Instant::now();
     let end = loop {
         if let Some(end) = api.task_end(node, &upid)? {
             break end;
+        }
+        if started.elapsed() >= s.task_timeout {
+            return Err(UploadError::TaskTimeout {
+                node: node.to_string(),
+                upid,
+                seconds: s.task_timeout.as_secs(),
+            });
         }
         std::thread::sleep(s.poll_interval);
     };
@@ -518,6 +539,8 @@ pub struct UploadCommand {
     pub no_verify: bool,
     /// Retries of transient failures.
     pub retries: u32,
+    /// Seconds to wait for each upload task.
+    pub task_timeout: u64,
     /// Print the result as JSON.
     pub json: bool,
     /// No progress output.
@@ -572,6 +595,7 @@ impl UploadCommand {
             retries: self.retries,
             backoff: std::time::Duration::from_secs(1),
             poll_interval: std::time::Duration::from_millis(500),
+            task_timeout: std::time::Duration::from_secs(self.task_timeout),
         })
     }
 }
