@@ -140,7 +140,7 @@ struct UploadArgs {
     /// Pin the server certificate by SHA-256 fingerprint (AB:CD:…, as `pvenode cert info` shows).
     #[arg(long, env = "PM_TLS_FINGERPRINT")]
     fingerprint: Option<String>,
-    /// Do not check the server certificate at all (prints a warning).
+    /// Do not check the server certificate (only when no --fingerprint or --ca-file is set; warns).
     #[arg(long, env = "PM_TLS_INSECURE")]
     insecure: bool,
     /// Skip the golden-contract check (the .sha256 sidecar is still checked).
