@@ -748,6 +748,15 @@ fn rootfs_tarball(dir: &Path, name: &str, host_key: bool) -> PathBuf {
     out
 }
 
+/// The usual start: a one-node fake Proxmox and a good image `img-v1.tar.gz` in a temporary
+/// directory (kept alive by the returned guard).
+fn one_node_with_image() -> (FakePve, tempfile::TempDir, PathBuf) {
+    let pve = FakePve::start(&["pve1"], false);
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    (pve, dir, tarball)
+}
+
 /// Write `<tarball>.sha256` as sha256sum does.
 fn write_sidecar(tarball: &Path, hex: &str) {
     let name = tarball.file_name().unwrap().to_string_lossy();
@@ -838,9 +847,7 @@ fn a_verified_image_is_uploaded_byte_identical_and_its_task_polled_to_ok() {
 
 #[test]
 fn a_second_upload_of_the_same_name_is_refused_before_any_byte_is_sent() {
-    let pve = FakePve::start(&["pve1"], false);
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let (pve, _dir, tarball) = one_node_with_image();
     let o = ingot(&pve, &[tarball.to_str().unwrap()], &[]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert_eq!(text(&o).0.trim(), "local:vztmpl/img-v1.tar.gz");
@@ -866,9 +873,7 @@ fn a_second_upload_of_the_same_name_is_refused_before_any_byte_is_sent() {
 
 #[test]
 fn a_wrong_fingerprint_is_refused_before_the_token_is_sent() {
-    let pve = FakePve::start(&["pve1"], false);
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let (pve, _dir, tarball) = one_node_with_image();
     let wrong = colon_hex(&[0xAB; 32]);
     let o = ingot(
         &pve,
@@ -914,9 +919,7 @@ fn a_wrong_fingerprint_is_refused_before_the_token_is_sent() {
 
 #[test]
 fn an_untrusted_certificate_is_refused_by_default_and_insecure_warns() {
-    let pve = FakePve::start(&["pve1"], false);
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let (pve, _dir, tarball) = one_node_with_image();
     let o = ingot(&pve, &[tarball.to_str().unwrap()], &[("PM_TLS_CA", "")]);
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
@@ -1030,9 +1033,7 @@ fn node_local_storage_gets_the_image_on_every_node_shared_storage_once() {
 
 #[test]
 fn a_bad_token_and_a_missing_permission_are_explained_and_not_retried() {
-    let pve = FakePve::start(&["pve1"], false);
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let (pve, dir, tarball) = one_node_with_image();
     let o = ingot(
         &pve,
         &[tarball.to_str().unwrap()],
@@ -1171,9 +1172,7 @@ fn an_upload_that_landed_despite_a_lost_answer_is_not_sent_again() {
 
 #[test]
 fn missing_or_malformed_settings_are_bad_input() {
-    let pve = FakePve::start(&["pve1"], false);
-    let dir = tempfile::tempdir().unwrap();
-    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let (pve, dir, tarball) = one_node_with_image();
     let t = tarball.to_str().unwrap();
     for (env, needle) in [
         (("PM_API_URL", ""), "PM_API_URL is not set"),
