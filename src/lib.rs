@@ -24,4 +24,5 @@ pub mod progress;
 pub mod recipe;
 pub mod sbom;
 pub mod stage;
+pub mod upload;
 pub mod verify;
