@@ -121,6 +121,17 @@ fn offline_locked_build_from_an_ingot_mirror_matches_the_online_locked_build() {
     let offline = mini_recipe::stdout_path(&offline);
     assert_eq!(sha256(&offline), sha256(&online));
 
+    // Any plain HTTP server in front of the mirror directory serves it just as well.
+    let (mirror_http, _mirror_server) = serve_http(&mirror);
+    let served = locked_build(
+        &f,
+        Some(&mirror_http),
+        &f.dir.join("cache-served"),
+        &f.dir.join("out-c"),
+    );
+    assert_ok(&served);
+    assert_eq!(sha256(&mini_recipe::stdout_path(&served)), sha256(&online));
+
     // The HTTP archive is unreachable from that namespace: the mirror really was the source.
     let cut_off = Command::new("unshare")
         .args(["-n", INGOT, "build", arg(&f.recipe), "--locked", "--quiet"])
