@@ -585,7 +585,7 @@ mod tests {
     #[test]
     fn lock_toml_round_trips_the_inrelease_byte_for_byte() {
         let inrelease = "-----BEGIN PGP SIGNED MESSAGE-----\nHash: SHA512\n\nOrigin: Ubuntu\n \
-                         trailing space \n\"quoted\" '''triple''' \"\"\"\\back\\slash\t\n-----END-----\n";
+                         trailing space \r\n\"quoted\" '''triple''' \"\"\"\\back\\slash\t\n-----END-----\n";
         let lock = LockFile {
             lock_version: LOCK_VERSION,
             epoch: 1_700_000_000,
