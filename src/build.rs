@@ -165,15 +165,8 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
         t_archive
     ));
     let t1 = Instant::now();
-    let plan = plan::resolve(
-        &universe,
-        &Selection {
-            variant: recipe.packages.variant,
-            include: recipe.packages.include.clone(),
-            architecture: recipe.source.architecture.clone(),
-        },
-    )
-    .with_context(|| format!("resolving {}", recipe.file.display()))?;
+    let plan = plan::resolve(&universe, &Selection::of(&recipe))
+        .with_context(|| format!("resolving {}", recipe.file.display()))?;
     let t_resolve = t1.elapsed().as_millis();
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let (epoch, epoch_source) =

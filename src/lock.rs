@@ -455,14 +455,7 @@ pub fn resolve_locked(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
         releases.push(release);
     }
     reporter.finish(&format!("{} locked suites verified", releases.len()));
-    let plan = plan::resolve(
-        &universe,
-        &Selection {
-            variant: recipe.packages.variant,
-            include: recipe.packages.include.clone(),
-            architecture: recipe.source.architecture.clone(),
-        },
-    )?;
+    let plan = plan::resolve(&universe, &Selection::of(&recipe))?;
     compare_plan(&lock, &plan.packages, &path)?;
     Ok(Resolved {
         stanzas: universe.len(),
