@@ -85,6 +85,44 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Install exactly the set of the recipe's ingot.lock, with its epoch; refuse,
+        /// naming what differs, if the recipe, a script or any file changed.
+        #[arg(long, env = "INGOT_LOCKED")]
+        locked: bool,
+    },
+    /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
+    ///
+    /// Example: ingot lock recipes/ubuntu-24.04 && ingot lock --check recipes/ubuntu-24.04
+    Lock {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Write nothing: exit 1 when the lock no longer matches the recipe.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write a self-contained partial archive of the locked set into DIR.
+    ///
+    /// Example: ingot mirror recipes/ubuntu-24.04 --to /srv/ingot-mirror
+    Mirror {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The directory to write (a new or an earlier mirror directory).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// List the packages of the lock (or newest manifest) that today's archive has newer;
+    /// exit 1 when a rebuild is due.
+    ///
+    /// Example: ingot outdated recipes/ubuntu-24.04 --json
+    Outdated {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Where to look for the newest manifest when the recipe has no ingot.lock.
+        #[arg(long, short, env = "INGOT_OUT", default_value = "out")]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a tarball against the golden-image contract.
     ///
@@ -186,6 +224,7 @@ fn main() -> ExitCode {
             compression,
             keep_staging,
             json,
+            locked,
         } => build::cmd_build(
             &common(&source, quiet),
             &BuildOptions {
@@ -196,8 +235,14 @@ fn main() -> ExitCode {
                 compression,
                 keep_staging,
                 json,
+                locked,
             },
         ),
+        Command::Lock { source, check } => ingot::lock::cmd_lock(&common(&source, quiet), check),
+        Command::Mirror { source, to } => ingot::mirror::cmd_mirror(&common(&source, quiet), &to),
+        Command::Outdated { source, out, json } => {
+            ingot::outdated::cmd_outdated(&common(&source, quiet), &out, json)
+        }
         Command::Verify { tarball, json } => build::cmd_verify(&tarball, json),
         Command::Doctor { json } => build::cmd_doctor(json),
         Command::Upload(a) => ingot::upload::cmd_upload(&ingot::upload::UploadCommand {
