@@ -8,6 +8,8 @@
 //! Builds need root (CI) or a subordinate id range; where neither is there, the tests that
 //! build fail with that reason.
 
+#[path = "support/mini_recipe.rs"]
+mod mini_recipe;
 #[path = "support/minidistro.rs"]
 mod minidistro;
 mod support;
@@ -17,7 +19,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
-use support::{FixtureArchive, FixtureKey, FixtureOptions};
+use support::FixtureOptions;
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 
@@ -43,7 +45,7 @@ printf 'localhost\n' > /etc/hostname
 }
 
 struct Fixture {
-    _tmp: tempfile::TempDir,
+    _recipe: mini_recipe::MiniRecipe,
     dir: PathBuf,
     recipe: PathBuf,
     mirror: String,
@@ -54,53 +56,28 @@ fn fixture(provision_script: &str) -> Fixture {
     fixture_with(provision_script, &[])
 }
 
-/// Like [`fixture`], plus a package `mini-slow` with these maintainer scripts (name, body),
-/// included in the recipe.
+/// The mini distribution's recipe (`support/mini_recipe.rs`) with `provision_script`, plus a
+/// package `mini-slow` with these maintainer scripts (name, body) when any are given.
 fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixture {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().to_path_buf();
-    let key = FixtureKey::generate("hostile build key");
-    let debs = minidistro::build(&dir.join("debs"));
-    let mut paths: Vec<PathBuf> = debs.iter().map(|d| d.path.clone()).collect();
-    let mut include = "";
+    let scratch = tempfile::tempdir().unwrap();
+    let mut extra = Vec::new();
+    let mut include = Vec::new();
     if !slow_scripts.is_empty() {
         let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
         for (name, body) in slow_scripts {
             slow = slow.script(name, body);
         }
-        paths.push(slow.build(&dir.join("debs")));
-        include = "include = [\"mini-slow\"]\n";
+        extra.push(slow.build(scratch.path()));
+        include.push("mini-slow");
     }
-    let archive = FixtureArchive::build(
-        &dir.join("mirror"),
-        "mini",
-        &paths,
-        &key,
-        &FixtureOptions {
-            arch: minidistro::host_arch(),
-            ..FixtureOptions::default()
-        },
-    );
-    let recipe = dir.join("recipe");
-    fs::create_dir_all(&recipe).unwrap();
-    key.write_keyring(&recipe.join("trusted.gpg"));
-    fs::write(recipe.join("provision.sh"), provision_script).unwrap();
-    fs::write(
-        recipe.join("recipe.toml"),
-        format!(
-            "[image]\nname = \"mini-rootfs\"\n[source]\nmirror = \"http://mirror.invalid/mini\"\n\
-             suites = [\"mini\"]\narchitecture = \"{}\"\nkeyring = \"trusted.gpg\"\n\
-             [packages]\nvariant = \"essential\"\n{include}[provision]\nscripts = [\"provision.sh\"]\n",
-            minidistro::host_arch()
-        ),
-    )
-    .unwrap();
+    let m = mini_recipe::mini_recipe(&extra, &include, FixtureOptions::default());
+    fs::write(m.recipe.join("provision.sh"), provision_script).unwrap();
     Fixture {
-        mirror: archive.file_url(),
-        cache: dir.join("cache"),
-        recipe,
-        dir,
-        _tmp: tmp,
+        dir: m.dir.clone(),
+        recipe: m.recipe.clone(),
+        mirror: format!("file://{}", m.mirror.display()),
+        cache: m.dir.join("cache"),
+        _recipe: m,
     }
 }
 
