@@ -23,25 +23,10 @@ use support::FixtureOptions;
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 
-/// The contract's minimum, then `extra` (a slow step, for the signal tests).
+/// The contract's minimum (the mini recipe's script), then `extra` (a slow step, for the
+/// signal tests).
 fn provision(extra: &str) -> String {
-    format!(
-        r#"#!/bin/sh
-set -eu
-mkdir -p /etc/ssh/sshd_config.d /usr/lib/systemd /root
-printf 'ID=mini\nVERSION_ID="1"\n' > /etc/os-release
-printf 'DISTRIB_ID=Mini\nDISTRIB_RELEASE=1\n' > /etc/lsb-release
-printf 'PasswordAuthentication no\nKbdInteractiveAuthentication no\n' > /etc/ssh/sshd_config
-printf '#!/bin/sh\nexec sleep infinity\n' > /usr/lib/systemd/systemd
-chmod 755 /usr/lib/systemd/systemd
-ln -sf ../lib/systemd/systemd /usr/sbin/init
-printf 'root:x:0:0:root:/root:/bin/sh\n' > /etc/passwd
-printf 'root:x:0:\n' > /etc/group
-printf 'root:!*:19000:0:99999:7:::\n' > /etc/shadow
-printf 'localhost\n' > /etc/hostname
-{extra}
-"#
-    )
+    format!("{}{extra}\n", mini_recipe::PROVISION)
 }
 
 struct Fixture {
