@@ -33,6 +33,8 @@ pub struct CommonOptions {
     pub mirror: Option<String>,
     /// Accept expired releases.
     pub allow_expired: bool,
+    /// Accept a release older than the newest seen for its mirror and suite.
+    pub allow_older: bool,
     /// Cache directory override.
     pub cache_dir: Option<PathBuf>,
     /// Parallel downloads.
@@ -146,8 +148,20 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
     });
     let mut releases = Vec::new();
     let mut universe = Vec::new();
+    // Replay protection: the newest Date per mirror and suite lives in the (private) cache.
+    let cache = cache_for(o);
+    cache.ensure()?;
+    let ledger = archive::freshness::DateLedger::new(cache.root());
     for r in results {
         let idx = r?;
+        if let archive::freshness::Admission::OlderAllowed { seen } =
+            ledger.admit(&idx.release, o.allow_older)?
+        {
+            reporter.message(&format!(
+                "{}: older than the newest Date seen ({seen}), accepted by --allow-older",
+                idx.release.url
+            ));
+        }
         reporter.message(&format!(
             "{} verified ({} packages, signed by {})",
             idx.release.url,
@@ -277,6 +291,9 @@ pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
 /// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
 pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
     let reporter = progress::for_cli(o.quiet);
+    if b.format == OutputFormat::Tar {
+        output_is_writable(&b.out)?;
+    }
     let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref(), b.locked)?;
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
@@ -287,6 +304,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
             architecture: d.package.architecture.clone(),
             essential: first_round.contains(&d.package.name),
             path: d.path.clone(),
+            sha256: d.package.sha256.clone(),
             pre_depends_on: d.package.pre_depends_on.clone(),
             depends_on: d.package.depends_on.clone(),
         })
@@ -334,7 +352,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
     let mut claim = dir.claim(request, b.compression)?;
     reporter.message(&format!("building {}", claim.file_name()));
     let mut compressed: Option<Result<u64, crate::export::ExportError>> = None;
-    stage::run_stage(
+    let staged = stage::run_stage(
         &spec,
         &mut |tar| {
             let res = compress::compress_stream(b.compression, tar, &mut claim);
@@ -347,14 +365,23 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
             }
         },
         reporter.as_ref(),
-    )
-    .map_err(anyhow::Error::from)
-    .and_then(|()| match compressed.take() {
-        Some(Ok(_)) => Ok(()),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(anyhow::anyhow!("the build produced no tar stream")),
-    })?;
-    claim.flush()?;
+    );
+    // The first error is the one reported: when writing the output failed (a full disk), the
+    // stage child was stopped because of it, and its exit is a consequence, not the cause. A
+    // signal the user sent still wins.
+    let written = claim.temp_path().display().to_string();
+    match (staged, compressed.take()) {
+        (Err(e @ stage::StageError::Interrupted { .. }), _) => return Err(e.into()),
+        (_, Some(Err(e))) => {
+            return Err(anyhow::Error::from(e).context(format!("writing {written}")));
+        }
+        (Err(e), _) => return Err(e.into()),
+        (Ok(()), None) => anyhow::bail!("the build produced no tar stream"),
+        (Ok(()), Some(Ok(_))) => {}
+    }
+    claim
+        .flush()
+        .with_context(|| format!("writing {written}"))?;
 
     reporter.begin("verify", None);
     let report = verify::verify_tarball(claim.temp_path())?;
@@ -395,6 +422,24 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
     let published = claim.publish_with_sbom(inputs, &sbom)?;
     print_result(b.json, &published.path, Some(&published.manifest))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuse an output directory the artifact cannot be written to before anything is fetched or
+/// built: create it if needed, then create and remove a probe file in it.
+fn output_is_writable(out: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)
+        .and_then(|()| {
+            tempfile::Builder::new()
+                .prefix(".ingot-probe-")
+                .tempfile_in(out)
+                .map(drop)
+        })
+        .with_context(|| {
+            format!(
+                "output directory {}: not writable (expected a directory this user can create files in)",
+                out.display()
+            )
+        })
 }
 
 fn print_result(

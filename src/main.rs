@@ -28,6 +28,10 @@ struct SourceArgs {
     /// Accept a Release whose Valid-Until is in the past (snapshot archives).
     #[arg(long, env = "INGOT_ALLOW_EXPIRED")]
     allow_expired: bool,
+    /// Accept a signed Release older than the newest one seen for its mirror and suite (a
+    /// deliberate rollback; otherwise refused as a replay).
+    #[arg(long, env = "INGOT_ALLOW_OLDER", value_parser = clap::builder::FalseyValueParser::new())]
+    allow_older: bool,
     /// Content-addressed download cache [default: $XDG_CACHE_HOME/ingot].
     #[arg(long, env = "INGOT_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
@@ -200,6 +204,7 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
         recipe: s.recipe.clone(),
         mirror: s.mirror.clone(),
         allow_expired: s.allow_expired,
+        allow_older: s.allow_older,
         cache_dir: s.cache_dir.clone(),
         jobs: s.jobs,
         quiet,

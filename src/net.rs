@@ -40,6 +40,14 @@ pub enum TransportError {
         /// The URL asked for.
         url: String,
     },
+    /// An `https://` transfer was redirected to a URL that is not `https://`.
+    #[error("{url}: redirected away from https ({message}): refusing to downgrade")]
+    Downgrade {
+        /// The URL asked for.
+        url: String,
+        /// Where the redirect led, as the HTTP client words it.
+        message: String,
+    },
     /// The body was larger than the caller allowed.
     #[error("{url}: larger than the expected {limit} bytes")]
     TooLarge {
@@ -67,6 +75,8 @@ pub struct Transport {
     agent: ureq::Agent,
     retries: u32,
     backoff: Duration,
+    /// A limit on each whole request (tests of stalling servers); `None`: the agent's.
+    timeout: Option<Duration>,
 }
 
 impl Default for Transport {
@@ -89,6 +99,7 @@ impl Transport {
             agent: config.into(),
             retries: 4,
             backoff: Duration::from_millis(250),
+            timeout: None,
         }
     }
 
@@ -96,6 +107,13 @@ impl Transport {
     pub fn with_retries(mut self, retries: u32, backoff: Duration) -> Self {
         self.retries = retries;
         self.backoff = backoff;
+        self
+    }
+
+    /// Give up on any one request (connect, response and body) after `limit`: a stalling
+    /// server becomes an error naming the URL.
+    pub fn with_timeout(mut self, limit: Duration) -> Self {
+        self.timeout = Some(limit);
         self
     }
 
@@ -110,14 +128,32 @@ impl Transport {
 
     /// Stream `url` into `dest` (created or truncated), at most `limit` bytes; returns the size.
     pub fn download_to(&self, url: &str, dest: &Path, limit: u64) -> Result<u64, TransportError> {
+        let mut f = std::fs::File::create(dest).map_err(|e| TransportError::Io {
+            url: url.to_string(),
+            message: format!("{}: {e}", dest.display()),
+        })?;
+        self.download_into(url, &mut f, dest, limit)
+    }
+
+    /// Stream `url` into the open file `file` (at `shown`, for messages), at most `limit`
+    /// bytes; every attempt starts again from an empty file. Returns the size.
+    pub fn download_into(
+        &self,
+        url: &str,
+        file: &mut std::fs::File,
+        shown: &Path,
+        limit: u64,
+    ) -> Result<u64, TransportError> {
+        use std::io::Seek;
         self.with_retry(url, || {
             let io = |e: std::io::Error| TransportError::Io {
                 url: url.to_string(),
-                message: format!("{}: {e}", dest.display()),
+                message: format!("{}: {e}", shown.display()),
             };
-            let mut f = std::fs::File::create(dest).map_err(io)?;
-            let n = self.copy_once(url, &mut f, limit)?;
-            f.flush().map_err(io)?;
+            file.set_len(0).map_err(io)?;
+            file.rewind().map_err(io)?;
+            let n = self.copy_once(url, file, limit)?;
+            file.flush().map_err(io)?;
             Ok(n)
         })
     }
@@ -162,10 +198,7 @@ impl Transport {
                 url: url.to_string(),
             });
         }
-        let resp = self.agent.get(url).call().map_err(|e| TransportError::Io {
-            url: url.to_string(),
-            message: e.to_string(),
-        })?;
+        let resp = self.call(url)?;
         let status = resp.status().as_u16();
         if status == 404 || status == 410 {
             return Err(TransportError::NotFound {
@@ -180,6 +213,39 @@ impl Transport {
         }
         let reader = resp.into_body().into_reader();
         copy_limited(url, reader, out, limit)
+    }
+}
+
+impl Transport {
+    /// GET `url`. A transfer that starts on `https://` stays on `https://`: the same
+    /// `https_only` policy applies to every redirect the client follows, so a man in the middle
+    /// of a redirect chain cannot move it to plain HTTP.
+    fn call(&self, url: &str) -> Result<ureq::http::Response<ureq::Body>, TransportError> {
+        self.call_with(url, url.starts_with("https://"))
+    }
+
+    fn call_with(
+        &self,
+        url: &str,
+        https_only: bool,
+    ) -> Result<ureq::http::Response<ureq::Body>, TransportError> {
+        self.agent
+            .get(url)
+            .config()
+            .https_only(https_only)
+            .timeout_global(self.timeout)
+            .build()
+            .call()
+            .map_err(|e| match e {
+                ureq::Error::RequireHttpsOnly(to) => TransportError::Downgrade {
+                    url: url.to_string(),
+                    message: format!("to {to}"),
+                },
+                e => TransportError::Io {
+                    url: url.to_string(),
+                    message: e.to_string(),
+                },
+            })
     }
 }
 
@@ -266,5 +332,24 @@ mod tests {
             join_url("http://a/ubuntu/", "/dists/x"),
             "http://a/ubuntu/dists/x"
         );
+    }
+
+    #[test]
+    fn an_https_transfer_never_reaches_plain_http() {
+        // The policy an https URL's request carries (and every redirect it follows) refuses a
+        // plain-http hop before connecting: no listener is needed to prove it.
+        let t = Transport::new().with_retries(0, Duration::from_millis(1));
+        let err = t
+            .call_with("http://127.0.0.1:9/dists/noble/InRelease", true)
+            .unwrap_err();
+        assert!(matches!(err, TransportError::Downgrade { .. }), "{err}");
+        assert!(!err.should_retry());
+        assert!(
+            err.to_string()
+                .contains("http://127.0.0.1:9/dists/noble/InRelease")
+        );
+        // A plain-http request is not held to it.
+        let err = t.call_with("http://127.0.0.1:9/x", false).unwrap_err();
+        assert!(matches!(err, TransportError::Io { .. }), "{err}");
     }
 }

@@ -311,7 +311,7 @@ impl Recipe {
             |key: &str, list: &[String]| -> Result<Vec<PathBuf>, RecipeError> {
                 let mut out = Vec::new();
                 for s in list {
-                    let p = dir.join(s);
+                    let p = script_inside(dir, s).map_err(|m| invalid(key, m))?;
                     let body = std::fs::read(&p).map_err(|e| {
                         invalid(key, format!("script {} cannot be read: {e}", p.display()))
                     })?;
@@ -390,6 +390,32 @@ fn line_of(text: &str, key: &str) -> usize {
 
 fn one_line(s: &str) -> String {
     s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The script `rel` of the recipe in `dir`: a relative path without `..` that stays inside the
+/// recipe folder after symlinks are resolved. A recipe names its own scripts; it must not
+/// smuggle a host file (`/etc/shadow`, `../../secret`) into the image build.
+fn script_inside(dir: &Path, rel: &str) -> Result<PathBuf, String> {
+    let escapes = Path::new(rel).is_absolute()
+        || Path::new(rel)
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir));
+    if escapes {
+        return Err(format!(
+            "script {rel:?} must be a relative path inside the recipe folder"
+        ));
+    }
+    let p = dir.join(rel);
+    if let (Ok(real), Ok(base)) = (p.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&base)
+    {
+        return Err(format!(
+            "script {rel:?} resolves to {}, outside the recipe folder {}",
+            real.display(),
+            base.display()
+        ));
+    }
+    Ok(p)
 }
 
 #[cfg(test)]

@@ -383,6 +383,7 @@ fn stage_debs_from_dir(dir: &Path) -> Vec<ingot::stage::StageDeb> {
             architecture: f["Architecture"].clone(),
             essential: f.get("Essential").is_some_and(|e| e == "yes"),
             path: path.clone(),
+            sha256: ingot::fetch::hash_file(path).expect("hash the .deb").0,
             pre_depends_on: resolve(f.get("Pre-Depends")),
             depends_on: resolve(f.get("Depends")),
         })

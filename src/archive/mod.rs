@@ -9,6 +9,7 @@
 //! files and reads their fields, [`packages`] parses index stanzas; this file fetches and
 //! chains them. It never writes anything to disk.
 
+pub mod freshness;
 pub mod keyring;
 pub mod packages;
 pub mod release;
@@ -192,6 +193,29 @@ pub enum ArchiveError {
         /// What the file says.
         found: String,
     },
+    /// The signed release is older than one already seen for this mirror and suite: a replay
+    /// of an old archive (before a fix), unless `--allow-older`.
+    #[error(
+        "{url}: Date {date} is older than {seen}, the newest Date seen for this mirror and suite (recorded in {}): refusing a replayed archive (use --allow-older to accept it)", state.display()
+    )]
+    Replayed {
+        /// The release URL.
+        url: String,
+        /// Its `Date`, seconds since the epoch.
+        date: i64,
+        /// The newest `Date` recorded.
+        seen: i64,
+        /// The state file.
+        state: std::path::PathBuf,
+    },
+    /// The replay-protection state file cannot be read or written.
+    #[error("{path}: replay-protection state: {message}")]
+    State {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        message: String,
+    },
     /// A field of the signed release is missing or malformed.
     #[error("{url}: malformed Release: {message}")]
     Malformed {
@@ -305,8 +329,11 @@ pub fn verify_release(
             valid_until: text.clone(),
         });
     }
-    let names_suite = |v: &Option<String>| v.as_deref() == Some(suite.suite.as_str());
-    if !names_suite(&fields.suite) && !names_suite(&fields.codename) {
+    if !names_requested_suite(
+        &suite.suite,
+        fields.suite.as_deref(),
+        fields.codename.as_deref(),
+    ) {
         let found = [("Suite", &fields.suite), ("Codename", &fields.codename)]
             .iter()
             .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}: {v}")))
@@ -336,6 +363,23 @@ pub fn verify_release(
     })
 }
 
+/// Does a signed release with these `Suite` and `Codename` fields answer a request for
+/// `requested`? `Suite` must equal it; a `Codename` match counts only for the same pocket.
+///
+/// Every Ubuntu pocket carries the release's codename (`noble`, `noble-updates`,
+/// `noble-security`, `noble-proposed` all say `Codename: noble`), so a codename match alone
+/// would let `noble-proposed` be served as `dists/noble`. Debian names suites by status
+/// (`Suite: stable`, `Codename: trixie`; `Suite: stable-updates`, `Codename: trixie-updates`),
+/// so a codename request is honoured when the pocket suffix (after the first `-`) of `Suite`
+/// equals the request's: none for the release pocket.
+pub fn names_requested_suite(requested: &str, suite: Option<&str>, codename: Option<&str>) -> bool {
+    if suite == Some(requested) {
+        return true;
+    }
+    let pocket = |s: &str| s.split_once('-').map(|(_, p)| p.to_string());
+    codename == Some(requested) && suite.is_none_or(|s| pocket(s) == pocket(requested))
+}
+
 /// Verify an `InRelease` held as bytes (from a lock file, offline) as if fetched from `url`:
 /// its signature against `keyring`, judging the keys at time `signed_at` (the release's own
 /// `Date`, so a lock stays verifiable after a key expires), and its `Suite`/`Codename`.
@@ -350,8 +394,11 @@ pub fn verify_inrelease_bytes(
     let signed = release::open_inrelease(url, bytes)?;
     let good = keyring.verify(url, &signed.signatures, &signed.signed_bytes, signed_at)?;
     let fields = release::parse_release(url, &signed.text)?;
-    let names_suite = |v: &Option<String>| v.as_deref() == Some(suite.suite.as_str());
-    if !names_suite(&fields.suite) && !names_suite(&fields.codename) {
+    if !names_requested_suite(
+        &suite.suite,
+        fields.suite.as_deref(),
+        fields.codename.as_deref(),
+    ) {
         return Err(ArchiveError::WrongSuite {
             url: url.to_string(),
             expected: suite.suite.clone(),
@@ -588,4 +635,53 @@ fn decompress(url: &str, ext: &str, bytes: &[u8]) -> Result<String, ArchiveError
         )));
     }
     String::from_utf8(out).map_err(|e| bad(format!("not UTF-8: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::names_requested_suite;
+
+    #[test]
+    fn only_the_release_pocket_matches_by_codename() {
+        // Ubuntu, as the real InRelease files say it.
+        assert!(names_requested_suite("noble", Some("noble"), Some("noble")));
+        assert!(names_requested_suite(
+            "noble-updates",
+            Some("noble-updates"),
+            Some("noble")
+        ));
+        assert!(!names_requested_suite(
+            "noble",
+            Some("noble-proposed"),
+            Some("noble")
+        ));
+        assert!(!names_requested_suite(
+            "noble",
+            Some("noble-updates"),
+            Some("noble")
+        ));
+        assert!(!names_requested_suite(
+            "noble-security",
+            Some("noble-proposed"),
+            Some("noble")
+        ));
+        // Debian: codenames requested, suites named by status.
+        assert!(names_requested_suite(
+            "trixie",
+            Some("stable"),
+            Some("trixie")
+        ));
+        assert!(names_requested_suite(
+            "trixie-updates",
+            Some("stable-updates"),
+            Some("trixie-updates")
+        ));
+        assert!(!names_requested_suite(
+            "trixie",
+            Some("stable-updates"),
+            Some("trixie")
+        ));
+        assert!(names_requested_suite("trixie", None, Some("trixie")));
+        assert!(!names_requested_suite("trixie", None, None));
+    }
 }

@@ -1,6 +1,11 @@
 //! The fetch stage: download the planned `.deb`s in parallel into a content-addressed cache,
 //! verifying size and SHA-256 (from the signed index) before a file enters the cache, and
 //! again before a cached file is used. It never writes into a root filesystem.
+//!
+//! The cache must be private ([`Cache::ensure`]: owned by the caller, not group/other
+//! writable); partial downloads are created `O_EXCL|O_NOFOLLOW` and hashed through the
+//! descriptor that wrote them; a cached entry that does not match is removed and downloaded
+//! again, never used. (The stage hashes the bytes again while copying them into the root.)
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -70,6 +75,36 @@ pub enum FetchError {
         /// Actual size.
         actual_size: u64,
     },
+    /// The `.deb` matched its hash but its own control file names another package, version
+    /// or architecture than the signed index.
+    #[error("{url}: the .deb's control says {found}, but the signed index lists it as {expected}")]
+    WrongPackage {
+        /// The URL (or cache file) of the `.deb`.
+        url: String,
+        /// `Package Version Architecture` from the index.
+        expected: String,
+        /// The same fields from the `.deb`'s control file.
+        found: String,
+    },
+    /// The `.deb` cannot be read as a Debian package.
+    #[error("{url}: not a usable .deb for package {package}: {message}")]
+    BadDeb {
+        /// The URL (or cache file) of the `.deb`.
+        url: String,
+        /// The package.
+        package: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The cache directory is not private to the caller: another user could plant or swap
+    /// files in it.
+    #[error("cache {path}: refusing to use it: {reason}")]
+    UnsafeCache {
+        /// The directory.
+        path: PathBuf,
+        /// Who owns it or who may write it, and what is expected.
+        reason: String,
+    },
     /// The cache directory cannot be used.
     #[error("cache {path}: {source}")]
     Cache {
@@ -107,22 +142,139 @@ impl Cache {
         self.root.join("sha256").join(sha256)
     }
 
-    fn ensure(&self) -> Result<(), FetchError> {
-        for d in [self.root.join("sha256"), self.root.join("partial")] {
-            std::fs::create_dir_all(&d).map_err(|source| FetchError::Cache { path: d, source })?;
+    /// Create the cache (root, `sha256/`, `partial/`) if needed and check that it is private:
+    /// owned by the calling user and not writable by group or others (a shared or planted
+    /// cache could swap a verified `.deb` between the check and its use). The root may be
+    /// reached through a symlink (`~/.cache` on another disk); the subdirectories may not.
+    pub fn ensure(&self) -> Result<(), FetchError> {
+        use std::os::unix::fs::DirBuilderExt;
+        for (d, follow) in [
+            (self.root.clone(), true),
+            (self.root.join("sha256"), false),
+            (self.root.join("partial"), false),
+        ] {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o755)
+                .create(&d)
+                .map_err(|source| FetchError::Cache {
+                    path: d.clone(),
+                    source,
+                })?;
+            check_private_dir(&d, follow)?;
         }
         Ok(())
     }
 }
 
-/// SHA-256 and length of a file.
-pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
-    let mut f = std::fs::File::open(path)?;
+impl Cache {
+    /// Remove the partial downloads of runs that are gone (killed mid-download): their names
+    /// carry the pid (`<sha256>.<pid>.<thread>`); a live process's are left alone.
+    fn remove_stale_partials(&self) {
+        let dir = self.root.join("partial");
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.split('.').nth(1))
+                .and_then(|p| p.parse::<i32>().ok());
+            let gone = pid.is_some_and(|p| {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
+                    == Err(nix::errno::Errno::ESRCH)
+            });
+            if gone {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Refuse a cache directory that is not a directory owned by the effective user, or that group
+/// or others may write.
+fn check_private_dir(dir: &Path, follow: bool) -> Result<(), FetchError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = if follow {
+        std::fs::metadata(dir)
+    } else {
+        std::fs::symlink_metadata(dir)
+    }
+    .map_err(|source| FetchError::Cache {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let unsafe_cache = |reason: String| FetchError::UnsafeCache {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_cache(
+            "not a directory (a symlink or file where a cache directory is expected)".into(),
+        ));
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(unsafe_cache(format!(
+            "owned by uid {}, expected the calling user (uid {me}); use a cache of your own (--cache-dir)",
+            meta.uid()
+        )));
+    }
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 {
+        return Err(unsafe_cache(format!(
+            "mode {mode:04o} lets group or others write it; expected no group/other write (chmod go-w)"
+        )));
+    }
+    Ok(())
+}
+
+/// The `.deb` at `path` (already hash-verified) must say in its own control file that it is
+/// the package, version and architecture the signed index lists: dpkg installs what the
+/// control file says.
+fn check_identity(path: &Path, pkg: &PlannedPackage, shown: &str) -> Result<(), FetchError> {
+    let control =
+        crate::stage::install::deb::read_control(path).map_err(|e| FetchError::BadDeb {
+            url: shown.to_string(),
+            package: pkg.name.clone(),
+            message: e.to_string(),
+        })?;
+    let field = |name: &str| {
+        control
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .map(str::trim)
+            .unwrap_or("")
+            .to_string()
+    };
+    let found = [field("Package"), field("Version"), field("Architecture")];
+    let expected = [
+        pkg.name.clone(),
+        pkg.version.clone(),
+        pkg.architecture.clone(),
+    ];
+    if found != expected {
+        return Err(FetchError::WrongPackage {
+            url: shown.to_string(),
+            expected: expected.join(" "),
+            found: found.join(" "),
+        });
+    }
+    Ok(())
+}
+
+/// SHA-256 and length of everything `reader` yields.
+fn hash_reader(mut reader: impl Read) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0u64;
     loop {
-        let k = f.read(&mut buf)?;
+        let k = match reader.read(&mut buf) {
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if k == 0 {
             break;
         }
@@ -130,6 +282,16 @@ pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
         n += k as u64;
     }
     Ok((hex::encode(h.finalize()), n))
+}
+
+/// SHA-256 and length of a file (opened without following a final symlink).
+pub fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)?;
+    hash_reader(f)
 }
 
 /// Download (or take from the cache) every package of `plan`, `jobs` at a time.
@@ -141,6 +303,7 @@ pub fn fetch_plan(
     reporter: &dyn Reporter,
 ) -> Result<(Vec<FetchedDeb>, FetchSummary), FetchError> {
     cache.ensure()?;
+    cache.remove_stale_partials();
     let total = plan.total_size();
     reporter.begin("fetch", Some(total));
     let next = AtomicUsize::new(0);
@@ -208,18 +371,25 @@ fn fetch_one(
         let path = path.to_path_buf();
         move |source| FetchError::Cache { path, source }
     };
-    if dest.is_file() {
-        let (sha, size) = hash_file(&dest).map_err(cache_err(&dest))?;
-        if sha == pkg.sha256 && size == pkg.size {
-            reporter.advance(pkg.size);
-            return Ok(FetchedDeb {
-                package: pkg.clone(),
-                path: dest,
-                cached: true,
-            });
+    match std::fs::symlink_metadata(&dest) {
+        Ok(meta) => {
+            let verified = meta.is_file()
+                && matches!(hash_file(&dest), Ok((sha, size)) if sha == pkg.sha256 && size == pkg.size);
+            if verified {
+                // One file may be listed under several names: it must be this one.
+                check_identity(&dest, pkg, &dest.display().to_string())?;
+                reporter.advance(pkg.size);
+                return Ok(FetchedDeb {
+                    package: pkg.clone(),
+                    path: dest,
+                    cached: true,
+                });
+            }
+            // A corrupted (or planted) cache entry is never used: drop it and download again.
+            std::fs::remove_file(&dest).map_err(cache_err(&dest))?;
         }
-        // A corrupted cache entry is not an error: drop it and download again.
-        std::fs::remove_file(&dest).map_err(cache_err(&dest))?;
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(cache_err(&dest)(e)),
     }
     let url = pkg.url();
     let partial = cache.root.join("partial").join(format!(
@@ -228,9 +398,33 @@ fn fetch_one(
         std::process::id(),
         std::thread::current().id()
     ));
+    // A fresh file of ours: never an existing one, never through a symlink planted there.
+    // A leftover of a killed run (same pid, same thread) is unlinked (the name, never what a
+    // symlink points to) and the file created anew.
+    let create = || {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .mode(0o644)
+            .open(&partial)
+    };
+    let mut file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            std::fs::remove_file(&partial).map_err(cache_err(&partial))?;
+            create()
+        }
+        other => other,
+    }
+    .map_err(cache_err(&partial))?;
     let result = (|| {
-        transport.download_to(&url, &partial, pkg.size)?;
-        let (sha, size) = hash_file(&partial).map_err(cache_err(&partial))?;
+        transport.download_into(&url, &mut file, &partial, pkg.size)?;
+        // Hash the bytes in the file we wrote, through the same descriptor.
+        use std::io::Seek;
+        file.rewind().map_err(cache_err(&partial))?;
+        let (sha, size) = hash_reader(&mut file).map_err(cache_err(&partial))?;
         if sha != pkg.sha256 || size != pkg.size {
             return Err(FetchError::HashMismatch {
                 url: url.clone(),
@@ -241,6 +435,7 @@ fn fetch_one(
                 actual_size: size,
             });
         }
+        check_identity(&partial, pkg, &url)?;
         std::fs::rename(&partial, &dest).map_err(cache_err(&dest))?;
         Ok(())
     })();
@@ -254,4 +449,58 @@ fn fetch_one(
         path: dest,
         cached: false,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(mirror: &str, bytes: &[u8]) -> PlannedPackage {
+        PlannedPackage {
+            name: "p".into(),
+            version: "1".into(),
+            architecture: "all".into(),
+            essential: false,
+            priority: None,
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(bytes)),
+            filename: "p.deb".into(),
+            mirror: mirror.into(),
+            suite: "s".into(),
+            source: "p".into(),
+            pre_depends_on: vec![],
+            depends_on: vec![],
+        }
+    }
+
+    #[test]
+    fn a_partial_download_never_follows_a_planted_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let mirror = d.path().join("mirror");
+        std::fs::create_dir(&mirror).unwrap();
+        std::fs::write(mirror.join("p.deb"), b"not a deb").unwrap();
+        let cache = Cache::new(d.path().join("cache"));
+        cache.ensure().unwrap();
+        let pkg = package(&format!("file://{}", mirror.display()), b"not a deb");
+        // Where this very thread would write its partial file: a symlink to a victim.
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        let partial = cache.root.join("partial").join(format!(
+            "{}.{}.{:?}",
+            pkg.sha256,
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::os::unix::fs::symlink(&victim, &partial).unwrap();
+        // The leftover name is replaced; the download goes to a new file of ours (and is then
+        // refused: it is not a .deb), the victim is untouched.
+        let err = fetch_one(&Transport::new(), &pkg, &cache, &crate::progress::Silent)
+            .expect_err("not a .deb");
+        assert!(matches!(err, FetchError::BadDeb { .. }), "{err}");
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        assert!(
+            std::fs::symlink_metadata(&partial).is_err(),
+            "partial removed"
+        );
+    }
 }

@@ -100,6 +100,20 @@ pub enum InstallError {
         /// The packages that could not be unpacked.
         packages: Vec<String>,
     },
+    /// The copy of a `.deb` made for dpkg does not have the SHA-256 of the signed index.
+    #[error(
+        "{path}: the .deb of {package} changed after it was verified: SHA-256 {actual} while copying it into the root, the signed index says {expected}"
+    )]
+    Tampered {
+        /// The package.
+        package: String,
+        /// The cache file copied.
+        path: String,
+        /// SHA-256 from the plan.
+        expected: String,
+        /// SHA-256 of the bytes copied.
+        actual: String,
+    },
     /// No package says which architecture the target is.
     #[error("no package has a native architecture (all are Architecture: all)")]
     NoNativeArchitecture,
@@ -324,14 +338,53 @@ fn copy_debs(
         // Recorded before the copy, so a partial copy is removed too.
         names.push(deb_file_name(deb));
         let rel = format!("{DEB_DIR}/{}", deb_file_name(deb));
-        let mut source = std::fs::File::open(&deb.path).map_err(|source| InstallError::Setup {
+        let source = std::fs::File::open(&deb.path).map_err(|source| InstallError::Setup {
             path: deb.path.display().to_string(),
             source,
         })?;
         let mut copy = root.create_file(&rel, 0o644).map_err(setup_err(&rel))?;
-        io::copy(&mut source, &mut copy).map_err(setup_err(&rel))?;
+        // The bytes dpkg unpacks are the bytes hashed: hash while copying, not the cache
+        // file by path minutes earlier.
+        let mut hashing = HashingReader::new(source);
+        io::copy(&mut hashing, &mut copy).map_err(setup_err(&rel))?;
+        let actual = hashing.hex();
+        if actual != deb.sha256 {
+            return Err(InstallError::Tampered {
+                package: deb.name.clone(),
+                path: deb.path.display().to_string(),
+                expected: deb.sha256.clone(),
+                actual,
+            });
+        }
     }
     Ok(())
+}
+
+/// A reader that hashes (SHA-256) what passes through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: sha2::Sha256,
+}
+
+impl<R: io::Read> HashingReader<R> {
+    fn new(inner: R) -> Self {
+        HashingReader {
+            inner,
+            hasher: <sha2::Sha256 as sha2::Digest>::new(),
+        }
+    }
+
+    fn hex(self) -> String {
+        hex::encode(sha2::Digest::finalize(self.hasher))
+    }
+}
+
+impl<R: io::Read> io::Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(&mut self.hasher, &buf[..n]);
+        Ok(n)
+    }
 }
 
 /// mmdebstrap moves a real `sbin/start-stop-daemon` aside while packages are configured.
@@ -558,6 +611,7 @@ mod tests {
             architecture: "amd64".into(),
             essential: false,
             path: "/x.deb".into(),
+            sha256: String::new(),
             pre_depends_on: vec![],
             depends_on: vec![],
         };
@@ -571,6 +625,7 @@ mod tests {
             architecture: "amd64".into(),
             essential,
             path: "/x.deb".into(),
+            sha256: String::new(),
             pre_depends_on: vec![],
             depends_on: depends.iter().map(|s| s.to_string()).collect(),
         }

@@ -40,6 +40,9 @@ pub struct StageDeb {
     pub essential: bool,
     /// The verified `.deb` in the cache.
     pub path: PathBuf,
+    /// Its SHA-256 (lowercase hex) from the signed index: the copy dpkg unpacks is hashed
+    /// while it is written and refused unless it matches.
+    pub sha256: String,
     /// Selected packages that satisfy its `Pre-Depends`.
     pub pre_depends_on: Vec<String>,
     /// Selected packages that satisfy its `Depends`.
@@ -293,6 +296,11 @@ impl StageBinary {
             Err(StageError::Interrupted {
                 signal: signals::signal_name(sig),
             })
+        } else if let Err(e) = sink_result {
+            // First: the sink's failure (a full output disk) is why the child was stopped.
+            Err(StageError::Failed(format!(
+                "consuming the image's tar stream failed: {e}"
+            )))
         } else if !status.success() {
             Err(StageError::Failed(
                 last_error_line(tail.iter().map(String::as_str)).unwrap_or_else(|| {
@@ -302,10 +310,6 @@ impl StageBinary {
                     )
                 }),
             ))
-        } else if let Err(e) = sink_result {
-            Err(StageError::Failed(format!(
-                "consuming the image's tar stream failed: {e}"
-            )))
         } else {
             Ok(())
         };

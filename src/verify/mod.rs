@@ -319,6 +319,15 @@ impl VerifyError {
     }
 }
 
+/// A tar member path as GNU tar interprets it, by component (`./etc//ssh/.` is `etc/ssh`, the
+/// root is the empty string), and whether it is absolute or contains `..`: the spelling every
+/// rule sees, whatever the archive wrote.
+pub fn normalise_tar_path(raw: &str) -> (String, bool) {
+    let mut hostile = Vec::new();
+    let path = scan::normalise(raw, &mut hostile);
+    (path, !hostile.is_empty())
+}
+
 /// Check the golden-image contract on the tarball at `path` (gzip, zstd, xz or plain tar,
 /// detected by magic). Streams the file once; never modifies it.
 pub fn verify_tarball(path: &Path) -> Result<Report, VerifyError> {

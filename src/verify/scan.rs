@@ -15,8 +15,23 @@ use super::{Compression, Rule, VerifyError, Violation};
 /// Regular files under `etc/` up to this size are kept in memory (passwd, shadow, sshd
 /// configuration, os-release, …).
 const KEEP_LIMIT: u64 = 256 * 1024;
-/// Files outside `etc/` that the rules read.
-const KEEP_EXTRA: &[&str] = &["usr/lib/os-release", "var/lib/dbus/machine-id"];
+/// Files the rules always read (each still at most [`KEEP_LIMIT`]).
+const KEEP_ALWAYS: &[&str] = &[
+    "etc/passwd",
+    "etc/shadow",
+    "etc/gshadow",
+    "etc/group",
+    "etc/hostname",
+    "etc/machine-id",
+    "etc/os-release",
+    "etc/lsb-release",
+    "etc/resolv.conf",
+    "usr/lib/os-release",
+    "var/lib/dbus/machine-id",
+];
+/// The most bytes kept in total for other files under `etc/`: 2 000 files of 256 KiB (an
+/// 86 KB `.tar.xz`) must not take `verify` to half a gigabyte.
+const KEEP_TOTAL: u64 = 16 * 1024 * 1024;
 /// The highest id an unprivileged LXC container (`u 0 100000 65536`) can map.
 const MAX_ID: u64 = 65535;
 
@@ -57,6 +72,10 @@ pub(super) struct Image {
     pub contents: HashMap<String, Vec<u8>>,
     /// Violations found while streaming.
     pub violations: Vec<Violation>,
+    /// Total bytes in `contents`.
+    kept_bytes: u64,
+    /// Every path a hard link points to (normalised): redefining one is a violation.
+    link_targets: std::collections::HashSet<String>,
 }
 
 /// The path as the image sees it: `/etc/passwd`.
@@ -64,38 +83,40 @@ pub(super) fn abs(path: &str) -> String {
     format!("/{path}")
 }
 
-/// Strip `./` and `/` prefixes and trailing `/`; report absolute and `..` paths.
-fn normalise(raw: &str, violations: &mut Vec<Violation>) -> String {
-    let mut p = raw;
-    if p.starts_with('/') {
+/// The path as GNU tar interprets it, by component: empty and `.` components dropped (so
+/// `./etc//ssh/./sshd_config/` is `etc/ssh/sshd_config`), absolute and `..` paths reported.
+/// The root itself is the empty string. Every place that interprets a tar path (entry names,
+/// hard-link targets) goes through here, so that no spelling reaches a rule un-normalised.
+pub(crate) fn normalise(raw: &str, violations: &mut Vec<Violation>) -> String {
+    if raw.starts_with('/') {
         violations.push(Violation {
             rule: Rule::RootLayout,
             path: raw.to_string(),
             detail: "absolute path in the archive: entries must be relative to the root".into(),
         });
     }
-    loop {
-        if let Some(rest) = p.strip_prefix("./") {
-            p = rest;
-        } else if let Some(rest) = p.strip_prefix('/') {
-            p = rest;
-        } else {
-            break;
+    let mut out = String::with_capacity(raw.len());
+    let mut dotdot = false;
+    for c in raw.split('/') {
+        match c {
+            "" | "." => {}
+            _ => {
+                dotdot |= c == "..";
+                if !out.is_empty() {
+                    out.push('/');
+                }
+                out.push_str(c);
+            }
         }
     }
-    let p = p.trim_end_matches('/');
-    if p.split('/').any(|c| c == "..") {
+    if dotdot {
         violations.push(Violation {
             rule: Rule::RootLayout,
             path: raw.to_string(),
             detail: "`..` in an archive path: it would escape the root on extraction".into(),
         });
     }
-    if p == "." {
-        String::new()
-    } else {
-        p.to_string()
-    }
+    out
 }
 
 /// Read the whole tar stream once.
@@ -175,8 +196,7 @@ fn inspect_entry(
         EntryType::Directory => Kind::Dir,
         EntryType::Symlink => Kind::Symlink(link.unwrap_or_default()),
         EntryType::Link => {
-            let mut ignored = Vec::new();
-            Kind::HardLink(normalise(&link.unwrap_or_default(), &mut ignored))
+            Kind::HardLink(normalise(&link.unwrap_or_default(), &mut image.violations))
         }
         EntryType::Char | EntryType::Block => Kind::Device,
         _ => Kind::Other,
@@ -212,7 +232,7 @@ fn inspect_entry(
         });
     }
     if let Kind::File(size) = kind {
-        let keep = (path.starts_with("etc/") && size <= KEEP_LIMIT) || KEEP_EXTRA.contains(&path);
+        let keep = size <= KEEP_LIMIT && image.should_keep(path, size);
         let mut kept = Vec::new();
         if let Some(offset) = keys.scan(entry, size, keep.then_some(&mut kept))? {
             image.violations.push(Violation {
@@ -222,16 +242,56 @@ fn inspect_entry(
             });
         }
         if keep {
-            image.contents.insert(path.to_string(), kept);
+            image.kept_bytes += kept.len() as u64;
+            if let Some(old) = image.contents.insert(path.to_string(), kept) {
+                image.kept_bytes -= old.len() as u64;
+            }
+        } else if let Some(old) = image.contents.remove(path) {
+            // A redefinition that is not kept must not leave the old bytes to be judged.
+            image.kept_bytes -= old.len() as u64;
         }
     }
-    image.nodes.insert(path.to_string(), Node { kind, mode });
+    if let Kind::HardLink(target) = &kind {
+        image.link_targets.insert(target.clone());
+    }
+    if let Some(old) = image.nodes.insert(path.to_string(), Node { kind, mode }) {
+        let both_dirs =
+            old.kind == Kind::Dir && image.nodes.get(path).map(|n| &n.kind) == Some(&Kind::Dir);
+        if image.link_targets.contains(path) {
+            image.violations.push(Violation {
+                rule: Rule::RootLayout,
+                path: shown,
+                detail: "redefined after a hard link to it: the link keeps the first content on extraction, the rules would see the last".into(),
+            });
+        } else if !both_dirs {
+            image.violations.push(Violation {
+                rule: Rule::RootLayout,
+                path: shown,
+                detail: "more than one entry for this path: extraction keeps the last, so the archive is ambiguous".into(),
+            });
+        }
+    }
     Ok(())
 }
 
-/// Finds PEM (`-----BEGIN … PRIVATE KEY-----`) and OpenSSH private keys in a stream, with a
-/// bounded window: the marker must start a line and be followed by a base64 body, so that
-/// programs that merely contain the marker string (ssh-keygen, libcrypto) do not match.
+impl Image {
+    /// Whether a regular file's bytes are kept for the rules: the few files they always read,
+    /// then anything else under `etc/` (sshd's drop-ins, or whatever an `Include` names) while
+    /// the total stays
+    /// under [`KEEP_TOTAL`]. A file that was not kept is reported as not inspectable by the
+    /// rule that needs it (fail closed), never assumed clean.
+    fn should_keep(&self, path: &str, size: u64) -> bool {
+        if KEEP_ALWAYS.contains(&path) {
+            return true;
+        }
+        path.starts_with("etc/") && self.kept_bytes.saturating_add(size) <= KEEP_TOTAL
+    }
+}
+
+/// Finds PEM (`-----BEGIN … PRIVATE KEY-----`) and OpenSSH private keys in a stream by their
+/// structure, with a bounded window: the marker must start a line and be followed by a base64
+/// body (wrapped at any width), so that programs that merely contain the marker string
+/// (ssh-keygen, libcrypto) do not match.
 struct KeyScanner {
     finder: memmem::Finder<'static>,
     window: Vec<u8>,
@@ -241,8 +301,12 @@ const NEEDLE: &[u8] = b"PRIVATE KEY-----";
 const BEGIN: &[u8] = b"-----BEGIN ";
 /// How far before the needle the `-----BEGIN ` may start (`ENCRYPTED `, `OPENSSH `, …).
 const LOOKBACK: usize = 64;
-/// How far after the needle the body is looked for (a few RFC 1421 header lines).
-const LOOKAHEAD: usize = 1024;
+/// How far after the needle the body is looked for (a few RFC 1421 header lines, then
+/// [`MIN_BODY`] base64 characters even when wrapped at one column).
+const LOOKAHEAD: usize = 2048;
+/// Base64 characters that make a body: the smallest private key (Ed25519 in PKCS#8, 48 bytes)
+/// takes 64.
+const MIN_BODY: usize = 40;
 const CHUNK: usize = 256 * 1024;
 
 impl KeyScanner {
@@ -347,19 +411,29 @@ fn private_key_at(buf: &[u8], hit: usize, file_start: bool) -> Option<usize> {
     }
     let end = (hit + NEEDLE.len() + LOOKAHEAD).min(buf.len());
     let rest = &buf[hit + NEEDLE.len()..end];
-    let mut lines = rest.split(|&b| b == b'\n').skip(1); // the rest of the BEGIN line
-    for _ in 0..8 {
-        let line = lines.next()?;
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        // RFC 1421 headers (`Proc-Type: 4,ENCRYPTED`) and the blank line after them.
-        if line.is_empty() || line.contains(&b':') {
+    let body_start = rest.iter().position(|&b| b == b'\n')? + 1; // the rest of the BEGIN line
+    // The body by structure: base64 characters on lines of any width (ssh-keygen and openssl
+    // accept 16 columns as well as 64 or 70), after optional RFC 1421 headers
+    // (`Proc-Type: 4,ENCRYPTED`) and blank lines, up to the END line.
+    let mut body = 0usize;
+    for line in rest[body_start..].split(|&b| b == b'\n') {
+        let line = line.trim_ascii();
+        if line.is_empty() || (body == 0 && line.contains(&b':')) {
             continue;
         }
-        let body = line.len() >= 32
-            && line
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='));
-        return body.then_some(line_start);
+        if line.starts_with(b"-----") {
+            break;
+        }
+        if !line
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        {
+            break;
+        }
+        body += line.len();
+        if body >= MIN_BODY {
+            return Some(line_start);
+        }
     }
     None
 }
@@ -392,6 +466,45 @@ mod tests {
             None
         );
         assert_eq!(find(b"-----BEGIN CERTIFICATE-----\nMIIB"), None);
+    }
+
+    #[test]
+    fn finds_keys_wrapped_at_any_width() {
+        let flat: String = BODY.chars().chain(BODY.chars()).collect();
+        for width in [1, 16, 64, 70] {
+            let wrapped: Vec<String> = flat
+                .as_bytes()
+                .chunks(width)
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect();
+            let key = format!(
+                "-----BEGIN OPENSSH PRIVATE KEY-----\n{}\n-----END OPENSSH PRIVATE KEY-----\n",
+                wrapped.join("\n")
+            );
+            assert_eq!(find(key.as_bytes()), Some(0), "width {width}");
+        }
+        // Too short to be a key: a marker followed by a word.
+        assert_eq!(
+            find(b"-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----\n"),
+            None
+        );
+    }
+
+    #[test]
+    fn normalises_paths_by_component() {
+        let mut v = Vec::new();
+        for raw in [
+            "etc//shadow",
+            "./etc/./shadow",
+            "etc/shadow/",
+            ".//etc/shadow//",
+        ] {
+            assert_eq!(normalise(raw, &mut v), "etc/shadow", "{raw}");
+        }
+        assert!(v.is_empty());
+        assert_eq!(normalise("./", &mut v), "");
+        assert_eq!(normalise("etc/../../x", &mut v), "etc/../../x");
+        assert_eq!(v.len(), 1);
     }
 
     #[test]

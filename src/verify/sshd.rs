@@ -66,11 +66,17 @@ fn split_line(line: &str) -> Option<(String, Vec<String>)> {
         let mut arg = String::new();
         if first == '"' {
             chars.next();
+            let mut closed = false;
             for c in chars.by_ref() {
                 if c == '"' {
+                    closed = true;
                     break;
                 }
                 arg.push(c);
+            }
+            if !closed {
+                // sshd rejects an unterminated quote; never read it as a clean value.
+                arg.insert(0, '"');
             }
         } else {
             while let Some(&c) = chars.peek() {
@@ -95,36 +101,71 @@ fn glob_component(pattern: &[u8], name: &[u8]) -> bool {
     glob_match(pattern, name)
 }
 
+/// Match `n` against `p` without recursion: one backtracking point (the last `*`), so the
+/// time is at most `p.len() * n.len()` steps whatever the number of `*` (a pattern of many
+/// `*` cannot make it exponential).
 fn glob_match(p: &[u8], n: &[u8]) -> bool {
-    match p.first() {
-        None => n.is_empty(),
-        Some(b'*') => (0..=n.len()).any(|i| glob_match(&p[1..], &n[i..])),
-        Some(b'?') => !n.is_empty() && glob_match(&p[1..], &n[1..]),
-        Some(b'[') => {
-            let Some(close) = p.iter().skip(2).position(|&b| b == b']').map(|i| i + 2) else {
-                return n.first() == Some(&b'[') && glob_match(&p[1..], &n[1..]);
-            };
-            let Some(&c) = n.first() else { return false };
-            let mut set = &p[1..close];
-            let negate = matches!(set.first(), Some(b'!' | b'^'));
-            if negate {
-                set = &set[1..];
+    let (mut pi, mut ni) = (0, 0);
+    // Where to resume after the last `*`: (pattern index after it, name index it absorbed to).
+    let mut star: Option<(usize, usize)> = None;
+    while ni < n.len() {
+        let step = match p.get(pi) {
+            Some(b'*') => {
+                star = Some((pi + 1, ni));
+                pi += 1;
+                continue;
             }
-            let mut hit = false;
-            let mut i = 0;
-            while i < set.len() {
-                if i + 2 < set.len() && set[i + 1] == b'-' {
-                    hit |= set[i] <= c && c <= set[i + 2];
-                    i += 3;
-                } else {
-                    hit |= set[i] == c;
-                    i += 1;
-                }
+            Some(b'?') => Some(pi + 1),
+            Some(b'[') => match class(p, pi, n[ni]) {
+                Some((true, next)) => Some(next),
+                Some((false, _)) => None,
+                None => (n[ni] == b'[').then_some(pi + 1),
+            },
+            Some(&b) => (b == n[ni]).then_some(pi + 1),
+            None => None,
+        };
+        match (step, star) {
+            (Some(next), _) => {
+                pi = next;
+                ni += 1;
             }
-            hit != negate && glob_match(&p[close + 1..], &n[1..])
+            (None, Some((after, absorbed))) => {
+                pi = after;
+                ni = absorbed + 1;
+                star = Some((after, absorbed + 1));
+            }
+            (None, None) => return false,
         }
-        Some(&b) => n.first() == Some(&b) && glob_match(&p[1..], &n[1..]),
     }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// The bracket expression at `p[at]` (`[…]`, with `!`/`^` and ranges) applied to `c`:
+/// (matched, index after the `]`), or `None` when there is no closing `]` (then `[` is a
+/// literal).
+fn class(p: &[u8], at: usize, c: u8) -> Option<(bool, usize)> {
+    let close = p
+        .iter()
+        .skip(at + 2)
+        .position(|&b| b == b']')
+        .map(|i| i + at + 2)?;
+    let mut set = &p[at + 1..close];
+    let negate = matches!(set.first(), Some(b'!' | b'^'));
+    if negate {
+        set = &set[1..];
+    }
+    let mut hit = false;
+    let mut i = 0;
+    while i < set.len() {
+        if i + 2 < set.len() && set[i + 1] == b'-' {
+            hit |= set[i] <= c && c <= set[i + 2];
+            i += 3;
+        } else {
+            hit |= set[i] == c;
+            i += 1;
+        }
+    }
+    Some((hit != negate, close + 1))
 }
 
 impl<'a> Effective<'a> {
@@ -186,7 +227,18 @@ impl<'a> Effective<'a> {
             Some(abs) => abs.to_string(),
             None => format!("etc/ssh/{pattern}"),
         };
-        let parts: Vec<&str> = full.split('/').filter(|c| !c.is_empty()).collect();
+        // By component, as the kernel resolves the path glob(3) walks: `//` and `.` vanish,
+        // `..` climbs.
+        let mut parts: Vec<&str> = Vec::new();
+        for c in full.split('/') {
+            match c {
+                "" | "." => {}
+                ".." => {
+                    parts.pop();
+                }
+                _ => parts.push(c),
+            }
+        }
         let mut found: Vec<String> = self
             .image
             .nodes
@@ -276,6 +328,10 @@ mod tests {
             ))
         );
         assert_eq!(split_line("# PasswordAuthentication yes"), None);
+        assert_eq!(
+            split_line("PasswordAuthentication \"no"),
+            Some(("passwordauthentication".into(), vec!["\"no".into()]))
+        );
     }
 
     #[test]
@@ -285,5 +341,16 @@ mod tests {
         assert!(!glob_component(b"*.conf", b"x.conf.bak"));
         assert!(glob_component(b"[0-4]?-*", b"10-a"));
         assert!(!glob_component(b"[!0-4]*", b"1"));
+        assert!(glob_component(b"*a*b*c", b"xxaxxbxxc"));
+        assert!(!glob_component(b"*a*b*c", b"xxaxxbxxcd"));
+        assert!(glob_component(b"[abc", b"[abc"));
+    }
+
+    #[test]
+    fn many_stars_stay_linear() {
+        // Exponential in a recursive matcher: 40 `*` against 200 bytes that never match.
+        let pattern = "*a".repeat(40) + "b";
+        let name = "a".repeat(200);
+        assert!(!glob_component(pattern.as_bytes(), name.as_bytes()));
     }
 }

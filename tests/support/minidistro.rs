@@ -102,6 +102,7 @@ fn stage_deb(spec: &PackageSpec<'_>, arch: &str, path: PathBuf) -> StageDeb {
         version: "1.0-1".to_string(),
         architecture: arch.to_string(),
         essential: spec.essential,
+        sha256: ingot::fetch::hash_file(&path).expect("hash the .deb").0,
         path,
         pre_depends_on: spec.pre_depends.iter().map(|s| s.to_string()).collect(),
         depends_on: spec.depends.iter().map(|s| s.to_string()).collect(),
@@ -383,6 +384,10 @@ pub enum MemberKind {
     Symlink(Vec<u8>),
     /// A hard link to this member path.
     Hardlink(Vec<u8>),
+    /// A FIFO.
+    Fifo,
+    /// A character device (major, minor).
+    CharDevice(u32, u32),
 }
 
 impl Member {
@@ -511,6 +516,16 @@ pub fn tar_bytes(members: &[Member]) -> Vec<u8> {
             MemberKind::Hardlink(t) => {
                 h.set_entry_type(tar::EntryType::Link);
                 h.set_link_name_literal(t).unwrap();
+                &[]
+            }
+            MemberKind::Fifo => {
+                h.set_entry_type(tar::EntryType::Fifo);
+                &[]
+            }
+            MemberKind::CharDevice(major, minor) => {
+                h.set_entry_type(tar::EntryType::Char);
+                h.set_device_major(*major).unwrap();
+                h.set_device_minor(*minor).unwrap();
                 &[]
             }
         };

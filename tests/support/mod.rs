@@ -30,7 +30,7 @@ mod key;
 
 pub use archive::{FixtureArchive, FixtureOptions, rfc2822_date};
 pub use deb::DebSpec;
-pub use http::{HttpGuard, serve_http};
+pub use http::{Fault, FaultyServer, HttpGuard, faulty_server, serve_http};
 pub use key::FixtureKey;
 
 /// Seconds since the Unix epoch, now.

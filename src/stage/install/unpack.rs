@@ -11,6 +11,8 @@
 //! handled with `*at` calls that do not follow it. Members with absolute paths or `..`
 //! components are refused outright, naming the package and the member. Device nodes are not
 //! created (they cannot be inside a user namespace); dpkg recreates whatever it needs later.
+//! Owners outside 0..=65535 are refused (no container maps them), and so is a package whose
+//! members add up to more than twice its `Installed-Size` plus 1 MiB (an expansion bomb).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -96,6 +98,20 @@ fn join(components: &[&[u8]]) -> Vec<u8> {
 
 fn file_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT
+}
+
+/// An owner or group id an image may carry: 0..=65535, what an unprivileged container maps
+/// (a setuid file owned by uid 100000 would be a foreign owner on every host).
+fn image_id(what: &str, id: u64) -> io::Result<u32> {
+    u32::try_from(id)
+        .ok()
+        .filter(|&v| v <= 65535)
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{what} {id} is outside 0..=65535, the ids an unprivileged container maps"),
+            )
+        })
 }
 
 fn other(msg: impl Into<String>) -> io::Error {
@@ -409,8 +425,8 @@ impl Extraction<'_> {
         }
         let header = entry.header();
         let meta = Meta {
-            uid: u32::try_from(header.uid()?).map_err(|_| other("uid out of range"))?,
-            gid: u32::try_from(header.gid()?).map_err(|_| other("gid out of range"))?,
+            uid: image_id("owner", header.uid()?)?,
+            gid: image_id("group", header.gid()?)?,
             mode: header.mode()?,
             mtime: i64::try_from(header.mtime()?).map_err(|_| other("mtime out of range"))?,
             xattrs,
@@ -605,6 +621,18 @@ pub fn extract_data_tar(
     package: &str,
     tar: &mut dyn Read,
 ) -> Result<Vec<String>, UnpackError> {
+    extract_data_tar_within(root, package, tar, None)
+}
+
+/// [`extract_data_tar`], refusing the package once its members add up to more than `budget`
+/// bytes (a `data.tar` that expands far beyond its `Installed-Size`).
+pub fn extract_data_tar_within(
+    root: &RootDir,
+    package: &str,
+    tar: &mut dyn Read,
+    budget: Option<u64>,
+) -> Result<Vec<String>, UnpackError> {
+    let mut total: u64 = 0;
     let stream_err = |source| UnpackError::Io {
         package: package.to_string(),
         member: "data.tar".to_string(),
@@ -619,6 +647,18 @@ pub fn extract_data_tar(
     for entry in archive.entries().map_err(stream_err)? {
         let mut entry = entry.map_err(stream_err)?;
         let member = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        total = total.saturating_add(entry.size());
+        if let Some(budget) = budget
+            && total > budget
+        {
+            return Err(UnpackError::Refused {
+                package: package.to_string(),
+                member,
+                reason: format!(
+                    "data.tar expands to more than {budget} bytes, far beyond its Installed-Size"
+                ),
+            });
+        }
         extraction.entry(&mut entry).map_err(|source| {
             if source.kind() == io::ErrorKind::InvalidData {
                 UnpackError::Refused {
@@ -647,13 +687,28 @@ pub fn extract_deb(root: &Path, package: &str, deb: &Path) -> Result<Vec<String>
         member: root.display().to_string(),
         source,
     })?;
+    let budget = installed_size_budget(deb);
     with_member(deb, DebMember::Data, |tar| {
-        extract_data_tar(&root, package, tar)
+        extract_data_tar_within(&root, package, tar, budget)
     })
     .map_err(|source| UnpackError::Deb {
         package: package.to_string(),
         source,
     })?
+}
+
+/// How many bytes a package's members may add up to: twice its `Installed-Size` (KiB, which
+/// dpkg rounds per file) plus 1 MiB; `None` when the control file gives no size (the stream
+/// is then bounded only by the disk).
+fn installed_size_budget(deb: &Path) -> Option<u64> {
+    let control = super::deb::read_control(deb).ok()?;
+    let kib: u64 = control
+        .lines()
+        .find_map(|l| l.strip_prefix("Installed-Size:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib.saturating_mul(2048).saturating_add(1 << 20))
 }
 
 /// The directory `name` in `parent`, opened for reading, never through a symlink.

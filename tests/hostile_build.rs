@@ -1,0 +1,447 @@
+//! Faults around a whole build: hostile recipes, an output directory that cannot be written or
+//! fills up, signals at each stage, and concurrent `--next` builds. Each test runs the real
+//! `ingot` binary on a hermetic signed archive of real `.deb`s (the mini distribution of
+//! `support/minidistro.rs`) and fails if a build was accepted that should not be, if the
+//! reported error is not the real one, or if anything is left behind: a mount, a staging
+//! tree, a file under a final name, or a cache entry that no longer matches its hash.
+//!
+//! Builds need root (CI) or a subordinate id range; where neither is there, the tests that
+//! build fail with that reason.
+
+#[path = "support/mini_recipe.rs"]
+mod mini_recipe;
+#[path = "support/minidistro.rs"]
+mod minidistro;
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use support::FixtureOptions;
+
+const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
+
+/// The contract's minimum (the mini recipe's script), then `extra` (a slow step, for the
+/// signal tests).
+fn provision(extra: &str) -> String {
+    format!("{}{extra}\n", mini_recipe::PROVISION)
+}
+
+struct Fixture {
+    _recipe: mini_recipe::MiniRecipe,
+    dir: PathBuf,
+    recipe: PathBuf,
+    mirror: String,
+    cache: PathBuf,
+}
+
+fn fixture(provision_script: &str) -> Fixture {
+    fixture_with(provision_script, &[])
+}
+
+/// The mini distribution's recipe (`support/mini_recipe.rs`) with `provision_script`, plus a
+/// package `mini-slow` with these maintainer scripts (name, body) when any are given.
+fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixture {
+    let scratch = tempfile::tempdir().unwrap();
+    let mut extra = Vec::new();
+    let mut include = Vec::new();
+    if !slow_scripts.is_empty() {
+        let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
+        for (name, body) in slow_scripts {
+            slow = slow.script(name, body);
+        }
+        extra.push(slow.build(scratch.path()));
+        include.push("mini-slow");
+    }
+    let m = mini_recipe::mini_recipe(&extra, &include, FixtureOptions::default());
+    fs::write(m.recipe.join("provision.sh"), provision_script).unwrap();
+    Fixture {
+        dir: m.dir.clone(),
+        recipe: m.recipe.clone(),
+        mirror: format!("file://{}", m.mirror.display()),
+        cache: m.dir.join("cache"),
+        _recipe: m,
+    }
+}
+
+fn require_build_privileges() {
+    let root = nix::unistd::geteuid().is_root();
+    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
+    let me = std::env::var("USER").unwrap_or_default();
+    assert!(
+        root || subuid.lines().any(|l| l.starts_with(&format!("{me}:"))),
+        "a build needs root or a subordinate id range for {me:?} (/etc/subuid)"
+    );
+}
+
+fn build_command(f: &Fixture, out: &Path) -> Command {
+    let mut c = Command::new(INGOT);
+    c.arg("build")
+        .arg(&f.recipe)
+        .args(["--mirror", &f.mirror, "--cache-dir"])
+        .arg(&f.cache)
+        .arg("--out")
+        .arg(out)
+        .arg("--next")
+        .env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+/// Nothing left behind by a failed build: no staging tree, no mount under the fixture, no
+/// file under a final name or temp name in `out`, and every cache entry matches its name.
+fn assert_nothing_left(f: &Fixture, out: &Path) {
+    let staging = f.cache.join("staging");
+    let left: Vec<_> = fs::read_dir(&staging)
+        .map(|d| d.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let dir = f.dir.to_string_lossy();
+    let ours: Vec<&str> = mounts
+        .lines()
+        .filter(|l| l.contains(dir.as_ref()) && !l.contains(&*out.to_string_lossy()))
+        .collect();
+    assert!(ours.is_empty(), "mounts left behind: {ours:?}");
+    let published: Vec<_> = fs::read_dir(out)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with(".mini-rootfs.lock") && n != "lost+found")
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        published.is_empty(),
+        "files left in the output: {published:?}"
+    );
+    if let Ok(entries) = fs::read_dir(f.cache.join("sha256")) {
+        for e in entries {
+            let e = e.unwrap();
+            let (sha, _) = ingot::fetch::hash_file(&e.path()).unwrap();
+            assert_eq!(
+                sha,
+                e.file_name().to_string_lossy(),
+                "cache entry corrupted"
+            );
+        }
+    }
+}
+
+fn stderr_of(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+// ---- recipes -------------------------------------------------------------------------------
+
+/// `ingot resolve` on a recipe edited by `edit`: exit 2, one line naming recipe.toml and
+/// every needle.
+fn assert_recipe_refused(edit: impl Fn(&Path, String) -> String, needles: &[&str]) {
+    let f = fixture(&provision(""));
+    let toml = f.recipe.join("recipe.toml");
+    let text = edit(&f.recipe, fs::read_to_string(&toml).unwrap());
+    fs::write(&toml, text).unwrap();
+    let o = Command::new(INGOT)
+        .arg("resolve")
+        .arg(&f.recipe)
+        .args(["--cache-dir"])
+        .arg(&f.cache)
+        .arg("-q")
+        .output()
+        .unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("recipe.toml"), "{err}");
+    for n in needles {
+        assert!(err.contains(n), "must name {n:?}: {err}");
+    }
+}
+
+#[test]
+fn a_recipe_with_an_unknown_key_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("[packages]\n", "[packages]\npackges = [\"x\"]\n"),
+        &["packges"],
+    );
+}
+
+#[test]
+fn a_recipe_with_a_wrong_type_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("suites = [\"mini\"]", "suites = \"mini\""),
+        &["suites"],
+    );
+}
+
+#[test]
+fn a_recipe_naming_a_missing_script_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("\"provision.sh\"", "\"provison.sh\""),
+        &["provison.sh"],
+    );
+}
+
+#[test]
+fn a_script_path_escaping_the_recipe_folder_is_refused() {
+    assert_recipe_refused(
+        |_, t| t.replace("\"provision.sh\"", "\"../mirror/dists/mini/Release\""),
+        &["provision.scripts", "inside the recipe folder"],
+    );
+    assert_recipe_refused(
+        |_, t| t.replace("\"provision.sh\"", "\"/etc/passwd\""),
+        &["/etc/passwd", "inside the recipe folder"],
+    );
+    assert_recipe_refused(
+        |dir, t| {
+            std::os::unix::fs::symlink("/etc/passwd", dir.join("innocent.sh")).unwrap();
+            t.replace("\"provision.sh\"", "\"innocent.sh\"")
+        },
+        &["innocent.sh", "outside the recipe folder"],
+    );
+}
+
+// ---- output --------------------------------------------------------------------------------
+
+/// A tmpfs of `size` mounted at `path` (unmounted on drop).
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &Path, options: &str) -> Tmpfs {
+        fs::create_dir_all(path).unwrap();
+        let o = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "this test mounts a tmpfs as the output (needs root): {}",
+            stderr_of(&o)
+        );
+        Tmpfs(path.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn an_unwritable_output_directory_is_refused_before_anything_is_fetched() {
+    require_build_privileges();
+    let f = fixture(&provision(""));
+    let out = f.dir.join("ro-out");
+    let _ro = Tmpfs::mount(&out, "ro,size=1m");
+    let o = build_command(&f, &out).output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains(&*out.to_string_lossy()) && last.contains("not writable"),
+        "{err}"
+    );
+    assert!(
+        !f.cache.join("sha256").exists(),
+        "refused only after fetching: the check must come first"
+    );
+    assert_nothing_left(&f, &out);
+}
+
+#[test]
+fn a_full_output_disk_is_reported_as_such_and_nothing_is_published() {
+    require_build_privileges();
+    let f = fixture(&provision(""));
+    let out = f.dir.join("small-out");
+    let _small = Tmpfs::mount(&out, "size=64k");
+    let o = build_command(&f, &out).output().unwrap();
+    let err = stderr_of(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("No space left on device") && last.contains(&*out.to_string_lossy()),
+        "the error must be the full disk, naming the output: {last}"
+    );
+    assert!(!last.contains("interrupted"), "{last}");
+    assert_nothing_left(&f, &out);
+}
+
+#[test]
+fn two_next_builds_at_once_get_distinct_versions() {
+    require_build_privileges();
+    let f = fixture(&provision(""));
+    let out = f.dir.join("out");
+    // Warm the cache so that both builds race on publishing, not on downloads.
+    let first = build_command(&f, &out).output().unwrap();
+    assert!(first.status.success(), "{}", stderr_of(&first));
+    let a = build_command(&f, &out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let b = build_command(&f, &out)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}{}",
+        stderr_of(&a),
+        stderr_of(&b)
+    );
+    let mut paths = vec![
+        String::from_utf8_lossy(&a.stdout).trim().to_string(),
+        String::from_utf8_lossy(&b.stdout).trim().to_string(),
+    ];
+    paths.sort();
+    assert!(
+        paths[0].ends_with("-v2.tar.gz") && paths[1].ends_with("-v3.tar.gz"),
+        "{paths:?}"
+    );
+}
+
+// ---- signals -------------------------------------------------------------------------------
+
+/// Start a `--next` build of `f` into `out` and return it once its progress output shows
+/// `marker` (with the lines seen).
+fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
+    require_build_privileges();
+    let mut child: Child = build_command(f, out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut seen = Vec::new();
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap_or_default();
+        let hit = line.contains(marker);
+        seen.push(line);
+        if hit {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains(marker)),
+        "the build never reached {marker:?}: {seen:#?}"
+    );
+    // Keep draining stderr so that the build never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, seen)
+}
+
+/// Start a build, wait until its progress output shows `marker`, send `signal`, and check
+/// that it fails and leaves nothing behind.
+fn interrupt_at(f: &Fixture, marker: &str, signal: nix::sys::signal::Signal) {
+    let out = f.dir.join(format!("out-{signal}"));
+    let (mut child, _) = start_until(f, &out, marker);
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "an interrupted build must fail");
+    assert_nothing_left(f, &out);
+}
+
+#[test]
+fn after_a_sigkilled_build_the_next_build_takes_the_right_number() {
+    let fast = fixture(&provision(""));
+    let slow = fixture(&provision("echo provision-started >&2\nsleep 30"));
+    let out = fast.dir.join("shared-out");
+    let v1 = build_command(&fast, &out).output().unwrap();
+    assert!(v1.status.success(), "{}", stderr_of(&v1));
+    // Killed outright while it holds a claim on v2 in the same directory.
+    let (mut killed, _) = start_until(&slow, &out, "provision-started");
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let next = build_command(&fast, &out).output().unwrap();
+    assert!(next.status.success(), "{}", stderr_of(&next));
+    let path = String::from_utf8_lossy(&next.stdout).trim().to_string();
+    assert!(path.ends_with("mini-rootfs-v2.tar.gz"), "{path}");
+    let mut names: Vec<String> = fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".mini-rootfs.lock"))
+        .collect();
+    names.sort();
+    assert!(
+        names
+            .iter()
+            .all(|n| n.starts_with("mini-rootfs-v1") || n.starts_with("mini-rootfs-v2")),
+        "leftovers of the killed build: {names:?}"
+    );
+}
+
+#[test]
+fn sigterm_during_provision_leaves_nothing() {
+    let f = fixture(&provision("echo provision-started >&2\nsleep 30"));
+    interrupt_at(&f, "provision-started", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_provision_leaves_nothing() {
+    let f = fixture(&provision("echo provision-started >&2\nsleep 30"));
+    interrupt_at(&f, "provision-started", nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_during_unpack_leaves_nothing() {
+    let f = fixture_with(
+        &provision(""),
+        &[("preinst", "#!/bin/sh\necho unpack-started >&2\nsleep 30\n")],
+    );
+    interrupt_at(&f, "unpack-started", nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_configure_leaves_nothing() {
+    let f = fixture_with(
+        &provision(""),
+        &[(
+            "postinst",
+            "#!/bin/sh\necho configure-started >&2\nsleep 30\n",
+        )],
+    );
+    interrupt_at(&f, "configure-started", nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigterm_during_fetch_leaves_a_valid_cache() {
+    let mut f = fixture(&provision(""));
+    // The mirror stalls on every .deb: the build is inside its downloads when signalled.
+    let server = support::faulty_server(&f.dir.join("mirror"), ".deb", support::Fault::Stall);
+    f.mirror = server.url.clone();
+    let out = f.dir.join("out-fetch");
+    let (mut child, _) = start_until(&f, &out, "fetch: starting");
+    // Signalled once a download is under way (its partial file exists).
+    while server.faults() == 0 {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(!child.wait().unwrap().success());
+    assert_nothing_left(&f, &out);
+    // The killed run's partial downloads are swept by the next one.
+    drop(server);
+    f.mirror = format!("file://{}", f.dir.join("mirror").display());
+    let o = Command::new(INGOT)
+        .arg("fetch")
+        .arg(&f.recipe)
+        .args(["--mirror", &f.mirror, "--cache-dir"])
+        .arg(&f.cache)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let partial: Vec<_> = fs::read_dir(f.cache.join("partial"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        partial.is_empty(),
+        "partials of the killed run left: {partial:?}"
+    );
+}
