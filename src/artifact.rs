@@ -445,6 +445,7 @@ impl Claim<'_> {
                 sha256: sha256.clone(),
                 size: self.size,
             },
+            stages: inputs.stages,
         };
         let sha256_path = sidecar(&final_path, ".sha256");
         let manifest_path = sidecar(&final_path, ".manifest.json");
@@ -542,7 +543,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// What the build knows about its inputs, recorded in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildInputs {
     /// SHA-256 (hex) of the recipe and its scripts.
     pub recipe_digest: String,
@@ -554,6 +555,8 @@ pub struct BuildInputs {
     pub suites: Vec<SuiteRecord>,
     /// Every package installed.
     pub packages: Vec<PackageRecord>,
+    /// How long each step of the build took.
+    pub stages: Vec<crate::progress::StageTime>,
 }
 
 /// One verified suite.
@@ -595,7 +598,7 @@ pub struct OutputRecord {
 
 /// `<file>.manifest.json`: what went in and what came out. Deterministic: no wall-clock
 /// times, packages sorted by name, architecture, version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Layout version of this file ([`MANIFEST_VERSION`]).
     pub manifest_version: u32,
@@ -617,6 +620,10 @@ pub struct Manifest {
     pub packages: Vec<PackageRecord>,
     /// The artifact.
     pub output: OutputRecord,
+    /// How long each step of the build took (`[{name, seconds}]`; wall-clock, so not part of
+    /// what makes two builds identical).
+    #[serde(default)]
+    pub stages: Vec<crate::progress::StageTime>,
 }
 
 /// A published version.

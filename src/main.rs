@@ -1,4 +1,7 @@
-//! The `ingot` command line: parses arguments and calls the library. Nothing else lives here.
+//! The `ingot` command line: parses arguments and hands each verb to [`cli`], which calls the
+//! library and renders the result. Nothing else lives here.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,13 +10,24 @@ use clap::{Args, Parser, Subcommand};
 
 use ingot::build::{self, BuildOptions, CommonOptions, OutputFormat};
 
+/// `ingot --version`: the crate version and the commit it was built from (see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("INGOT_GIT_COMMIT"),
+    ")"
+);
+
 /// Build golden, reproducible Ubuntu LXC images without Docker and without root.
 #[derive(Parser)]
-#[command(name = "ingot", version, about, long_about = None)]
+#[command(name = "ingot", version = VERSION, about, long_about = None)]
 struct Cli {
     /// No progress output (errors still go to stderr).
-    #[arg(long, short, global = true, env = "INGOT_QUIET")]
+    #[arg(long, short, global = true, env = "INGOT_QUIET", conflicts_with = "verbose")]
     quiet: bool,
+    /// Also stream the build log (dpkg's and the scripts' output) to stderr.
+    #[arg(long, short, global = true, env = "INGOT_VERBOSE")]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -120,13 +134,13 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = cli.quiet;
+    let (quiet, verbose) = (cli.quiet, cli.verbose);
     let result = match cli.command {
         Command::Stage { spec } => {
             return ExitCode::from(ingot::stage::child_main(&spec).clamp(0, 255) as u8);
         }
-        Command::Resolve { source, json } => build::cmd_resolve(&common(&source, quiet), json),
-        Command::Fetch { source, json } => build::cmd_fetch(&common(&source, quiet), json),
+        Command::Resolve { source, json } => cli::resolve(&common(&source, quiet), verbose, json),
+        Command::Fetch { source, json } => cli::fetch(&common(&source, quiet), verbose, json),
         Command::Build {
             source,
             out,
@@ -136,7 +150,7 @@ fn main() -> ExitCode {
             compression,
             keep_staging,
             json,
-        } => build::cmd_build(
+        } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
                 out,
@@ -147,9 +161,10 @@ fn main() -> ExitCode {
                 keep_staging,
                 json,
             },
+            verbose,
         ),
-        Command::Verify { tarball, json } => build::cmd_verify(&tarball, json),
-        Command::Doctor { json } => build::cmd_doctor(json),
+        Command::Verify { tarball, json } => cli::verify(&tarball, json),
+        Command::Doctor { json } => cli::doctor(json),
     };
     match result {
         Ok(code) => code,
