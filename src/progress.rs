@@ -154,9 +154,9 @@ impl<'a> Recorder<'a> {
         self.with(|s| s.tail.iter().cloned().collect())
     }
 
-    /// Write a line to the build log only.
+    /// Write a line to the build log only (not to the renderer, not to the tail).
     pub fn log(&self, line: &str) {
-        self.with(|s| write_log(s, line, true));
+        self.with(|s| write_log(s, line, false));
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {

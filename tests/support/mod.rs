@@ -27,6 +27,7 @@ mod archive;
 mod deb;
 mod http;
 mod key;
+pub mod privilege;
 
 pub use archive::{FixtureArchive, FixtureOptions, rfc2822_date};
 pub use deb::DebSpec;
