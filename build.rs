@@ -20,7 +20,8 @@ fn main() {
     println!("cargo:rustc-env=INGOT_GIT_COMMIT={commit}");
     println!("cargo:rerun-if-changed=build.rs");
     // Rerun when HEAD moves: a checkout rewrites HEAD, a commit the branch's ref (or
-    // packed-refs) and the index. Outside git there is nothing to watch.
+    // packed-refs). Not the index: `git status` rewrites it, and every rerun rebuilds the crate.
+    // Outside git there is nothing to watch.
     let (Some(git_dir), Some(common_dir)) = (
         git(&["rev-parse", "--git-dir"]),
         git(&["rev-parse", "--git-common-dir"]),
@@ -29,7 +30,6 @@ fn main() {
     };
     let mut watch = vec![
         PathBuf::from(&git_dir).join("HEAD"),
-        PathBuf::from(&git_dir).join("index"),
         PathBuf::from(&common_dir).join("packed-refs"),
     ];
     if let Some(head_ref) = git(&["symbolic-ref", "-q", "HEAD"]) {
