@@ -246,13 +246,13 @@ pub fn build_image(
     match result {
         Ok(mut built) => {
             built.log = match (log_slot, log) {
-                (LogSlot::Publish(final_path), Some(temp)) => {
-                    Some(publish_log(&temp, &final_path).map_err(|error| BuildFailure {
+                (LogSlot::Publish(final_path), Some(temp)) => Some(
+                    publish_log(&temp, &final_path).map_err(|error| BuildFailure {
                         error,
                         log: None,
                         tail: Vec::new(),
-                    })?)
-                }
+                    })?,
+                ),
                 (_, log) => log,
             };
             built.stages = recorder.times();
@@ -330,7 +330,11 @@ fn keep_failed_log(temp: &Path, artifact: &Path) -> anyhow::Result<PathBuf> {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     for n in 0..100u32 {
-        let suffix = if n == 0 { String::new() } else { format!("-{n}") };
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
         let target = dir.join(format!("{name}.{now}{suffix}.log"));
         match std::fs::hard_link(temp, &target) {
             Ok(()) => {
@@ -339,7 +343,8 @@ fn keep_failed_log(temp: &Path, artifact: &Path) -> anyhow::Result<PathBuf> {
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => {
-                return Err(e).with_context(|| format!("keeping the build log {}", target.display()));
+                return Err(e)
+                    .with_context(|| format!("keeping the build log {}", target.display()));
             }
         }
     }
@@ -415,7 +420,9 @@ fn build_recorded(
                 "waiting for another build of {} in {} to finish (it holds {})",
                 r.recipe.image.name,
                 b.out.display(),
-                b.out.join(format!(".{}.lock", r.recipe.image.name)).display()
+                b.out
+                    .join(format!(".{}.lock", r.recipe.image.name))
+                    .display()
             ));
             OutputDir::lock(&b.out, &r.recipe.image.name)?
         }
@@ -426,7 +433,11 @@ fn build_recorded(
     };
     let mut claim = dir.claim(request, b.compression)?;
     let final_path = b.out.join(claim.file_name());
-    let temp_log = b.out.join(format!(".{}.log.{}.partial", claim.file_name(), std::process::id()));
+    let temp_log = b.out.join(format!(
+        ".{}.log.{}.partial",
+        claim.file_name(),
+        std::process::id()
+    ));
     open_log_file(recorder, &temp_log)?;
     *log_slot = LogSlot::Publish(final_path.clone());
     recorder.message(&format!("building {}", final_path.display()));

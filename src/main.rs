@@ -23,7 +23,13 @@ const VERSION: &str = concat!(
 #[command(name = "ingot", version = VERSION, about, long_about = None)]
 struct Cli {
     /// No progress output (errors still go to stderr).
-    #[arg(long, short, global = true, env = "INGOT_QUIET", conflicts_with = "verbose")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "INGOT_QUIET",
+        conflicts_with = "verbose"
+    )]
     quiet: bool,
     /// Also stream the build log (dpkg's and the scripts' output) to stderr.
     #[arg(long, short, global = true, env = "INGOT_VERBOSE")]

@@ -161,7 +161,11 @@ fn exit_1_verify_on_a_corrupt_file_still_prints_json() {
     let dir = tempfile::tempdir().unwrap();
     let corrupt = dir.path().join("image.tar.gz");
     // A gzip magic followed by garbage.
-    fs::write(&corrupt, b"\x1f\x8b\x08\x00garbage that is not deflate at all").unwrap();
+    fs::write(
+        &corrupt,
+        b"\x1f\x8b\x08\x00garbage that is not deflate at all",
+    )
+    .unwrap();
     let o = ingot(&["verify", "--json", s(&corrupt)]);
     assert_exit(&o, 1);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
@@ -185,7 +189,10 @@ fn exit_2_a_missing_recipe() {
     let o = ingot(&["build", s(&missing), "--out", s(&dir.path().join("out"))]);
     assert_exit(&o, 2);
     assert_one_error_line(&o, "no-such-recipe");
-    assert!(!dir.path().join("out").exists(), "nothing written for bad input");
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing written for bad input"
+    );
 }
 
 #[test]
@@ -199,7 +206,12 @@ fn exit_2_an_unknown_recipe_key() {
 #[test]
 fn exit_2_a_bad_url_scheme() {
     let f = fixture("");
-    let o = ingot(&["fetch", s(&f.recipe), "--mirror", "ftp://mirror.example/debian"]);
+    let o = ingot(&[
+        "fetch",
+        s(&f.recipe),
+        "--mirror",
+        "ftp://mirror.example/debian",
+    ]);
     assert_exit(&o, 2);
     assert_one_error_line(&o, "ftp://mirror.example/debian");
 }

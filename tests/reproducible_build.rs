@@ -273,13 +273,20 @@ fn a_failing_provision_script_fails_the_build_and_leaves_nothing() {
         "the script's output once, in the tail: {err}"
     );
     let tail_at = err.find("lines of the build log:").expect(&err);
-    assert!(err[tail_at..].contains("provision.sh: about to fail"), "{err}");
+    assert!(
+        err[tail_at..].contains("provision.sh: about to fail"),
+        "{err}"
+    );
     let last = err.lines().last().unwrap_or_default();
     let log = PathBuf::from(
         last.strip_prefix("ingot: the whole build log: ")
             .unwrap_or_else(|| panic!("the last line must name the log: {err}")),
     );
-    assert_eq!(log.parent(), Some(out.join("failed-builds").as_path()), "{err}");
+    assert_eq!(
+        log.parent(),
+        Some(out.join("failed-builds").as_path()),
+        "{err}"
+    );
     let text = fs::read_to_string(&log).unwrap();
     assert!(text.contains("provision.sh: about to fail"), "{text}");
     assert!(text.contains("dpkg: Setting up mini-base"), "{text}");
@@ -318,15 +325,28 @@ fn a_piped_build_prints_one_line_per_step_and_logs_the_rest_beside_the_image() {
     let lines: Vec<&str> = err.lines().collect();
     assert!(lines.len() <= 40, "{} lines:\n{err}", lines.len());
     let steps = [
-        "archive", "resolve", "fetch", "install", "provision", "cleanup", "export", "verify",
+        "archive",
+        "resolve",
+        "fetch",
+        "install",
+        "provision",
+        "cleanup",
+        "export",
+        "verify",
     ];
     for step in steps {
         let prefix = format!("ingot: {step}: ");
         let matching: Vec<&&str> = lines.iter().filter(|l| l.starts_with(&prefix)).collect();
         assert_eq!(matching.len(), 1, "one line for {step}:\n{err}");
-        assert!(matching[0].ends_with(" s)"), "{step} without its duration:\n{err}");
+        assert!(
+            matching[0].ends_with(" s)"),
+            "{step} without its duration:\n{err}"
+        );
     }
-    assert!(!err.contains("Setting up"), "dpkg's output on the terminal:\n{err}");
+    assert!(
+        !err.contains("Setting up"),
+        "dpkg's output on the terminal:\n{err}"
+    );
     assert!(!err.contains("starting ("), "raw byte counts:\n{err}");
 
     let image = stdout_path(&o);
@@ -334,10 +354,9 @@ fn a_piped_build_prints_one_line_per_step_and_logs_the_rest_beside_the_image() {
     let log = fs::read_to_string(&log_path).unwrap();
     assert!(log.contains("dpkg: Setting up mini-base"), "{log}");
     assert!(!log.contains("keeping /usr/sbin/policy-rc.d"), "{log}");
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &fs::read(format!("{}.manifest.json", image.display())).unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(format!("{}.manifest.json", image.display())).unwrap())
+            .unwrap();
     let names: Vec<&str> = manifest["stages"]
         .as_array()
         .unwrap()
@@ -355,9 +374,16 @@ fn a_piped_build_prints_one_line_per_step_and_logs_the_rest_beside_the_image() {
     let verr = String::from_utf8_lossy(&v.stderr);
     assert!(verr.contains("dpkg: Setting up mini-base"), "{verr}");
     let doc: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
-    assert_eq!(doc["stages"].as_array().unwrap().len(), steps.len(), "{doc}");
+    assert_eq!(
+        doc["stages"].as_array().unwrap().len(),
+        steps.len(),
+        "{doc}"
+    );
     assert!(
-        doc["log"].as_str().unwrap().ends_with("mini-rootfs-v2.tar.gz.log"),
+        doc["log"]
+            .as_str()
+            .unwrap()
+            .ends_with("mini-rootfs-v2.tar.gz.log"),
         "{doc}"
     );
     assert_eq!(doc["manifest"]["stages"], doc["stages"]);

@@ -86,7 +86,9 @@ impl Reporter for Bars {
             }
             ("export", None) => {
                 let b = indicatif::ProgressBar::new_spinner();
-                b.set_style(style("{prefix:>9} {spinner} {bytes} written {bytes_per_sec}"));
+                b.set_style(style(
+                    "{prefix:>9} {spinner} {bytes} written {bytes_per_sec}",
+                ));
                 b.enable_steady_tick(std::time::Duration::from_millis(120));
                 b
             }

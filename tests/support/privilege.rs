@@ -43,7 +43,13 @@ pub fn require_build_privileges(ingot: &str) {
         .into_iter()
         .flatten()
         .filter(|c| c["ok"] != serde_json::Value::Bool(true))
-        .map(|c| format!("{}: {}", c["name"].as_str().unwrap_or("?"), c["message"].as_str().unwrap_or("?")))
+        .map(|c| {
+            format!(
+                "{}: {}",
+                c["name"].as_str().unwrap_or("?"),
+                c["message"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
     panic!(
         "this test runs a real build and this host cannot build as uid {} (`ingot doctor`): {}",
