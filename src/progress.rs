@@ -376,8 +376,3 @@ mod tests {
         assert!(!tail.iter().any(|l| l.starts_with("error: ")));
     }
 }
-
-/// Scratch: a clippy fault for the CI demonstration.
-pub fn scratch_clippy_fault(x: &u64) -> u64 {
-    x.clone()
-}
