@@ -143,5 +143,3 @@ impl Bars {
         }
     }
 }
-
-pub fn   scratch_unformatted( ) -> u8 { 1 }
