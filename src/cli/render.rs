@@ -143,3 +143,5 @@ impl Bars {
         }
     }
 }
+
+pub fn   scratch_unformatted( ) -> u8 { 1 }
