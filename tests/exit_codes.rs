@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions};
+use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions, write_recipe};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 
@@ -36,12 +36,10 @@ fn fixture(recipe_extra: &str) -> Fixture {
         &key,
         &FixtureOptions::default(),
     );
-    let recipe = root.join("recipe");
-    fs::create_dir_all(&recipe).unwrap();
-    key.write_keyring(&recipe.join("trusted.gpg"));
-    fs::write(
-        recipe.join("recipe.toml"),
-        format!(
+    let recipe = write_recipe(
+        &root.join("recipe"),
+        &key,
+        &format!(
             r#"[image]
 name = "exit-test"
 [source]
@@ -53,8 +51,7 @@ keyring = "trusted.gpg"
 variant = "essential"
 {recipe_extra}"#
         ),
-    )
-    .unwrap();
+    );
     Fixture {
         mirror: archive.file_url(),
         recipe,

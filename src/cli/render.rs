@@ -144,4 +144,6 @@ impl Bars {
     }
 }
 
-pub fn   scratch_unformatted( ) -> u8 { 1 }
+pub fn scratch_unformatted() -> u8 {
+    1
+}

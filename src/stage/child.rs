@@ -9,7 +9,12 @@
 //! process of the build at once, so teardown never races a leftover daemon.
 //!
 //! Logs go to stderr as `ingot: stage: …` lines; a failure ends with one
-//! `ingot: stage: error: …` line that the parent reports. Stdout carries only the tar stream.
+//! `ingot: stage: error: …` line that the parent reports. Within them, the start of each step
+//! (`install`, `provision`, `cleanup`, `export`) and every line dpkg or a script prints carry
+//! the tags of [`crate::progress`] ([`step_line`](crate::progress::step_line),
+//! [`output_line`](crate::progress::output_line)), so that the parent can time the steps and
+//! send program output to the build log instead of the terminal. Stdout carries only the tar
+//! stream.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};

@@ -34,6 +34,19 @@ pub use deb::DebSpec;
 pub use http::{HttpGuard, serve_http};
 pub use key::FixtureKey;
 
+/// A recipe folder `dir` that trusts `key` (as `trusted.gpg`), with `recipe_toml` as its
+/// `recipe.toml`; returns `dir`.
+pub fn write_recipe(
+    dir: &std::path::Path,
+    key: &FixtureKey,
+    recipe_toml: &str,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    key.write_keyring(&dir.join("trusted.gpg"));
+    std::fs::write(dir.join("recipe.toml"), recipe_toml).unwrap();
+    dir.to_path_buf()
+}
+
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
     std::time::SystemTime::now()
