@@ -99,6 +99,8 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
             Ok(ExitCode::SUCCESS)
         }
         Err(failure) => {
+            // Clears a terminal's unfinished bar before the failure is printed.
+            drop(reporter);
             let message = build::one_line(&failure.error);
             let mut err = std::io::stderr().lock();
             match &failure.log {

@@ -132,6 +132,17 @@ impl Reporter for Bars {
     }
 }
 
+/// A step that never finished (the build failed): clear its bar so the error prints cleanly.
+impl Drop for Bars {
+    fn drop(&mut self) {
+        if let Ok(mut slot) = self.bar.lock()
+            && let Some(b) = slot.take()
+        {
+            b.finish_and_clear();
+        }
+    }
+}
+
 impl Bars {
     /// A line above the bar (the bar is redrawn below it).
     fn print(&self, line: &str) {
@@ -142,8 +153,4 @@ impl Bars {
             }
         }
     }
-}
-
-pub fn scratch_unformatted() -> u8 {
-    1
 }
