@@ -18,4 +18,5 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod stage;
+pub mod upload;
 pub mod verify;
