@@ -43,6 +43,19 @@ pub struct CommonOptions {
     pub quiet: bool,
 }
 
+impl CommonOptions {
+    /// The recipe these options name, with `--mirror` and `--allow-expired` applied.
+    pub fn load_recipe(&self) -> Result<Recipe, crate::recipe::RecipeError> {
+        Recipe::load(
+            &self.recipe,
+            &RecipeOverrides {
+                mirror: self.mirror.clone(),
+                allow_expired: self.allow_expired,
+            },
+        )
+    }
+}
+
 /// `tar` (artifact) or `dir` (tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -70,6 +83,8 @@ pub struct BuildOptions {
     pub keep_staging: Option<PathBuf>,
     /// JSON output.
     pub json: bool,
+    /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
+    pub locked: bool,
 }
 
 /// The outcome of the network half of a build: verified suites and the resolved plan.
@@ -93,13 +108,7 @@ pub struct Resolved {
 
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
-    let recipe = Recipe::load(
-        &o.recipe,
-        &RecipeOverrides {
-            mirror: o.mirror.clone(),
-            allow_expired: o.allow_expired,
-        },
-    )?;
+    let recipe = o.load_recipe()?;
     let transport = Transport::new();
     let opts = ArchiveOptions {
         allow_expired: recipe.source.allow_expired,
@@ -158,15 +167,8 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
     ));
     let t1 = Instant::now();
     reporter.begin("resolve", None);
-    let plan = plan::resolve(
-        &universe,
-        &Selection {
-            variant: recipe.packages.variant,
-            include: recipe.packages.include.clone(),
-            architecture: recipe.source.architecture.clone(),
-        },
-    )
-    .with_context(|| format!("resolving {}", recipe.file.display()))?;
+    let plan = plan::resolve(&universe, &Selection::of(&recipe))
+        .with_context(|| format!("resolving {}", recipe.file.display()))?;
     let t_resolve = t1.elapsed().as_millis();
     reporter.finish(&format!(
         "{} packages, {:.1} MiB",
@@ -196,7 +198,16 @@ pub fn cache_for(o: &CommonOptions) -> Cache {
 pub fn resolve_and_fetch(
     o: &CommonOptions,
     reporter: &dyn Reporter,
+    locked: bool,
 ) -> anyhow::Result<(Resolved, Cache, Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
+    if locked {
+        let r = crate::lock::resolve_locked(o, reporter)?;
+        let cache = cache_for(o);
+        let (debs, summary) =
+            fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)
+                .map_err(crate::lock::explain_fetch_error)?;
+        return Ok((r, cache, debs, summary));
+    }
     let r = resolve_recipe(o, reporter)?;
     let cache = cache_for(o);
     let (debs, summary) = fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)?;
@@ -357,7 +368,7 @@ fn build_recorded(
     recorder: &Recorder,
     log_slot: &mut LogSlot,
 ) -> anyhow::Result<Built> {
-    let (r, cache, debs, _) = resolve_and_fetch(o, recorder)?;
+    let (r, cache, debs, _) = resolve_and_fetch(o, recorder, b.locked)?;
     recorder.expect_packages(debs.len());
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
@@ -504,7 +515,8 @@ fn build_recorded(
             .collect(),
         stages: recorder.times(),
     };
-    let published = claim.publish(inputs)?;
+    let sbom = crate::sbom::describe_packages(&debs)?;
+    let published = claim.publish_with_sbom(inputs, &sbom)?;
     recorder.log(&format!("published {}", published.path.display()));
     Ok(Built {
         path: published.path,

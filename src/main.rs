@@ -105,6 +105,44 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Install exactly the set of the recipe's ingot.lock, with its epoch; refuse,
+        /// naming what differs, if the recipe, a script or any file changed.
+        #[arg(long, env = "INGOT_LOCKED")]
+        locked: bool,
+    },
+    /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
+    ///
+    /// Example: ingot lock recipes/ubuntu-24.04 && ingot lock --check recipes/ubuntu-24.04
+    Lock {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Write nothing: exit 1 when the lock no longer matches the recipe.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write a self-contained partial archive of the locked set into DIR.
+    ///
+    /// Example: ingot mirror recipes/ubuntu-24.04 --to /srv/ingot-mirror
+    Mirror {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The directory to write (a new or an earlier mirror directory).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// List the packages of the lock (or newest manifest) that today's archive has newer;
+    /// exit 1 when a rebuild is due.
+    ///
+    /// Example: ingot outdated recipes/ubuntu-24.04 --json
+    Outdated {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Where to look for the newest manifest when the recipe has no ingot.lock.
+        #[arg(long, short, env = "INGOT_OUT", default_value = "out")]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a tarball against the golden-image contract.
     ///
@@ -206,6 +244,7 @@ fn main() -> ExitCode {
             compression,
             keep_staging,
             json,
+            locked,
         } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
@@ -216,6 +255,7 @@ fn main() -> ExitCode {
                 compression,
                 keep_staging,
                 json,
+                locked,
             },
             verbose,
         ),
@@ -238,6 +278,22 @@ fn main() -> ExitCode {
                 json: a.json,
                 quiet,
             },
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
+        Command::Lock { source, check } => ingot::lock::cmd_lock(
+            &common(&source, quiet),
+            check,
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
+        Command::Mirror { source, to } => ingot::mirror::cmd_mirror(
+            &common(&source, quiet),
+            &to,
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
+        Command::Outdated { source, out, json } => ingot::outdated::cmd_outdated(
+            &common(&source, quiet),
+            &out,
+            json,
             cli::render::reporter(quiet, verbose).as_ref(),
         ),
     };

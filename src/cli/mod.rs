@@ -53,7 +53,7 @@ pub fn fetch(o: &CommonOptions, verbose: bool, json: bool) -> anyhow::Result<Exi
     let reporter = render::reporter(o.quiet, verbose);
     let recorder = Recorder::new(reporter.as_ref());
     let t = Instant::now();
-    let (_, cache, _, summary) = build::resolve_and_fetch(o, &recorder)?;
+    let (_, cache, _, summary) = build::resolve_and_fetch(o, &recorder, false)?;
     let mut out = std::io::stdout().lock();
     if json {
         let mut v = serde_json::to_value(&summary)?;
