@@ -5,7 +5,7 @@ RECIPE ?= recipes/ubuntu-24.04
 OUT    ?= out
 INGOT  := target/release/ingot
 
-.PHONY: ingot image.build-next image.build image.verify image.resolve image.upload test test-hermetic e2e bench doctor
+.PHONY: ingot image.build-next image.build image.verify image.resolve image.upload test test-hermetic test-hermetic-user e2e bench doctor
 
 ingot:
 	$(CARGO) build --release --locked
@@ -35,11 +35,17 @@ image.resolve: ingot
 doctor: ingot
 	$(INGOT) doctor
 
-# Every suite: hermetic tests, then the end-to-end suite against the real Ubuntu archive.
-test: test-hermetic e2e
+# Every suite: hermetic tests (as root, then as an ordinary build user), then the end-to-end
+# suite against the real Ubuntu archive.
+test: test-hermetic test-hermetic-user e2e
 
 test-hermetic:
 	$(CARGO) test --locked
+
+# The hermetic suite's binaries run as an ordinary user with a subordinate id range (root:
+# creates the user; INGOT_CI_USER, INGOT_CI_SUBIDS choose them).
+test-hermetic-user:
+	.ci/hermetic-as-user
 
 e2e: ingot
 	scripts/e2e/run.sh

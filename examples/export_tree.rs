@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         epoch_source: EpochSource::SourceDateEpoch,
         suites: Vec::new(),
         packages: Vec::new(),
+        stages: Vec::new(),
     })?;
     eprintln!(
         "{} entries, {} content bytes, {} tar bytes, {} compressed bytes",

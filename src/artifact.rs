@@ -456,6 +456,7 @@ impl Claim<'_> {
                 sha256: sha256.clone(),
                 size: self.size,
             },
+            stages: inputs.stages,
         };
         let sha256_path = sidecar(&final_path, ".sha256");
         let manifest_path = sidecar(&final_path, ".manifest.json");
@@ -571,7 +572,7 @@ fn sidecar(path: &Path, suffix: &str) -> PathBuf {
 }
 
 /// What the build knows about its inputs, recorded in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildInputs {
     /// SHA-256 (hex) of the recipe and its scripts.
     pub recipe_digest: String,
@@ -583,6 +584,8 @@ pub struct BuildInputs {
     pub suites: Vec<SuiteRecord>,
     /// Every package installed.
     pub packages: Vec<PackageRecord>,
+    /// How long each step of the build took.
+    pub stages: Vec<crate::progress::StageTime>,
 }
 
 /// One verified suite.
@@ -624,7 +627,7 @@ pub struct OutputRecord {
 
 /// `<file>.manifest.json`: what went in and what came out. Deterministic: no wall-clock
 /// times, packages sorted by name, architecture, version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Layout version of this file ([`MANIFEST_VERSION`]).
     pub manifest_version: u32,
@@ -646,6 +649,10 @@ pub struct Manifest {
     pub packages: Vec<PackageRecord>,
     /// The artifact.
     pub output: OutputRecord,
+    /// How long each step of the build took (`[{name, seconds}]`; wall-clock, so not part of
+    /// what makes two builds identical).
+    #[serde(default)]
+    pub stages: Vec<crate::progress::StageTime>,
 }
 
 /// A published version.

@@ -1,25 +1,27 @@
 //! The build pipeline, top to bottom: recipe → archive → plan → fetch → stage → export →
-//! artifact. Each step is a library call; this module only wires them together and words the
-//! results for the command line.
-
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-use serde::{Deserialize, Serialize};
+//! artifact. Each step is a library call; this module only wires them together, times each
+//! step and keeps the build log (through [`Recorder`]).
+//!
+//! It must never write to stdout or stderr: the results are returned, and the binary
+//! renders them (and the progress it receives through a [`Reporter`]).
 
 use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
+use serde::{Deserialize, Serialize};
 
 use crate::archive::{self, ArchiveError, ArchiveOptions, SuiteIndex, VerifiedRelease};
-use crate::artifact::{BuildInputs, OutputDir, PackageRecord, SuiteRecord, VersionRequest};
+use crate::artifact::{
+    BuildInputs, Manifest, OutputDir, PackageRecord, SuiteRecord, VersionRequest,
+};
 use crate::epoch::{BuildEpoch, EpochSource};
 use crate::export::compress::{self, Compression};
 use crate::fetch::{self, Cache};
 use crate::net::Transport;
 use crate::plan::{self, Plan, Selection};
-use crate::progress::{self, Reporter};
+use crate::progress::{Recorder, Reporter, StageTime};
 use crate::recipe::{Recipe, RecipeOverrides};
 use crate::stage::{self, StageDeb, StageOutput, StageSpec};
 use crate::verify;
@@ -173,15 +175,20 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
     }
     let t_archive = t0.elapsed().as_millis();
     reporter.finish(&format!(
-        "{} suites verified, {} stanzas in {} ms",
+        "{} suites verified, {} packages indexed",
         releases.len(),
         universe.len(),
-        t_archive
     ));
     let t1 = Instant::now();
+    reporter.begin("resolve", None);
     let plan = plan::resolve(&universe, &Selection::of(&recipe))
         .with_context(|| format!("resolving {}", recipe.file.display()))?;
     let t_resolve = t1.elapsed().as_millis();
+    reporter.finish(&format!(
+        "{} packages, {:.1} MiB",
+        plan.packages.len(),
+        plan.total_size() as f64 / 1048576.0
+    ));
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let (epoch, epoch_source) =
         BuildEpoch::choose(sde.as_deref(), releases.iter().map(|r| r.date))?;
@@ -196,53 +203,13 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
     })
 }
 
-fn cache_for(o: &CommonOptions) -> Cache {
+/// The download cache of these options.
+pub fn cache_for(o: &CommonOptions) -> Cache {
     Cache::new(o.cache_dir.clone().unwrap_or_else(Cache::default_root))
 }
 
-/// `ingot resolve`: print the plan as a table or JSON.
-pub fn cmd_resolve(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
-    let reporter = progress::for_cli(o.quiet);
-    let r = resolve_recipe(o, reporter.as_ref())?;
-    if !o.quiet {
-        eprintln!(
-            "ingot: resolved {} packages ({:.1} MiB) from {} stanzas: indexes {} ms, resolver {} ms",
-            r.plan.packages.len(),
-            r.plan.total_size() as f64 / 1048576.0,
-            r.stanzas,
-            r.timings_ms.0,
-            r.timings_ms.1
-        );
-    }
-    let mut out = std::io::stdout().lock();
-    if json {
-        let doc = serde_json::json!({
-            "recipe": r.recipe.file,
-            "suites": r.releases.iter().map(|s| serde_json::json!({
-                "suite": s.source.suite, "url": s.url, "sha256": s.sha256, "date": s.date,
-                "signer": s.signer,
-            })).collect::<Vec<_>>(),
-            "stanzas": r.stanzas,
-            "resolve_ms": r.timings_ms.1,
-            "total_size": r.plan.total_size(),
-            "packages": r.plan.packages,
-        });
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
-    } else {
-        for p in &r.plan.packages {
-            writeln!(
-                out,
-                "{:<36} {:<40} {:<6} {:>10} {} {}",
-                p.name, p.version, p.architecture, p.size, p.sha256, p.filename
-            )?;
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Resolve, then download (or take from the cache) every planned `.deb`.
-fn resolve_and_fetch(
+pub fn resolve_and_fetch(
     o: &CommonOptions,
     reporter: &dyn Reporter,
     locked: bool,
@@ -261,40 +228,165 @@ fn resolve_and_fetch(
     Ok((r, cache, debs, summary))
 }
 
-/// `ingot fetch`: resolve, download into the cache, print the totals.
-pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
-    let reporter = progress::for_cli(o.quiet);
-    let t = Instant::now();
-    let (_, cache, _, summary) = resolve_and_fetch(o, reporter.as_ref(), false)?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        let mut v = serde_json::to_value(&summary)?;
-        v["cache"] = serde_json::json!(cache.root());
-        v["seconds"] = serde_json::json!(t.elapsed().as_secs_f64());
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
-    } else {
-        writeln!(
-            out,
-            "{} packages, {:.1} MiB: {} downloaded ({:.1} MiB), {} from cache ({})",
-            summary.packages,
-            summary.total_bytes as f64 / 1048576.0,
-            summary.downloaded,
-            summary.downloaded_bytes as f64 / 1048576.0,
-            summary.cached,
-            cache.root().display()
-        )?;
-    }
-    Ok(ExitCode::SUCCESS)
+/// A finished `ingot build`.
+#[derive(Debug)]
+pub struct Built {
+    /// The published artifact (or, with `--format dir`, the tree).
+    pub path: PathBuf,
+    /// The manifest written beside the artifact (`--format tar` only).
+    pub manifest: Option<Manifest>,
+    /// The build log: everything dpkg and the scripts printed, and every progress line.
+    pub log: Option<PathBuf>,
+    /// How long each step took.
+    pub stages: Vec<StageTime>,
 }
 
-/// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
-pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
-    let reporter = progress::for_cli(o.quiet);
+/// A failed `ingot build`: the error, and the build log kept for it.
+#[derive(Debug)]
+pub struct BuildFailure {
+    /// What went wrong.
+    pub error: anyhow::Error,
+    /// The log of the failed build, kept under the output directory (none if the build failed
+    /// before it had anything to log, e.g. a bad recipe).
+    pub log: Option<PathBuf>,
+    /// The log's last lines (progress and program output).
+    pub tail: Vec<String>,
+}
+
+/// Directory under `--out` where the logs of failed builds are kept.
+pub const FAILED_LOG_DIR: &str = "failed-builds";
+
+/// `ingot build`: the whole pipeline. Progress and the build log go through `reporter`; the
+/// log is published as `<artifact>.log` (or `<tree>.log`), or kept under
+/// `<out>/failed-builds/` when the build fails.
+pub fn build_image(
+    o: &CommonOptions,
+    b: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<Built, BuildFailure> {
+    let recorder = Recorder::new(reporter);
+    let mut log_slot = LogSlot::None;
+    let result = build_recorded(o, b, &recorder, &mut log_slot);
+    let log = recorder.close_log();
+    match result {
+        Ok(mut built) => {
+            built.log = match (log_slot, log) {
+                (LogSlot::Publish(final_path), Some(temp)) => Some(
+                    publish_log(&temp, &final_path).map_err(|error| BuildFailure {
+                        error,
+                        log: None,
+                        tail: Vec::new(),
+                    })?,
+                ),
+                (_, log) => log,
+            };
+            built.stages = recorder.times();
+            Ok(built)
+        }
+        Err(error) => {
+            recorder.log(&format!("error: {}", one_line(&error)));
+            let kept = match (log_slot, recorder.close_log()) {
+                (LogSlot::Publish(final_path), _) => log
+                    .as_deref()
+                    .and_then(|temp| keep_failed_log(temp, &final_path).ok()),
+                (_, _) => log,
+            };
+            Err(BuildFailure {
+                error,
+                log: kept,
+                tail: recorder.tail(),
+            })
+        }
+    }
+}
+
+/// Where the log goes once the build is over.
+enum LogSlot {
+    /// No log file was opened.
+    None,
+    /// Beside this artifact (`<artifact>.log`), from a hidden temp file.
+    Publish(PathBuf),
+    /// Written in place (`--format dir`).
+    InPlace,
+}
+
+fn open_log_file(recorder: &Recorder, path: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("creating the build log {}", path.display()))?;
+    recorder
+        .open_log(path, file)
+        .with_context(|| format!("writing the build log {}", path.display()))
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// Publish the finished log as `<artifact>.log` (never over an existing file).
+fn publish_log(temp: &Path, artifact: &Path) -> anyhow::Result<PathBuf> {
+    let target = with_suffix(artifact, ".log");
+    std::fs::hard_link(temp, &target)
+        .and_then(|()| std::fs::remove_file(temp))
+        .with_context(|| {
+            format!(
+                "publishing the build log {} as {}",
+                temp.display(),
+                target.display()
+            )
+        })?;
+    Ok(target)
+}
+
+/// Keep a failed build's log as `<out>/failed-builds/<artifact>.<unix time>.log`.
+fn keep_failed_log(temp: &Path, artifact: &Path) -> anyhow::Result<PathBuf> {
+    let dir = artifact
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join(FAILED_LOG_DIR);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let name = artifact.file_name().unwrap_or_default().to_string_lossy();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    for n in 0..100u32 {
+        let suffix = if n == 0 {
+            String::new()
+        } else {
+            format!("-{n}")
+        };
+        let target = dir.join(format!("{name}.{now}{suffix}.log"));
+        match std::fs::hard_link(temp, &target) {
+            Ok(()) => {
+                let _ = std::fs::remove_file(temp);
+                return Ok(target);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("keeping the build log {}", target.display()));
+            }
+        }
+    }
+    anyhow::bail!("keeping the build log: too many logs in {}", dir.display())
+}
+
+fn build_recorded(
+    o: &CommonOptions,
+    b: &BuildOptions,
+    recorder: &Recorder,
+    log_slot: &mut LogSlot,
+) -> anyhow::Result<Built> {
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
     }
-    let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref(), b.locked)?;
+    let (r, cache, debs, _) = resolve_and_fetch(o, recorder, b.locked)?;
+    recorder.expect_packages(debs.len());
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
         .iter()
@@ -337,25 +429,56 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("creating {}", parent.display()))?;
         let out = std::fs::canonicalize(&parent)?.join(b.out.file_name().unwrap_or_default());
+        open_log_file(recorder, &with_suffix(&out, ".log"))?;
+        *log_slot = LogSlot::InPlace;
         spec.staging_parent = std::fs::canonicalize(&parent)?;
         spec.output = StageOutput::Dir(out.clone());
-        stage::run_stage(&spec, &mut |_| Ok(()), reporter.as_ref())?;
-        print_result(b.json, &out, None)?;
-        return Ok(ExitCode::SUCCESS);
+        stage::run_stage(&spec, &mut |_| Ok(()), recorder)?;
+        return Ok(Built {
+            path: out,
+            manifest: None,
+            log: None,
+            stages: Vec::new(),
+        });
     }
 
-    let dir = OutputDir::lock(&b.out, &r.recipe.image.name)?;
+    let dir = match OutputDir::try_lock(&b.out, &r.recipe.image.name)? {
+        Some(dir) => dir,
+        None => {
+            recorder.message(&format!(
+                "waiting for another build of {} in {} to finish (it holds {})",
+                r.recipe.image.name,
+                b.out.display(),
+                b.out
+                    .join(format!(".{}.lock", r.recipe.image.name))
+                    .display()
+            ));
+            OutputDir::lock(&b.out, &r.recipe.image.name)?
+        }
+    };
     let request = match b.version {
         Some(n) => VersionRequest::Exact(n),
         None => VersionRequest::Next,
     };
     let mut claim = dir.claim(request, b.compression)?;
-    reporter.message(&format!("building {}", claim.file_name()));
+    let final_path = b.out.join(claim.file_name());
+    let temp_log = b.out.join(format!(
+        ".{}.log.{}.partial",
+        claim.file_name(),
+        std::process::id()
+    ));
+    open_log_file(recorder, &temp_log)?;
+    *log_slot = LogSlot::Publish(final_path.clone());
+    recorder.message(&format!("building {}", final_path.display()));
     let mut compressed: Option<Result<u64, crate::export::ExportError>> = None;
     let staged = stage::run_stage(
         &spec,
         &mut |tar| {
-            let res = compress::compress_stream(b.compression, tar, &mut claim);
+            let mut counted = CountingWriter {
+                inner: &mut claim,
+                reporter: recorder,
+            };
+            let res = compress::compress_stream(b.compression, tar, &mut counted);
             let failed = res.is_err();
             compressed = Some(res);
             if failed {
@@ -364,7 +487,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
                 Ok(())
             }
         },
-        reporter.as_ref(),
+        recorder,
     );
     // The first error is the one reported: when writing the output failed (a full disk), the
     // stage child was stopped because of it, and its exit is a consequence, not the cause. A
@@ -383,7 +506,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
         .flush()
         .with_context(|| format!("writing {written}"))?;
 
-    reporter.begin("verify", None);
+    recorder.begin("verify", None);
     let report = verify::verify_tarball(claim.temp_path())?;
     if !report.ok() {
         anyhow::bail!(
@@ -391,7 +514,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
             claim.file_name()
         );
     }
-    reporter.finish("golden-image contract holds");
+    recorder.finish("golden-image contract holds");
 
     let inputs = BuildInputs {
         recipe_digest: r.recipe.digest.clone(),
@@ -417,11 +540,17 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
                 sha256: p.sha256.clone(),
             })
             .collect(),
+        stages: recorder.times(),
     };
     let sbom = crate::sbom::describe_packages(&debs)?;
     let published = claim.publish_with_sbom(inputs, &sbom)?;
-    print_result(b.json, &published.path, Some(&published.manifest))?;
-    Ok(ExitCode::SUCCESS)
+    recorder.log(&format!("published {}", published.path.display()));
+    Ok(Built {
+        path: published.path,
+        manifest: Some(published.manifest),
+        log: None,
+        stages: Vec::new(),
+    })
 }
 
 /// Refuse an output directory the artifact cannot be written to before anything is fetched or
@@ -442,62 +571,21 @@ fn output_is_writable(out: &std::path::Path) -> anyhow::Result<()> {
         })
 }
 
-fn print_result(
-    json: bool,
-    path: &std::path::Path,
-    manifest: Option<&crate::artifact::Manifest>,
-) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    if json {
-        let doc = serde_json::json!({ "path": path, "manifest": manifest });
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
-    } else {
-        writeln!(out, "{}", path.display())?;
-    }
-    Ok(())
+/// Counts the compressed bytes on their way into the artifact (the export bar).
+struct CountingWriter<'w, 'r> {
+    inner: &'w mut (dyn Write + Send),
+    reporter: &'r dyn Reporter,
 }
 
-/// `ingot verify`: the golden-image contract on any tarball; exit 1 on any violation.
-pub fn cmd_verify(tarball: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
-    let report = verify::verify_tarball(tarball)?;
-    let mut out = std::io::stdout().lock();
-    if json {
-        writeln!(out, "{}", report.to_json())?;
-    } else {
-        write!(out, "{report}")?;
+impl Write for CountingWriter<'_, '_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.reporter.advance(n as u64);
+        Ok(n)
     }
-    Ok(if report.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
-}
-
-/// `ingot doctor`: can this host build rootless?
-pub fn cmd_doctor(json: bool) -> anyhow::Result<ExitCode> {
-    let checks = stage::doctor();
-    let ok = checks.iter().all(|c| c.ok);
-    let mut out = std::io::stdout().lock();
-    if json {
-        serde_json::to_writer_pretty(&mut out, &serde_json::json!({ "ok": ok, "checks": checks }))?;
-        writeln!(out)?;
-    } else {
-        for c in &checks {
-            writeln!(
-                out,
-                "{} {}: {}",
-                if c.ok { "ok  " } else { "FAIL" },
-                c.name,
-                c.message
-            )?;
-        }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
     }
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
 }
 
 /// The error chain as one line: `outer: inner: innermost`, without repeats.
@@ -512,13 +600,15 @@ pub fn one_line(e: &anyhow::Error) -> String {
     parts.join(": ").replace('\n', " ")
 }
 
-/// 2 for bad input (recipe, usage), 1 for everything else.
+/// The exit code for an error: 2 for bad input (a recipe that is missing or invalid, a bad
+/// mirror URL, a tarball that does not exist), 1 for everything else (a failed build or check).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
-    if e.chain()
-        .any(|c| c.downcast_ref::<crate::recipe::RecipeError>().is_some())
-    {
-        2
-    } else {
-        1
-    }
+    let bad_input = e.chain().any(|c| {
+        c.downcast_ref::<crate::recipe::RecipeError>().is_some()
+            || matches!(
+                c.downcast_ref::<verify::VerifyError>(),
+                Some(verify::VerifyError::Open { .. })
+            )
+    });
+    if bad_input { 2 } else { 1 }
 }

@@ -25,7 +25,7 @@ use crate::build::{self, CommonOptions, Resolved};
 use crate::epoch::{BuildEpoch, EpochSource};
 use crate::net::{Transport, TransportError, join_url};
 use crate::plan::{self, PlannedPackage, Selection};
-use crate::progress::{self, Reporter};
+use crate::progress::Reporter;
 use crate::recipe::{Recipe, SuiteSource};
 
 /// The layout version written in every lock.
@@ -544,7 +544,11 @@ pub fn explain_fetch_error(e: crate::fetch::FetchError) -> anyhow::Error {
 
 /// `ingot lock RECIPE`: write the lock; with `check`, exit 1 when the lock no longer matches
 /// the recipe (nothing is written, nothing is fetched).
-pub fn cmd_lock(o: &CommonOptions, check: bool) -> anyhow::Result<ExitCode> {
+pub fn cmd_lock(
+    o: &CommonOptions,
+    check: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     if check {
         let recipe = o.load_recipe()?;
@@ -554,8 +558,7 @@ pub fn cmd_lock(o: &CommonOptions, check: bool) -> anyhow::Result<ExitCode> {
         writeln!(out, "{}: matches {}", path.display(), recipe.file.display())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let reporter = progress::for_cli(o.quiet);
-    let lock = create(o, reporter.as_ref())?;
+    let lock = create(o, reporter)?;
     let recipe = o.load_recipe()?;
     let path = lock_path(&recipe);
     lock.write(&path)?;

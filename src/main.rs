@@ -1,4 +1,7 @@
-//! The `ingot` command line: parses arguments and calls the library. Nothing else lives here.
+//! The `ingot` command line: parses arguments and hands each verb to [`cli`], which calls the
+//! library and renders the result. Nothing else lives here.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -7,13 +10,30 @@ use clap::{Args, Parser, Subcommand};
 
 use ingot::build::{self, BuildOptions, CommonOptions, OutputFormat};
 
+/// `ingot --version`: the crate version and the commit it was built from (see `build.rs`).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("INGOT_GIT_COMMIT"),
+    ")"
+);
+
 /// Build golden, reproducible Ubuntu LXC images without Docker and without root.
 #[derive(Parser)]
-#[command(name = "ingot", version, about, long_about = None)]
+#[command(name = "ingot", version = VERSION, about, long_about = None)]
 struct Cli {
     /// No progress output (errors still go to stderr).
-    #[arg(long, short, global = true, env = "INGOT_QUIET")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "INGOT_QUIET",
+        conflicts_with = "verbose"
+    )]
     quiet: bool,
+    /// Also stream the build log (dpkg's and the scripts' output) to stderr.
+    #[arg(long, short, global = true, env = "INGOT_VERBOSE")]
+    verbose: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -213,13 +233,13 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let quiet = cli.quiet;
+    let (quiet, verbose) = (cli.quiet, cli.verbose);
     let result = match cli.command {
         Command::Stage { spec } => {
             return ExitCode::from(ingot::stage::child_main(&spec).clamp(0, 255) as u8);
         }
-        Command::Resolve { source, json } => build::cmd_resolve(&common(&source, quiet), json),
-        Command::Fetch { source, json } => build::cmd_fetch(&common(&source, quiet), json),
+        Command::Resolve { source, json } => cli::resolve(&common(&source, quiet), verbose, json),
+        Command::Fetch { source, json } => cli::fetch(&common(&source, quiet), verbose, json),
         Command::Build {
             source,
             out,
@@ -230,7 +250,7 @@ fn main() -> ExitCode {
             keep_staging,
             json,
             locked,
-        } => build::cmd_build(
+        } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
                 out,
@@ -242,30 +262,45 @@ fn main() -> ExitCode {
                 json,
                 locked,
             },
+            verbose,
         ),
-        Command::Lock { source, check } => ingot::lock::cmd_lock(&common(&source, quiet), check),
-        Command::Mirror { source, to } => ingot::mirror::cmd_mirror(&common(&source, quiet), &to),
-        Command::Outdated { source, out, json } => {
-            ingot::outdated::cmd_outdated(&common(&source, quiet), &out, json)
-        }
-        Command::Verify { tarball, json } => build::cmd_verify(&tarball, json),
-        Command::Doctor { json } => build::cmd_doctor(json),
-        Command::Upload(a) => ingot::upload::cmd_upload(&ingot::upload::UploadCommand {
-            tarball: a.tarball,
-            api_url: a.api_url,
-            token_id: a.token_id,
-            token_secret_file: a.token_secret_file,
-            node: a.node,
-            storage: a.storage,
-            ca_file: a.ca_file,
-            fingerprint: a.fingerprint,
-            insecure: a.insecure,
-            no_verify: a.no_verify,
-            retries: a.retries,
-            task_timeout: a.task_timeout,
-            json: a.json,
-            quiet,
-        }),
+        Command::Verify { tarball, json } => cli::verify(&tarball, json),
+        Command::Doctor { json } => cli::doctor(json),
+        Command::Upload(a) => ingot::upload::cmd_upload(
+            &ingot::upload::UploadCommand {
+                tarball: a.tarball,
+                api_url: a.api_url,
+                token_id: a.token_id,
+                token_secret_file: a.token_secret_file,
+                node: a.node,
+                storage: a.storage,
+                ca_file: a.ca_file,
+                fingerprint: a.fingerprint,
+                insecure: a.insecure,
+                no_verify: a.no_verify,
+                retries: a.retries,
+                task_timeout: a.task_timeout,
+                json: a.json,
+                quiet,
+            },
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
+        Command::Lock { source, check } => ingot::lock::cmd_lock(
+            &common(&source, quiet),
+            check,
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
+        Command::Mirror { source, to } => ingot::mirror::cmd_mirror(
+            &common(&source, quiet),
+            &to,
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
+        Command::Outdated { source, out, json } => ingot::outdated::cmd_outdated(
+            &common(&source, quiet),
+            &out,
+            json,
+            cli::render::reporter(quiet, verbose).as_ref(),
+        ),
     };
     match result {
         Ok(code) => code,

@@ -158,9 +158,12 @@ pub fn write_mirror(
 }
 
 /// `ingot mirror RECIPE --to DIR`: prints DIR (stdout) and what was written (stderr).
-pub fn cmd_mirror(o: &CommonOptions, dir: &Path) -> anyhow::Result<ExitCode> {
-    let reporter = progress::for_cli(o.quiet);
-    let summary = write_mirror(o, dir, reporter.as_ref())?;
+pub fn cmd_mirror(
+    o: &CommonOptions,
+    dir: &Path,
+    reporter: &dyn progress::Reporter,
+) -> anyhow::Result<ExitCode> {
+    let summary = write_mirror(o, dir, reporter)?;
     if !o.quiet {
         eprintln!(
             "ingot: mirror of {} suites, {} indexes, {} packages ({:.1} MiB)",

@@ -20,7 +20,7 @@ use crate::artifact::Manifest;
 use crate::build::CommonOptions;
 use crate::lock;
 use crate::net::Transport;
-use crate::progress::{self, Reporter};
+use crate::progress::Reporter;
 use crate::recipe::Recipe;
 
 /// What the comparison started from.
@@ -198,11 +198,15 @@ pub fn compare(baseline: &Baseline, universe: &[BinaryPackage]) -> Vec<Outdated>
 }
 
 /// `ingot outdated RECIPE`: exit 1 when a rebuild is due.
-pub fn cmd_outdated(o: &CommonOptions, out_dir: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn cmd_outdated(
+    o: &CommonOptions,
+    out_dir: &Path,
+    json: bool,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<ExitCode> {
     let recipe = o.load_recipe()?;
     let base = baseline(&recipe, out_dir)?;
-    let reporter = progress::for_cli(o.quiet);
-    let universe = today(&recipe, reporter.as_ref())?;
+    let universe = today(&recipe, reporter)?;
     let outdated = compare(&base, &universe);
     let due = !outdated.is_empty();
     let mut out = std::io::stdout().lock();

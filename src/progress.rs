@@ -1,21 +1,35 @@
-//! Progress reporting as a small trait, so the library never depends on the terminal UI.
+//! Progress reporting as a small trait, so the library never depends on the terminal UI, and
+//! the [`Recorder`] that turns a build's raw progress into named, timed steps and a build log.
 //!
-//! The CLI picks an implementation: indicatif bars on a terminal, plain lines when piped,
-//! nothing with `--quiet`.
+//! The library calls a [`Reporter`]; the binary renders it (bars on a terminal, one line per
+//! step when piped, nothing with `--quiet`). This module owns the line protocol between the
+//! stage child and the parent — `ingot: step: NAME` starts a step, `ingot: output: SOURCE: LINE`
+//! is a line that dpkg or a script printed — and the build log. It must never write to the
+//! terminal itself.
 
-use std::io::IsTerminal;
+use std::collections::VecDeque;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 /// Receives progress from long-running library work. Implementations must be cheap.
 pub trait Reporter: Send + Sync {
-    /// A stage begins (`fetch`, `unpack`, …) with `total` units (bytes or items), if known.
+    /// A stage begins (`fetch`, `install`, …) with `total` units (bytes or items), if known.
     fn begin(&self, stage: &str, total: Option<u64>);
     /// `amount` more units of the current stage are done.
     fn advance(&self, amount: u64);
-    /// A human-readable line about the current stage.
+    /// A human-readable line about the current stage (build-log material, not a result).
     fn message(&self, line: &str);
-    /// The current stage is over.
+    /// The current stage is over; `summary` says what it did (and, from a [`Recorder`], how
+    /// long it took).
     fn finish(&self, summary: &str);
+    /// A build-log line: what a program run inside the image printed (`SOURCE: LINE`, e.g.
+    /// `dpkg: Setting up …`) or the stage's own detail (`installing 150 packages`). Only a
+    /// verbose renderer shows it.
+    fn output(&self, _line: &str) {}
 }
 
 /// Says nothing (`--quiet`, library use, tests).
@@ -28,101 +42,337 @@ impl Reporter for Silent {
     fn finish(&self, _: &str) {}
 }
 
-/// Plain, line-oriented progress on stderr (piped output, CI logs).
-pub struct Lines {
-    stage: Mutex<String>,
+/// Tag of a stage-child line that starts a named step of the stage.
+pub const STEP_TAG: &str = "ingot: step: ";
+/// Tag of a stage-child line that a program inside the image printed.
+pub const OUTPUT_TAG: &str = "ingot: output: ";
+/// Lines of output shown when a step fails.
+pub const FAILURE_TAIL: usize = 20;
+
+/// The child's marker for the start of step `name` (`install`, `provision`, `cleanup`,
+/// `export`).
+pub fn step_line(name: &str) -> String {
+    format!("{STEP_TAG}{name}")
 }
 
-impl Reporter for Lines {
-    fn begin(&self, stage: &str, total: Option<u64>) {
-        if let Ok(mut s) = self.stage.lock() {
-            *s = stage.to_string();
+/// The child's marker for one line that `source` (dpkg, a script's name) printed.
+pub fn output_line(source: &str, line: &str) -> String {
+    format!("{OUTPUT_TAG}{source}: {line}")
+}
+
+/// How long one step of a build took (`--json` results and the manifest).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageTime {
+    /// `archive`, `resolve`, `fetch`, `install`, `provision`, `cleanup`, `export`, `verify`.
+    pub name: String,
+    /// Wall-clock seconds (milliseconds precision).
+    pub seconds: f64,
+}
+
+struct Open {
+    name: String,
+    started: Instant,
+    /// Packages configured (`dpkg: Setting up …`) during `install`.
+    configured: u64,
+    /// Packages unpacked (`dpkg: Unpacking …`) during `install`.
+    unpacked: u64,
+    /// Units advanced (bytes for `fetch` and `export`).
+    advanced: u64,
+}
+
+struct State {
+    open: Option<Open>,
+    times: Vec<StageTime>,
+    /// Lines before the log file exists.
+    pending: Vec<String>,
+    log: Option<(PathBuf, std::fs::File)>,
+    tail: VecDeque<String>,
+    packages: u64,
+    /// The current step was entered through a `ingot: step:` line (inside `stage`).
+    in_stage: bool,
+}
+
+/// Wraps the renderer for one build: names and times every step, routes the stage child's
+/// lines (steps, program output, progress), counts dpkg's packages for the install bar, and
+/// writes everything to the build log.
+pub struct Recorder<'a> {
+    inner: &'a dyn Reporter,
+    state: Mutex<State>,
+}
+
+impl<'a> Recorder<'a> {
+    /// A recorder in front of `inner`; the log is kept in memory until [`Recorder::open_log`].
+    pub fn new(inner: &'a dyn Reporter) -> Recorder<'a> {
+        Recorder {
+            inner,
+            state: Mutex::new(State {
+                open: None,
+                times: Vec::new(),
+                pending: Vec::new(),
+                log: None,
+                tail: VecDeque::with_capacity(FAILURE_TAIL),
+                packages: 0,
+                in_stage: false,
+            }),
         }
-        match total {
-            Some(t) => eprintln!("ingot: {stage}: starting ({t})"),
-            None => eprintln!("ingot: {stage}: starting"),
+    }
+
+    /// The number of packages the install step will configure (its bar's total).
+    pub fn expect_packages(&self, n: usize) {
+        self.with(|s| s.packages = n as u64);
+    }
+
+    /// Start writing the build log to `file` (at `path`), beginning with every line so far.
+    pub fn open_log(&self, path: &Path, mut file: std::fs::File) -> std::io::Result<()> {
+        let pending = self.with(|s| std::mem::take(&mut s.pending));
+        for line in &pending {
+            writeln!(file, "{line}")?;
         }
+        self.with(|s| s.log = Some((path.to_path_buf(), file)));
+        Ok(())
     }
-    fn advance(&self, _: u64) {}
-    fn message(&self, line: &str) {
-        let stage = self.stage.lock().map(|s| s.clone()).unwrap_or_default();
-        eprintln!("ingot: {stage}: {line}");
-    }
-    fn finish(&self, summary: &str) {
-        let stage = self.stage.lock().map(|s| s.clone()).unwrap_or_default();
-        eprintln!("ingot: {stage}: {summary}");
-    }
-}
 
-/// indicatif bars on a terminal.
-pub struct Bars {
-    bar: Mutex<Option<indicatif::ProgressBar>>,
-}
+    /// Flush and close the log; returns its path.
+    pub fn close_log(&self) -> Option<PathBuf> {
+        self.with(|s| {
+            s.log.take().map(|(path, mut file)| {
+                let _ = file.flush();
+                let _ = file.sync_all();
+                path
+            })
+        })
+    }
 
-impl Reporter for Bars {
-    fn begin(&self, stage: &str, total: Option<u64>) {
-        let bar = match total {
-            Some(t) => {
-                let b = indicatif::ProgressBar::new(t);
-                b.set_style(
-                    indicatif::ProgressStyle::with_template(
-                        "{prefix:>8} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} {msg}",
-                    )
-                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-                    .progress_chars("=> "),
-                );
-                b
-            }
-            None => {
-                let b = indicatif::ProgressBar::new_spinner();
-                b.enable_steady_tick(std::time::Duration::from_millis(120));
-                b
-            }
+    /// Every finished step with its duration, in order.
+    pub fn times(&self) -> Vec<StageTime> {
+        self.with(|s| s.times.clone())
+    }
+
+    /// The last [`FAILURE_TAIL`] lines of the log (progress and program output, without the
+    /// child's own error line, which the caller reports).
+    pub fn tail(&self) -> Vec<String> {
+        self.with(|s| s.tail.iter().cloned().collect())
+    }
+
+    /// Write a line to the build log only (not to the renderer, not to the tail).
+    pub fn log(&self, line: &str) {
+        self.with(|s| write_log(s, line, false));
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut State) -> T) -> T {
+        let mut guard = match self.state.lock() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
         };
-        bar.set_prefix(stage.to_string());
-        if let Ok(mut slot) = self.bar.lock()
-            && let Some(old) = slot.replace(bar)
-        {
-            old.finish_and_clear();
+        f(&mut guard)
+    }
+
+    /// Close the open step (if any) with `summary`, record its time, tell the renderer.
+    fn close(&self, summary: Option<&str>) {
+        let closed = self.with(|s| {
+            let open = s.open.take()?;
+            let seconds = (open.started.elapsed().as_millis() as f64) / 1000.0;
+            s.times.push(StageTime {
+                name: open.name.clone(),
+                seconds,
+            });
+            let what = match summary {
+                Some(text) => text.to_string(),
+                None => default_summary(&open, s.packages),
+            };
+            let line = format!("{what} ({seconds:.1} s)");
+            write_log(s, &format!("{}: {line}", open.name), false);
+            Some(line)
+        });
+        if let Some(line) = closed {
+            self.inner.finish(&line);
         }
     }
-    fn advance(&self, amount: u64) {
-        if let Ok(slot) = self.bar.lock()
-            && let Some(b) = slot.as_ref()
-        {
-            b.inc(amount);
-        }
-    }
-    fn message(&self, line: &str) {
-        if let Ok(slot) = self.bar.lock() {
-            match slot.as_ref() {
-                Some(b) => b.set_message(line.to_string()),
-                None => eprintln!("{line}"),
-            }
-        }
-    }
-    fn finish(&self, summary: &str) {
-        if let Ok(mut slot) = self.bar.lock()
-            && let Some(b) = slot.take()
-        {
-            let prefix = b.prefix();
-            b.finish_and_clear();
-            eprintln!("{prefix:>8} {summary}");
-        }
+
+    fn open(&self, name: &str, total: Option<u64>, in_stage: bool) {
+        self.with(|s| {
+            s.open = Some(Open {
+                name: name.to_string(),
+                started: Instant::now(),
+                configured: 0,
+                unpacked: 0,
+                advanced: 0,
+            });
+            s.in_stage = in_stage;
+            write_log(s, &format!("== {name}"), false);
+        });
+        self.inner.begin(name, total);
     }
 }
 
-/// The reporter the CLI should use: silent when quiet, bars on a terminal, lines otherwise.
-pub fn for_cli(quiet: bool) -> Box<dyn Reporter> {
-    if quiet {
-        Box::new(Silent)
-    } else if std::io::stderr().is_terminal() {
-        Box::new(Bars {
-            bar: Mutex::new(None),
-        })
-    } else {
-        Box::new(Lines {
-            stage: Mutex::new(String::new()),
-        })
+fn default_summary(open: &Open, packages: u64) -> String {
+    match open.name.as_str() {
+        "install" => format!(
+            "{} of {packages} packages configured",
+            open.configured.max(open.unpacked)
+        ),
+        "export" => format!("{:.1} MiB written", open.advanced as f64 / 1048576.0),
+        _ => "done".to_string(),
+    }
+}
+
+fn write_log(s: &mut State, line: &str, tail: bool) {
+    if tail {
+        if s.tail.len() == FAILURE_TAIL {
+            s.tail.pop_front();
+        }
+        s.tail.push_back(line.to_string());
+    }
+    match &mut s.log {
+        Some((_, file)) => {
+            let _ = writeln!(file, "{line}");
+        }
+        None => s.pending.push(line.to_string()),
+    }
+}
+
+impl Reporter for Recorder<'_> {
+    fn begin(&self, stage: &str, total: Option<u64>) {
+        self.close(None);
+        // The stage's own steps are announced by the child (`ingot: step:`); until the first
+        // one, time spent starting the child counts towards it.
+        if stage == "stage" {
+            self.with(|s| s.in_stage = true);
+            return;
+        }
+        self.open(stage, total, false);
+    }
+
+    fn advance(&self, amount: u64) {
+        self.with(|s| {
+            if let Some(open) = &mut s.open {
+                open.advanced += amount;
+            }
+        });
+        self.inner.advance(amount);
+    }
+
+    fn message(&self, line: &str) {
+        if let Some(program_line) = line.strip_prefix(OUTPUT_TAG) {
+            self.output(program_line);
+        } else if let Some(step) = line.strip_prefix(STEP_TAG) {
+            let total = if step == "install" {
+                Some(self.with(|s| s.packages)).filter(|n| *n > 0)
+            } else {
+                None
+            };
+            self.close(None);
+            self.open(step, total, true);
+        } else if line.starts_with("error: ") {
+            // The child's failure line: the caller reports the error once, from the result.
+            self.with(|s| write_log(s, line, false));
+        } else if self.with(|s| s.in_stage) {
+            // The stage child's own progress: detail for the log, not a line per event.
+            self.with(|s| write_log(s, line, true));
+            self.inner.output(line);
+        } else {
+            self.with(|s| write_log(s, line, true));
+            self.inner.message(line);
+        }
+    }
+
+    fn finish(&self, summary: &str) {
+        // The stage's `finish("done")` ends its last step with that step's own summary.
+        let in_stage = self.with(|s| s.in_stage);
+        if in_stage {
+            self.with(|s| s.in_stage = false);
+            self.close(None);
+        } else {
+            self.close(Some(summary));
+        }
+    }
+
+    fn output(&self, line: &str) {
+        let advance = self.with(|s| {
+            write_log(s, line, true);
+            let open = s.open.as_mut()?;
+            if open.name != "install" {
+                return None;
+            }
+            let text = line.strip_prefix("dpkg: ")?;
+            if text.starts_with("Setting up ") {
+                open.configured += 1;
+                Some(1)
+            } else if text.starts_with("Unpacking ") {
+                open.unpacked += 1;
+                None
+            } else {
+                None
+            }
+        });
+        if let Some(n) = advance {
+            self.inner.advance(n);
+        }
+        self.inner.output(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Seen(Mutex<Vec<String>>);
+    impl Reporter for Seen {
+        fn begin(&self, stage: &str, _: Option<u64>) {
+            self.0.lock().unwrap().push(format!("begin {stage}"));
+        }
+        fn advance(&self, n: u64) {
+            self.0.lock().unwrap().push(format!("advance {n}"));
+        }
+        fn message(&self, line: &str) {
+            self.0.lock().unwrap().push(format!("message {line}"));
+        }
+        fn finish(&self, summary: &str) {
+            let s = summary.split(" (").next().unwrap_or_default().to_string();
+            self.0.lock().unwrap().push(format!("finish {s}"));
+        }
+        fn output(&self, line: &str) {
+            self.0.lock().unwrap().push(format!("output {line}"));
+        }
+    }
+
+    #[test]
+    fn stage_child_lines_become_timed_steps_and_log_lines() {
+        let seen = Seen::default();
+        let rec = Recorder::new(&seen);
+        rec.expect_packages(2);
+        rec.begin("fetch", Some(10));
+        rec.advance(10);
+        rec.finish("2 packages");
+        rec.begin("stage", None);
+        rec.message(&step_line("install"));
+        rec.message(&output_line("dpkg", "Unpacking a (1) ..."));
+        rec.message(&output_line("dpkg", "Setting up a (1) ..."));
+        rec.message("installing 2 packages");
+        rec.message(&step_line("provision"));
+        rec.message(&output_line("provision.sh", "hello"));
+        rec.message("error: provision script provision.sh exited with status 3");
+        let names: Vec<String> = rec.times().into_iter().map(|t| t.name).collect();
+        assert_eq!(names, ["fetch", "install"]);
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [
+                "begin fetch",
+                "advance 10",
+                "finish 2 packages",
+                "begin install",
+                "output dpkg: Unpacking a (1) ...",
+                "advance 1",
+                "output dpkg: Setting up a (1) ...",
+                "output installing 2 packages",
+                "finish 1 of 2 packages configured",
+                "begin provision",
+                "output provision.sh: hello",
+            ]
+        );
+        let tail = rec.tail();
+        assert_eq!(tail.last().map(String::as_str), Some("provision.sh: hello"));
+        assert!(!tail.iter().any(|l| l.starts_with("error: ")));
     }
 }

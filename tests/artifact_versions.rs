@@ -40,6 +40,7 @@ fn inputs() -> BuildInputs {
                 sha256: "02".repeat(32),
             },
         ],
+        stages: Vec::new(),
     }
 }
 

@@ -3,6 +3,8 @@
 
 #[path = "support/minidistro.rs"]
 mod minidistro;
+#[path = "support/privilege.rs"]
+mod privilege;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -11,10 +13,6 @@ use std::process::Command;
 
 use ingot::stage::chroot::command_in_chroot;
 use ingot::stage::install::{InstallError, install_packages};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 fn in_chroot(root: &Path, prog: &str, args: &[&str]) -> (bool, String) {
     let out = command_in_chroot(root, prog, args).output().unwrap();
@@ -25,10 +23,7 @@ fn in_chroot(root: &Path, prog: &str, args: &[&str]) -> (bool, String) {
 
 #[test]
 fn installs_the_mini_distribution_with_its_own_dpkg() {
-    if !is_root() {
-        eprintln!("skipped: needs root (chroot)");
-        return;
-    }
+    privilege::require_root("chroot, and packages owned by other users");
     let tmp = tempfile::tempdir().unwrap();
     let debs = minidistro::build(&tmp.path().join("debs"));
     let root = tmp.path().join("root");
@@ -125,10 +120,7 @@ fn installs_the_mini_distribution_with_its_own_dpkg() {
 
 #[test]
 fn a_failing_postinst_names_the_package_and_status() {
-    if !is_root() {
-        eprintln!("skipped: needs root (chroot)");
-        return;
-    }
+    privilege::require_root("chroot, and packages owned by other users");
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("debs");
     let mut debs = minidistro::build(&out);
@@ -178,10 +170,13 @@ fn a_failing_postinst_names_the_package_and_status() {
 #[test]
 #[ignore]
 fn real_package_set_matches_mmdebstrap() {
-    let Ok(debs_dir) = std::env::var("INGOT_E2E_DEBS") else {
-        eprintln!("skipped: INGOT_E2E_DEBS not set");
-        return;
-    };
+    privilege::require_root("chroot, mknod");
+    let debs_dir = std::env::var("INGOT_E2E_DEBS").unwrap_or_else(|_| {
+        panic!(
+            "INGOT_E2E_DEBS is not set: this test needs the .debs of a real package set \
+             (see the comment above it)"
+        )
+    });
     let debs = stage_debs_from_dir(Path::new(&debs_dir));
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");

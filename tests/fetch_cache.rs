@@ -8,7 +8,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions, serve_http};
+use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions, serve_http, write_recipe};
 
 const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
 
@@ -36,11 +36,9 @@ fn setup(dir: &Path) -> (FixtureArchive, std::path::PathBuf) {
         &key,
         &FixtureOptions::default(),
     );
-    let recipe = dir.join("recipe");
-    fs::create_dir_all(&recipe).unwrap();
-    key.write_keyring(&recipe.join("trusted.gpg"));
-    fs::write(
-        recipe.join("recipe.toml"),
+    let recipe = write_recipe(
+        &dir.join("recipe"),
+        &key,
         r#"[image]
 name = "fetch-test"
 [source]
@@ -51,8 +49,7 @@ keyring = "trusted.gpg"
 [packages]
 variant = "essential"
 "#,
-    )
-    .unwrap();
+    );
     (archive, recipe)
 }
 

@@ -6,6 +6,9 @@
 //! Tarballs are built here with the `tar` crate (so that device nodes and foreign owners need
 //! no privileges); nothing is committed.
 
+#[path = "support/privilege.rs"]
+mod privilege;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -721,6 +724,7 @@ fn unreadable_input_is_an_error_not_a_verdict() {
 #[test]
 fn a_tree_cleaned_by_enforce_passes_verify() {
     use std::os::unix::fs::{PermissionsExt, symlink};
+    privilege::require_root("enforcing the invariants on files owned by root");
     let fx = Fixture::new();
     let root = fx.dir.path().join("rootfs");
     let mut t = Tree::good();

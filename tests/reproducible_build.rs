@@ -99,8 +99,9 @@ scripts = ["provision.sh"]
     }
 }
 
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
+/// Fails the test (never skips it) when this host cannot build.
+fn require_build_privileges() {
+    support::privilege::require_build_privileges(INGOT);
 }
 
 /// Run `ingot build` through `sh` so that umask and TZ are the child's own.
@@ -144,10 +145,7 @@ fn staging_is_empty(f: &Fixture) -> bool {
 
 #[test]
 fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() {
-    if !is_root() {
-        eprintln!("skipped: needs root or a subuid range (the e2e suite runs it unprivileged)");
-        return;
-    }
+    require_build_privileges();
     let f = fixture(PROVISION);
     let (http, _server) = serve_http(&f.dir.join("mirror"));
     let a = build(
@@ -212,10 +210,7 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
 
 #[test]
 fn versions_are_monotonic_and_never_overwritten() {
-    if !is_root() {
-        eprintln!("skipped: needs root or a subuid range");
-        return;
-    }
+    require_build_privileges();
     let f = fixture(PROVISION);
     let out = f.dir.join("out");
     let v1 = build(&f, &f.mirror_file, &out, "--next", "022", "UTC");
@@ -246,10 +241,12 @@ fn versions_are_monotonic_and_never_overwritten() {
         files,
         [
             "mini-rootfs-v1.tar.gz",
+            "mini-rootfs-v1.tar.gz.log",
             "mini-rootfs-v1.tar.gz.manifest.json",
             "mini-rootfs-v1.tar.gz.sha256",
             "mini-rootfs-v1.tar.gz.spdx.json",
             "mini-rootfs-v2.tar.gz",
+            "mini-rootfs-v2.tar.gz.log",
             "mini-rootfs-v2.tar.gz.manifest.json",
             "mini-rootfs-v2.tar.gz.sha256",
             "mini-rootfs-v2.tar.gz.spdx.json",
@@ -259,24 +256,53 @@ fn versions_are_monotonic_and_never_overwritten() {
 
 #[test]
 fn a_failing_provision_script_fails_the_build_and_leaves_nothing() {
-    if !is_root() {
-        eprintln!("skipped: needs root or a subuid range");
-        return;
-    }
+    require_build_privileges();
     let f = fixture("#!/bin/sh\necho about to fail\nexit 3\n");
     let out = f.dir.join("out");
     let o = build(&f, &f.mirror_file, &out, "--next", "022", "UTC");
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(1), "a failed build exits 1");
     let err = String::from_utf8_lossy(&o.stderr);
-    let last = err.lines().last().unwrap_or_default();
+    // The failing step, its status, once; its output once (in the tail); the log's path.
+    assert_eq!(
+        err.matches("provision script provision.sh exited with status 3")
+            .count(),
+        1,
+        "the failure must be printed exactly once: {err}"
+    );
+    assert_eq!(
+        err.matches("about to fail").count(),
+        1,
+        "the script's output once, in the tail: {err}"
+    );
+    let tail_at = err.find("lines of the build log:").expect(&err);
     assert!(
-        last.contains("provision.sh") && last.contains('3'),
-        "the last line must name the script and its status: {err}"
+        err[tail_at..].contains("provision.sh: about to fail"),
+        "{err}"
+    );
+    let last = err.lines().last().unwrap_or_default();
+    let log = PathBuf::from(
+        last.strip_prefix("ingot: the whole build log: ")
+            .unwrap_or_else(|| panic!("the last line must name the log: {err}")),
+    );
+    assert_eq!(
+        log.parent(),
+        Some(out.join("failed-builds").as_path()),
+        "{err}"
+    );
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.contains("provision.sh: about to fail"), "{text}");
+    assert!(text.contains("dpkg: Setting up mini-base"), "{text}");
+    assert!(
+        text.contains("error: provision script provision.sh exited with status 3"),
+        "{text}"
     );
     let left: Vec<_> = fs::read_dir(&out)
         .map(|d| {
             d.map(|e| e.unwrap().file_name())
-                .filter(|n| !n.to_string_lossy().starts_with(".mini-rootfs.lock"))
+                .filter(|n| {
+                    let n = n.to_string_lossy();
+                    !n.starts_with(".mini-rootfs.lock") && n != "failed-builds"
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -287,12 +313,130 @@ fn a_failing_provision_script_fails_the_build_and_leaves_nothing() {
     assert!(staging_is_empty(&f), "staging left behind");
 }
 
+/// The default output of a piped build: one line per step with its duration; dpkg's and the
+/// scripts' output only in the log published beside the image; `-v` streams it too.
+#[test]
+fn a_piped_build_prints_one_line_per_step_and_logs_the_rest_beside_the_image() {
+    require_build_privileges();
+    // The recipe's cleanup removes policy-rc.d itself, as the golden cleanup.sh does.
+    let f = fixture(&format!("{PROVISION}rm -f /usr/sbin/policy-rc.d\n"));
+    let out = f.dir.join("out");
+    let o = build(&f, &f.mirror_file, &out, "--next", "022", "UTC");
+    assert_ok(&o);
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines.len() <= 40, "{} lines:\n{err}", lines.len());
+    let steps = [
+        "archive",
+        "resolve",
+        "fetch",
+        "install",
+        "provision",
+        "cleanup",
+        "export",
+        "verify",
+    ];
+    for step in steps {
+        let prefix = format!("ingot: {step}: ");
+        let matching: Vec<&&str> = lines.iter().filter(|l| l.starts_with(&prefix)).collect();
+        assert_eq!(matching.len(), 1, "one line for {step}:\n{err}");
+        assert!(
+            matching[0].ends_with(" s)"),
+            "{step} without its duration:\n{err}"
+        );
+    }
+    assert!(
+        !err.contains("Setting up"),
+        "dpkg's output on the terminal:\n{err}"
+    );
+    assert!(!err.contains("starting ("), "raw byte counts:\n{err}");
+
+    let image = stdout_path(&o);
+    let log_path = PathBuf::from(format!("{}.log", image.display()));
+    let log = fs::read_to_string(&log_path).unwrap();
+    assert!(log.contains("dpkg: Setting up mini-base"), "{log}");
+    assert!(!log.contains("keeping /usr/sbin/policy-rc.d"), "{log}");
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(format!("{}.manifest.json", image.display())).unwrap())
+            .unwrap();
+    let names: Vec<&str> = manifest["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            assert!(s["seconds"].as_f64().unwrap() >= 0.0);
+            s["name"].as_str().unwrap()
+        })
+        .collect();
+    assert_eq!(names, steps);
+
+    // -v streams the log as well; --json carries the steps and the log's path.
+    let v = build(&f, &f.mirror_file, &out, "--next --json -v", "022", "UTC");
+    assert_ok(&v);
+    let verr = String::from_utf8_lossy(&v.stderr);
+    assert!(verr.contains("dpkg: Setting up mini-base"), "{verr}");
+    let doc: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(
+        doc["stages"].as_array().unwrap().len(),
+        steps.len(),
+        "{doc}"
+    );
+    assert!(
+        doc["log"]
+            .as_str()
+            .unwrap()
+            .ends_with("mini-rootfs-v2.tar.gz.log"),
+        "{doc}"
+    );
+    assert_eq!(doc["manifest"]["stages"], doc["stages"]);
+}
+
+/// A second build of the same image into the same directory waits for the first and says so.
+#[test]
+fn a_build_waiting_for_the_output_lock_says_so() {
+    require_build_privileges();
+    let f = fixture(PROVISION);
+    let out = f.dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    let lock = fs::File::create(out.join(".mini-rootfs.lock")).unwrap();
+    lock.lock().unwrap();
+    let mut child = Command::new(INGOT)
+        .arg("build")
+        .arg(&f.recipe)
+        .args(["--mirror", &f.mirror_file])
+        .arg("--cache-dir")
+        .arg(&f.cache)
+        .arg("--out")
+        .arg(&out)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut reader = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let mut seen = Vec::new();
+    for line in reader.by_ref() {
+        let line = line.unwrap();
+        let waiting = line.contains("waiting for another build of mini-rootfs");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains(".mini-rootfs.lock")),
+        "the build must say it waits for the lock: {seen:?}"
+    );
+    drop(lock);
+    let rest: Vec<String> = reader.map(|l| l.unwrap()).collect();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{seen:?} {rest:?}");
+    assert!(out.join("mini-rootfs-v1.tar.gz").exists());
+}
+
 #[test]
 fn a_contract_breaking_image_is_not_published() {
-    if !is_root() {
-        eprintln!("skipped: needs root or a subuid range");
-        return;
-    }
+    require_build_privileges();
     let breaking = format!(
         "{PROVISION}\nprintf 'user:$6$salt$hash:19000:0:99999:7:::\\n' >> /etc/shadow\nprintf 'user:x:1000:1000::/home/user:/bin/sh\\n' >> /etc/passwd\n"
     );

@@ -4,6 +4,8 @@
 
 #[path = "support/minidistro.rs"]
 mod minidistro;
+#[path = "support/privilege.rs"]
+mod privilege;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, symlink};
@@ -13,10 +15,6 @@ use std::process::Command;
 use ingot::stage::install::deb::{DebMember, with_member};
 use ingot::stage::install::unpack::{UnpackError, extract_deb};
 use minidistro::{Compression, Member, write_deb};
-
-fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
 
 const CONTROL: &str = "Package: hostile\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.invalid>\nDescription: t\n";
 
@@ -99,10 +97,7 @@ fn benign_members() -> Vec<Member> {
 
 #[test]
 fn benign_package_matches_gnu_tar_with_merged_usr() {
-    if !is_root() {
-        eprintln!("skipped: needs root (chown)");
-        return;
-    }
+    privilege::require_root("extracting files owned by other users");
     let tmp = tempfile::tempdir().unwrap();
     let base = deb(tmp.path(), "base", &benign_members(), Compression::Zstd);
     // A second package written against the unmerged layout: ./bin/ls and ./lib/libx.
@@ -257,9 +252,7 @@ fn assert_refused(result: Result<Vec<String>, UnpackError>, package: &str, membe
 
 #[test]
 fn dot_dot_escape_is_refused() {
-    if !is_root() {
-        return;
-    }
+    privilege::require_root("extracting files owned by other users");
     let sb = Sandbox::new();
     let result = sb.extract(
         "dotdot",
@@ -292,9 +285,7 @@ fn dot_dot_escape_is_refused() {
 
 #[test]
 fn absolute_paths_are_refused() {
-    if !is_root() {
-        return;
-    }
+    privilege::require_root("extracting files owned by other users");
     let sb = Sandbox::new();
     let target = sb.outside.join("secret").display().to_string();
     assert_refused(
@@ -312,9 +303,7 @@ fn absolute_paths_are_refused() {
 
 #[test]
 fn writing_through_a_symlink_stays_inside_the_root() {
-    if !is_root() {
-        return;
-    }
+    privilege::require_root("extracting files owned by other users");
     let sb = Sandbox::new();
     let outside = sb.outside.display().to_string();
     // evil -> /…/outside (absolute), then evil/file: resolves to ROOT/…/outside, which does
@@ -398,9 +387,7 @@ fn writing_through_a_symlink_stays_inside_the_root() {
 
 #[test]
 fn hard_links_cannot_reach_outside() {
-    if !is_root() {
-        return;
-    }
+    privilege::require_root("extracting files owned by other users");
     let sb = Sandbox::new();
     assert_refused(
         sb.extract("hl-shadow", &[Member::hardlink("./shadow", "/etc/shadow")]),
@@ -478,9 +465,7 @@ fn malformed_debs_are_reported() {
 
 #[test]
 fn mount_points_in_the_root_are_left_alone() {
-    if !is_root() {
-        return;
-    }
+    privilege::require_root("extracting files owned by other users");
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("root");
     fs::create_dir_all(root.join("proc")).unwrap();

@@ -9,7 +9,12 @@
 //! process of the build at once, so teardown never races a leftover daemon.
 //!
 //! Logs go to stderr as `ingot: stage: …` lines; a failure ends with one
-//! `ingot: stage: error: …` line that the parent reports. Stdout carries only the tar stream.
+//! `ingot: stage: error: …` line that the parent reports. Within them, the start of each step
+//! (`install`, `provision`, `cleanup`, `export`) and every line dpkg or a script prints carry
+//! the tags of [`crate::progress`] ([`step_line`](crate::progress::step_line),
+//! [`output_line`](crate::progress::output_line)), so that the parent can time the steps and
+//! send program output to the build log instead of the terminal. Stdout carries only the tar
+//! stream.
 
 use std::io::{Read, Write};
 use std::os::fd::{FromRawFd, OwnedFd};
@@ -329,6 +334,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         seed_root(seed, root)?;
     }
     let mut logger = |line: &str| log(line);
+    log(&crate::progress::step_line("install"));
     log(&format!("installing {} packages", spec.debs.len()));
     // As mmdebstrap does: extract the essential set into the bare tree first, so that
     // base-files' /proc, /dev and /run keep their own modes, then mount for dpkg.
@@ -349,6 +355,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         return Err("the image has no /bin/sh to run the recipe's scripts with".into());
     }
     if !spec.provision.is_empty() {
+        log(&crate::progress::step_line("provision"));
         env.bind_resolv_conf(&mut logger)
             .map_err(|e| e.to_string())?;
     }
@@ -357,6 +364,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
     }
     env.unbind_resolv_conf().map_err(|e| e.to_string())?;
+    log(&crate::progress::step_line("cleanup"));
     for (i, script) in spec.cleanup.iter().enumerate() {
         scripts::run_script(root, script, ScriptKind::Cleanup, i + 1, &mut logger)
             .map_err(|e| e.to_string())?;
@@ -369,6 +377,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         log(&format!("invariant: {action}"));
     }
     if matches!(spec.output, StageOutput::Tar) {
+        log(&crate::progress::step_line("export"));
         log("streaming the tar archive");
         let mut out = std::fs::File::from(tar_out);
         super::super::export::tar::write_rootfs_tar(root, &mut out, spec.epoch)

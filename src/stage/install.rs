@@ -577,7 +577,7 @@ fn dpkg(
     for line in BufReader::new(reader).split(b'\n') {
         let line = line.map_err(spawn_err)?;
         let line = String::from_utf8_lossy(&line).into_owned();
-        log(&line);
+        log(&crate::progress::output_line("dpkg", &line));
         if tail.len() == OUTPUT_TAIL {
             tail.pop_front();
         }

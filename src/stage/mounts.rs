@@ -364,10 +364,11 @@ impl ChrootEnv {
                 "usr/sbin",
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY,
             )?;
-            let ours = std::fs::read(self.root.join("usr/sbin/policy-rc.d"))
-                .map(|c| c == POLICY_RC_D)
-                .unwrap_or(false);
-            if owned.contains("/usr/sbin/policy-rc.d") || !ours {
+            let current = std::fs::read(self.root.join("usr/sbin/policy-rc.d"));
+            let ours = current.as_ref().is_ok_and(|c| c == POLICY_RC_D);
+            // A cleanup script that already removed it leaves nothing to keep or remove.
+            let gone = matches!(&current, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            if !gone && (owned.contains("/usr/sbin/policy-rc.d") || !ours) {
                 log("keeping /usr/sbin/policy-rc.d: the image's packages or scripts provide it");
             } else {
                 match confined::unlink_at(&sbin, "policy-rc.d", "usr/sbin/policy-rc.d") {

@@ -156,7 +156,7 @@ fn run_copied(
     });
     let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
     let show = |log: &mut dyn FnMut(&str), line: String, tail: &mut VecDeque<String>| {
-        log(&format!("{name}: {line}"));
+        log(&crate::progress::output_line(name, &line));
         if tail.len() == TAIL_LINES {
             tail.pop_front();
         }

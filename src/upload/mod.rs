@@ -600,9 +600,12 @@ impl UploadCommand {
     }
 }
 
-/// Run `ingot upload`: the result on stdout (the volid, or JSON), progress on stderr.
-pub fn cmd_upload(cmd: &UploadCommand) -> anyhow::Result<ExitCode> {
-    let reporter = crate::progress::for_cli(cmd.quiet);
+/// Run `ingot upload`: the result on stdout (the volid, or JSON), progress through `reporter`
+/// (the binary renders it on stderr).
+pub fn cmd_upload(
+    cmd: &UploadCommand,
+    reporter: &dyn crate::progress::Reporter,
+) -> anyhow::Result<ExitCode> {
     let result = cmd.settings().and_then(|settings| {
         if settings.trust == Trust::Insecure {
             eprintln!(
@@ -616,7 +619,7 @@ pub fn cmd_upload(cmd: &UploadCommand) -> anyhow::Result<ExitCode> {
                 no_verify: cmd.no_verify,
                 settings,
             },
-            reporter.as_ref(),
+            reporter,
         )
     });
     match result {

@@ -27,11 +27,25 @@ mod archive;
 mod deb;
 mod http;
 mod key;
+pub mod privilege;
 
 pub use archive::{FixtureArchive, FixtureOptions, rfc2822_date};
 pub use deb::DebSpec;
 pub use http::{Fault, FaultyServer, HttpGuard, faulty_server, serve_http};
 pub use key::FixtureKey;
+
+/// A recipe folder `dir` that trusts `key` (as `trusted.gpg`), with `recipe_toml` as its
+/// `recipe.toml`; returns `dir`.
+pub fn write_recipe(
+    dir: &std::path::Path,
+    key: &FixtureKey,
+    recipe_toml: &str,
+) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    key.write_keyring(&dir.join("trusted.gpg"));
+    std::fs::write(dir.join("recipe.toml"), recipe_toml).unwrap();
+    dir.to_path_buf()
+}
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {

@@ -1,0 +1,228 @@
+//! The README's exit-code table, one test per row: 0 ok, 1 the build or check failed, 2 bad
+//! usage or bad input (and `verify --json` prints JSON whatever the file is).
+//!
+//! None of these needs privileges: every build here stops before the stage.
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use support::{DebSpec, FixtureArchive, FixtureKey, FixtureOptions, write_recipe};
+
+const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    dir: PathBuf,
+    recipe: PathBuf,
+    mirror: String,
+}
+
+/// A signed archive with one essential package and a recipe that trusts its key.
+fn fixture(recipe_extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let key = FixtureKey::generate("exit code test key");
+    let deb = DebSpec::new("base", "1.0")
+        .essential()
+        .file("/usr/bin/base", b"#!/bin/sh\n", 0o755)
+        .build(&root.join("debs"));
+    let archive = FixtureArchive::build(
+        &root.join("mirror"),
+        "stable",
+        &[deb],
+        &key,
+        &FixtureOptions::default(),
+    );
+    let recipe = write_recipe(
+        &root.join("recipe"),
+        &key,
+        &format!(
+            r#"[image]
+name = "exit-test"
+[source]
+mirror = "http://unused.invalid/debian"
+suites = ["stable"]
+architecture = "amd64"
+keyring = "trusted.gpg"
+[packages]
+variant = "essential"
+{recipe_extra}"#
+        ),
+    );
+    Fixture {
+        mirror: archive.file_url(),
+        recipe,
+        dir: root,
+        _dir: dir,
+    }
+}
+
+fn ingot(args: &[&str]) -> Output {
+    Command::new(INGOT)
+        .args(args)
+        .env_remove("INGOT_MIRROR")
+        .output()
+        .unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Exit code, with stderr in the message when it is not the one expected.
+fn assert_exit(o: &Output, code: i32) {
+    assert_eq!(
+        o.status.code(),
+        Some(code),
+        "stderr: {}\nstdout: {}",
+        String::from_utf8_lossy(&o.stderr),
+        String::from_utf8_lossy(&o.stdout)
+    );
+}
+
+/// The error is one line naming what was wrong.
+fn assert_one_error_line(o: &Output, names: &str) {
+    let err = String::from_utf8_lossy(&o.stderr);
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(errors.len(), 1, "{err}");
+    assert!(errors[0].contains(names), "{err}");
+}
+
+#[test]
+fn exit_0_resolve_succeeds_and_version_names_the_commit() {
+    let f = fixture("");
+    let o = ingot(&["resolve", s(&f.recipe), "--mirror", &f.mirror]);
+    assert_exit(&o, 0);
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("base "));
+    let v = ingot(&["--version"]);
+    assert_exit(&v, 0);
+    let text = String::from_utf8_lossy(&v.stdout);
+    assert!(
+        text.starts_with(&format!("ingot {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{text}"
+    );
+}
+
+#[test]
+fn exit_1_a_build_that_fails_on_a_bad_archive_signature() {
+    let f = fixture("");
+    // Trust another key: the archive's signature no longer verifies.
+    FixtureKey::generate("some other key").write_keyring(&f.recipe.join("trusted.gpg"));
+    let out = f.dir.join("out");
+    let o = ingot(&[
+        "build",
+        s(&f.recipe),
+        "--mirror",
+        &f.mirror,
+        "--cache-dir",
+        s(&f.dir.join("cache")),
+        "--out",
+        s(&out),
+    ]);
+    assert_exit(&o, 1);
+    assert_one_error_line(&o, "InRelease");
+    assert!(o.stdout.is_empty());
+}
+
+#[test]
+fn exit_1_verify_finds_violations() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hostname"), "build-host\n").unwrap();
+    let tarball = dir.path().join("image.tar");
+    let tar = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&tree)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let o = ingot(&["verify", s(&tarball)]);
+    assert_exit(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("FAILED"));
+    let j = ingot(&["verify", "--json", s(&tarball)]);
+    assert_exit(&j, 1);
+    let doc: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert!(!doc["violations"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn exit_1_verify_on_a_corrupt_file_still_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("image.tar.gz");
+    // A gzip magic followed by garbage.
+    fs::write(
+        &corrupt,
+        b"\x1f\x8b\x08\x00garbage that is not deflate at all",
+    )
+    .unwrap();
+    let o = ingot(&["verify", "--json", s(&corrupt)]);
+    assert_exit(&o, 1);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["violations"][0]["rule"], "archive-format", "{doc}");
+    assert_one_error_line(&o, "image.tar.gz");
+}
+
+#[test]
+fn exit_2_bad_usage() {
+    assert_exit(&ingot(&[]), 2);
+    assert_exit(&ingot(&["build"]), 2);
+    assert_exit(&ingot(&["verify", "--no-such-flag", "x"]), 2);
+}
+
+#[test]
+fn exit_2_a_missing_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-recipe");
+    let o = ingot(&["build", s(&missing), "--out", s(&dir.path().join("out"))]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "no-such-recipe");
+    assert!(
+        !dir.path().join("out").exists(),
+        "nothing written for bad input"
+    );
+}
+
+#[test]
+fn exit_2_an_unknown_recipe_key() {
+    let f = fixture("colour = \"blue\"\n");
+    let o = ingot(&["resolve", s(&f.recipe), "--mirror", &f.mirror]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "colour");
+}
+
+#[test]
+fn exit_2_a_bad_url_scheme() {
+    let f = fixture("");
+    let o = ingot(&[
+        "fetch",
+        s(&f.recipe),
+        "--mirror",
+        "ftp://mirror.example/debian",
+    ]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "ftp://mirror.example/debian");
+}
+
+#[test]
+fn exit_2_verify_on_a_missing_tarball_still_prints_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.tar.gz");
+    let o = ingot(&["verify", s(&missing)]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "missing.tar.gz");
+    let j = ingot(&["verify", "--json", s(&missing)]);
+    assert_exit(&j, 2);
+    let doc: serde_json::Value = serde_json::from_slice(&j.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert!(doc["error"].as_str().unwrap().contains("missing.tar.gz"));
+}
