@@ -87,6 +87,8 @@ pub struct Resolved {
     pub epoch_source: EpochSource,
     /// Milliseconds spent verifying/loading indexes and resolving.
     pub timings_ms: (u128, u128),
+    /// The transport that loaded the archive: fetching reuses its connections and lookups.
+    pub transport: Transport,
 }
 
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
@@ -98,7 +100,7 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
             allow_expired: o.allow_expired,
         },
     )?;
-    let transport = Transport::new();
+    let transport = Transport::for_jobs(o.jobs);
     let opts = ArchiveOptions {
         allow_expired: recipe.source.allow_expired,
         now: std::time::SystemTime::now()
@@ -177,6 +179,7 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
         epoch,
         epoch_source,
         timings_ms: (t_archive, t_resolve),
+        transport,
     })
 }
 
@@ -232,7 +235,7 @@ fn resolve_and_fetch(
 ) -> anyhow::Result<(Resolved, Cache, Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
     let r = resolve_recipe(o, reporter)?;
     let cache = cache_for(o);
-    let (debs, summary) = fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)?;
+    let (debs, summary) = fetch::fetch_plan(&r.transport, &r.plan, &cache, o.jobs, reporter)?;
     Ok((r, cache, debs, summary))
 }
 
