@@ -412,6 +412,15 @@ impl Claim<'_> {
 
     /// Publishes the artifact with its `.sha256` and `.manifest.json`, never replacing a file.
     pub fn publish(self, inputs: BuildInputs) -> Result<Published, ArtifactError> {
+        self.publish_timed(inputs, Vec::new())
+    }
+
+    /// [`Claim::publish`], with each stage's duration recorded in the manifest.
+    pub fn publish_timed(
+        self,
+        inputs: BuildInputs,
+        stages: Vec<StageTime>,
+    ) -> Result<Published, ArtifactError> {
         let final_path = self.final_path();
         let temp_path = self.temp_path.clone();
         let write_error = |source| ArtifactError::Write {
@@ -445,6 +454,7 @@ impl Claim<'_> {
                 sha256: sha256.clone(),
                 size: self.size,
             },
+            stages,
         };
         let sha256_path = sidecar(&final_path, ".sha256");
         let manifest_path = sidecar(&final_path, ".manifest.json");
@@ -593,9 +603,9 @@ pub struct OutputRecord {
     pub size: u64,
 }
 
-/// `<file>.manifest.json`: what went in and what came out. Deterministic: no wall-clock
-/// times, packages sorted by name, architecture, version.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `<file>.manifest.json`: what went in and what came out. Deterministic (packages sorted by
+/// name, architecture, version) except `stages`, the measured duration of each build stage.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
     /// Layout version of this file ([`MANIFEST_VERSION`]).
     pub manifest_version: u32,
@@ -617,6 +627,18 @@ pub struct Manifest {
     pub packages: Vec<PackageRecord>,
     /// The artifact.
     pub output: OutputRecord,
+    /// How long each stage of the build took, in order (not part of what the image is).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stages: Vec<StageTime>,
+}
+
+/// One stage of a build and its wall time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageTime {
+    /// The stage: `archive`, `resolve`, `fetch`, `stage.extract`, `stage.dpkg`, …
+    pub name: String,
+    /// Its wall time in seconds.
+    pub seconds: f64,
 }
 
 /// A published version.

@@ -268,8 +268,10 @@ pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
 
 /// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
 pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
-    let reporter = progress::for_cli(o.quiet);
-    let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref())?;
+    let cli_reporter = progress::for_cli(o.quiet);
+    let clock = crate::clock::StageClock::new(cli_reporter.as_ref());
+    let reporter = &clock;
+    let (r, cache, debs, _) = resolve_and_fetch(o, reporter)?;
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
         .iter()
@@ -313,7 +315,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
         let out = std::fs::canonicalize(&parent)?.join(b.out.file_name().unwrap_or_default());
         spec.staging_parent = std::fs::canonicalize(&parent)?;
         spec.output = StageOutput::Dir(out.clone());
-        stage::run_stage(&spec, &mut |_| Ok(()), reporter.as_ref())?;
+        stage::run_stage(&spec, &mut |_| Ok(()), reporter)?;
         print_result(b.json, &out, None)?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -338,7 +340,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
                 Ok(())
             }
         },
-        reporter.as_ref(),
+        reporter,
     )
     .map_err(anyhow::Error::from)
     .and_then(|()| match compressed.take() {
@@ -383,7 +385,8 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
             })
             .collect(),
     };
-    let published = claim.publish(inputs)?;
+    clock.mark("publish");
+    let published = claim.publish_timed(inputs, clock.stages())?;
     print_result(b.json, &published.path, Some(&published.manifest))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@
 pub mod archive;
 pub mod artifact;
 pub mod build;
+pub mod clock;
 pub mod epoch;
 pub mod export;
 pub mod fetch;
