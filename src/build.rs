@@ -66,6 +66,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Keep the staging tree.
     pub keep_staging: Option<PathBuf>,
+    /// Neither restore nor store the configured tree in the base cache.
+    pub no_base_cache: bool,
     /// JSON output.
     pub json: bool,
 }
@@ -295,6 +297,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
         output: StageOutput::Tar,
         seed: None,
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
+        base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
     };
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;
@@ -405,6 +408,31 @@ fn print_result(
         writeln!(out, "{}", path.display())?;
     }
     Ok(())
+}
+
+/// `ingot cache prune`: bound the cache to `max_bytes` (least recently used first).
+pub fn cmd_cache_prune(
+    cache_dir: Option<PathBuf>,
+    max_bytes: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let root = cache_dir.unwrap_or_else(Cache::default_root);
+    let s = stage::base_cache::prune(&root, max_bytes)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &s)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{}: removed {} files ({:.1} MiB), {:.1} MiB kept",
+            root.display(),
+            s.removed,
+            s.freed_bytes as f64 / 1048576.0,
+            s.kept_bytes as f64 / 1048576.0
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ingot verify`: the golden-image contract on any tarball; exit 1 on any violation.

@@ -69,6 +69,11 @@ struct Levers {
 /// `safe-io` and/or `triggers-each-run`, comma-separated.
 const BENCH_DPKG_ENV: &str = "INGOT_BENCH_DPKG";
 
+/// The dpkg options in effect, as text: part of the base cache's key.
+pub fn install_options() -> String {
+    format!("{:?}", Levers::from_env())
+}
+
 impl Levers {
     fn from_env() -> Self {
         let off = std::env::var(BENCH_DPKG_ENV).unwrap_or_default();

@@ -80,8 +80,13 @@ pub struct StageSpec {
     /// auto-installed marks), if apt is in the image.
     #[serde(default)]
     pub apt_extended_states: Option<String>,
+    /// The base-cache directory (`<cache>/base`): restore the configured tree from it, or
+    /// store it there ([`base_cache`]). `None` (`--no-base-cache`, or a seeded build): neither.
+    #[serde(default)]
+    pub base_cache: Option<PathBuf>,
 }
 
+pub mod base_cache;
 mod child;
 pub mod chroot;
 pub mod confined;
