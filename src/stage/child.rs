@@ -41,8 +41,8 @@ pub(crate) struct ChildJob {
 pub(crate) enum ChildTask {
     /// Assemble the image in `staging` (created empty by the parent).
     Build {
-        /// The spec.
-        spec: StageSpec,
+        /// The spec (boxed: it is much larger than the other tasks).
+        spec: Box<StageSpec>,
         /// The staging root (absolute, canonical).
         staging: PathBuf,
     },

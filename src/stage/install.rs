@@ -6,7 +6,9 @@
 //! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
 //! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
 //! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
-//! `dpkg --configure`s between them, then one `dpkg --configure --pending`.
+//! `dpkg --configure`s between them, then one `dpkg --configure --pending`. Every run uses
+//! `--force-unsafe-io` (the staging tree is thrown away if the build dies) and every run but
+//! the last `--no-triggers`, so each pending trigger is processed once, at the end, as apt does.
 //!
 //! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
