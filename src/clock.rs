@@ -17,6 +17,8 @@ const STAGE_PHASES: &[(&str, &str, &str)] = &[
     ("extracting ", "", "stage.extract"),
     ("installing ", " essential packages", "stage.dpkg"),
     ("unpacking ", "", "stage.dpkg"),
+    ("restoring the configured tree", "", "stage.base-restore"),
+    ("storing the configured tree", "", "stage.base-store"),
     ("running provision script", "", "stage.provision"),
     ("running cleanup script", "", "stage.cleanup"),
     ("invariant: ", "", "stage.invariants"),

@@ -186,6 +186,10 @@ impl Base {
         let Some(entry) = &self.entry else {
             return Ok(false);
         };
+        if !entry.is_file() {
+            return Ok(false);
+        }
+        log("restoring the configured tree from the base cache");
         match restore(entry, root) {
             Ok(true) => {
                 log(&format!(
@@ -214,6 +218,7 @@ impl Base {
             return Ok(env);
         };
         env.leave(log)?;
+        log("storing the configured tree in the base cache");
         match store(root, entry) {
             Ok(()) => log(&format!(
                 "stored the configured tree as {}",
