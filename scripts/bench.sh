@@ -3,7 +3,8 @@
 #
 # 1. The resolver on all of noble main+universe.
 # 2. The recipe built by mmdebstrap --mode=unshare (same suites, variant, packages, and the
-#    recipe's provision.sh and cleanup.sh as --customize-hooks, .tar.gz out) and by ingot
+#    recipe's provision.sh as --customize-hook, .tar.gz out; not cleanup.sh, which empties the
+#    /tmp and apt lists mmdebstrap's own cleanup still needs) and by ingot
 #    (.tar.gz), both as the same ordinary user, alternating, ROUNDS rounds, in three ingot
 #    scenarios: cold (empty cache), warm-debs (the .debs cached, the base cache cleared),
 #    warm-base (everything cached). Medians of wall time, user+sys CPU and peak RSS (GNU time),
@@ -40,7 +41,8 @@ cp "$INGOT" "$WORK/ingot"
 cp -a keyrings "$WORK/"
 mkdir -p "$WORK/recipes" && cp -a "$RECIPE" "$WORK/recipes/r"
 chown -R "$BENCH_USER:" "$WORK"
-as_user() { su -s /bin/sh "$BENCH_USER" -c "cd '$WORK' && $*"; }
+chmod 755 "$WORK"
+as_user() { su -s /bin/sh "$BENCH_USER" -c "cd '$WORK' && PATH=/usr/local/bin:/usr/bin:/bin && $*"; }
 
 # 1. Resolver on main + universe.
 cp -a "$WORK/recipes/r" "$WORK/recipes/universe"
@@ -55,30 +57,45 @@ PY
 
 # 2. mmdebstrap's command line, read from the recipe like scripts/e2e/make-reference-image.sh.
 toml=$WORK/recipes/r/recipe.toml
-list() { sed -n "/^$1 = \[/,/\]/p" "$toml" | grep -o '"[^"]*"' | tr -d '"'; }
-suites=$(list suites)
-components=$(list components | paste -sd, -); components=${components:-main}
-arch=$(sed -n 's/^architecture = "\(.*\)"/\1/p' "$toml")
-variant=$(sed -n 's/^variant = "\(.*\)"/\1/p' "$toml")
-includes=$(list include | paste -sd, -)
-first_suite=$(echo "$suites" | head -1)
+field() { # KEY under [source] or [packages], lists joined with commas
+  python3 - "$toml" "$1" <<'PY'
+import sys, tomllib
+d = tomllib.load(open(sys.argv[1], 'rb'))
+v = {**d.get('packages', {}), **d.get('source', {})}.get(sys.argv[2], '')
+print(','.join(v) if isinstance(v, list) else v)
+PY
+}
+suites=$(field suites | tr , ' ')
+components=$(field components); components=${components:-main}
+arch=$(field architecture)
+variant=$(field variant)
+includes=$(field include)
+# apt verifies signatures as its sandbox user (a subordinate id in unshare mode): the keyring
+# must be readable by anyone, outside the user's private work directory.
+KEYS=$(mktemp -d /tmp/ingot-bench-keys.XXXXXX)
+trap 'rm -rf "$WORK" "$KEYS"' EXIT
+cp keyrings/ubuntu-archive-keyring.gpg "$KEYS/"
+chmod 755 "$KEYS" && chmod 644 "$KEYS/ubuntu-archive-keyring.gpg"
+first_suite=${suites%% *}
 sources=()
 for s in $suites; do sources+=("deb $MIRROR $s ${components//,/ }"); done
 mm_args=(--mode=unshare "--variant=$variant" "--components=$components" "--architectures=$arch"
-  "--keyring=$WORK/keyrings/ubuntu-archive-keyring.gpg" "--include=apt,$includes"
+  "--keyring=$KEYS/ubuntu-archive-keyring.gpg" "--include=apt,$includes"
   "--customize-hook=chroot \"\$1\" /bin/sh -s < '$WORK/recipes/r/provision.sh'"
-  "--customize-hook=chroot \"\$1\" /bin/sh -s < '$WORK/recipes/r/cleanup.sh'"
   "$first_suite" "$WORK/mm.tar.gz" "${sources[@]}")
 printf '%q ' mmdebstrap "${mm_args[@]}" > "$WORK/mm.sh"
 chown "$BENCH_USER:" "$WORK/mm.sh"
 
 timed() { # NAME ROUND COMMAND…: one run as the user, GNU time's figures to results.tsv
   local name=$1 round=$2; shift 2
-  if ! as_user "/usr/bin/time -o time.out -f '%e %U %S %M' $* > run.log 2>&1"; then
-    tail -20 "$WORK/run.log" >&2
-    die "$name (round $round) failed"
+  # %x is the command's exit status.
+  rm -f "$WORK/time.out"
+  as_user "/usr/bin/time -o time.out -f '%e %U %S %M %x' $* 2>&1 | tail -n 40 > run.log" || true
+  read -r wall user sys rss status < "$WORK/time.out" || status=missing
+  if [ "$status" != 0 ]; then
+    cat "$WORK/run.log" >&2
+    die "$name (round $round) failed (status: $status)"
   fi
-  read -r wall user sys rss < "$WORK/time.out"
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$wall" "$user" "$sys" "$rss" >> "$WORK/results.tsv"
 }
 ingot_build() { # NAME ROUND: a build into a fresh out dir, its manifest kept
