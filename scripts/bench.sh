@@ -1,49 +1,145 @@
 #!/usr/bin/env bash
-# Benchmarks (never timed tests): the resolver on all of noble main+universe, and a full build
-# against mmdebstrap on the same recipe and mirror, reported as ratios. Needs root for the
-# mmdebstrap run (mode=root) and GNU time (package `time`) for peak memory.
+# Benchmarks (never timed tests). Run as root; the builds run as an ordinary user.
+#
+# 1. The resolver on all of noble main+universe.
+# 2. The recipe built by mmdebstrap --mode=unshare (same suites, variant, packages, and the
+#    recipe's provision.sh as --customize-hook, .tar.gz out; not cleanup.sh, which empties the
+#    /tmp and apt lists mmdebstrap's own cleanup still needs) and by ingot
+#    (.tar.gz), both as the same ordinary user, alternating, ROUNDS rounds, in three ingot
+#    scenarios: cold (empty cache), warm-debs (the .debs cached, the base cache cleared),
+#    warm-base (everything cached). Medians of wall time, user+sys CPU and peak RSS (GNU time),
+#    ratios to mmdebstrap, and ingot's per-stage medians from its manifests.
+#
 # Usage: scripts/bench.sh [RECIPE] [MIRROR]
+# Environment: BENCH_USER (default benchuser; created with a subordinate id range if missing,
+# BENCH_SUBIDS default 600000-665535), ROUNDS (default 3), INGOT (default target/release/ingot).
+# Needs: mmdebstrap, GNU time (package `time`), python3, uidmap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 INGOT=${INGOT:-target/release/ingot}
 RECIPE=${1:-recipes/ubuntu-24.04}
 MIRROR=${2:-${INGOT_MIRROR:-http://archive.ubuntu.com/ubuntu}}
-WORK=$(mktemp -d /var/tmp/ingot-bench.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
-[ -x "$INGOT" ] || cargo build --release --locked
+BENCH_USER=${BENCH_USER:-benchuser}
+BENCH_SUBIDS=${BENCH_SUBIDS:-600000-665535}
+ROUNDS=${ROUNDS:-3}
 
-# 1. Resolver on main + universe (~80 000 stanzas).
-cp -a keyrings "$WORK/" && mkdir -p "$WORK/recipes" && cp -a "$RECIPE" "$WORK/recipes/r"
-sed -i 's/^components = .*/components = ["main", "universe"]/' "$WORK/recipes/r/recipe.toml"
-"$INGOT" -q resolve "$WORK/recipes/r" --mirror "$MIRROR" --json > "$WORK/resolve.json"
+die() { echo "bench: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "run as root (the builds themselves run as $BENCH_USER)"
+for tool in mmdebstrap /usr/bin/time python3 newuidmap; do
+  command -v "$tool" >/dev/null || die "$tool is missing"
+done
+[ -x "$INGOT" ] || cargo build --release --locked
+if ! id "$BENCH_USER" >/dev/null 2>&1; then
+  useradd -m "$BENCH_USER"
+  usermod --add-subuids "$BENCH_SUBIDS" --add-subgids "$BENCH_SUBIDS" "$BENCH_USER"
+fi
+HOME_DIR=$(getent passwd "$BENCH_USER" | cut -d: -f6)
+WORK=$(mktemp -d "$HOME_DIR/ingot-bench.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+# The user cannot read the source tree: give it copies.
+cp "$INGOT" "$WORK/ingot"
+cp -a keyrings "$WORK/"
+mkdir -p "$WORK/recipes" && cp -a "$RECIPE" "$WORK/recipes/r"
+chown -R "$BENCH_USER:" "$WORK"
+chmod 755 "$WORK"
+as_user() { su -s /bin/sh "$BENCH_USER" -c "cd '$WORK' && PATH=/usr/local/bin:/usr/bin:/bin && $*"; }
+
+# 1. Resolver on main + universe.
+cp -a "$WORK/recipes/r" "$WORK/recipes/universe"
+sed -i 's/^components = .*/components = ["main", "universe"]/' "$WORK/recipes/universe/recipe.toml"
+chown -R "$BENCH_USER:" "$WORK/recipes/universe"
+as_user "./ingot -q resolve recipes/universe --mirror '$MIRROR' --cache-dir cache-resolve --json" > "$WORK/resolve.json"
 python3 - "$WORK/resolve.json" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[1]))
 print(f"resolver: {d['stanzas']} stanzas (noble main+universe) -> {len(d['packages'])} packages in {d['resolve_ms']} ms")
 PY
 
-# 2. Full build, warm cache, ingot vs mmdebstrap on the same recipe and mirror.
-if [ "$(id -u)" = 0 ] && command -v mmdebstrap >/dev/null; then
-  TIME=$(command -v /usr/bin/time || true)
-  run() { if [ -n "$TIME" ]; then "$TIME" -f '%e s %M KiB' "$@"; else "$@"; fi; }
-  # Cold: an empty cache, so ingot downloads as mmdebstrap does (the fair comparison).
-  t0=$(date +%s.%N)
-  run "$INGOT" -q build "$RECIPE" --mirror "$MIRROR" --cache-dir "$WORK/cold-cache" \
-    --out "$WORK/cold" --next 2> "$WORK/cold.time" >/dev/null
-  t1=$(date +%s.%N)
-  cold_s=$(python3 -c "print(round($t1-$t0,1))")
-  # Warm: the cache already holds every .deb.
-  "$INGOT" -q fetch "$RECIPE" --mirror "$MIRROR" >/dev/null
-  t0=$(date +%s.%N)
-  run "$INGOT" -q build "$RECIPE" --mirror "$MIRROR" --out "$WORK/out" --next 2> "$WORK/ingot.time" >/dev/null
-  t1=$(date +%s.%N)
-  scripts/e2e/mmdebstrap-compare.sh "$RECIPE" "$MIRROR" "$(ls "$WORK"/out/*.tar.gz)" "$WORK/mm" > "$WORK/mm.out" 2>&1 || true
-  mm=$(grep -o 'mmdebstrap: [0-9]* s' "$WORK/mm.out" | grep -o '[0-9]*' || echo 0)
-  ingot_s=$(python3 -c "print(round($t1-$t0,1))")
-  echo "build: ingot cold cache ${cold_s} s ($(tail -1 "$WORK/cold.time")), warm cache ${ingot_s} s ($(tail -1 "$WORK/ingot.time")); mmdebstrap ${mm} s (downloads included)"
-  if [ "$mm" != 0 ]; then
-    python3 -c "print(f'build ratio ingot/mmdebstrap: cold {$cold_s/$mm:.2f}, warm {$ingot_s/$mm:.2f} (lower is faster)')"
+# 2. mmdebstrap's command line, read from the recipe like scripts/e2e/make-reference-image.sh.
+toml=$WORK/recipes/r/recipe.toml
+field() { # KEY under [source] or [packages], lists joined with commas
+  python3 - "$toml" "$1" <<'PY'
+import sys, tomllib
+d = tomllib.load(open(sys.argv[1], 'rb'))
+v = {**d.get('packages', {}), **d.get('source', {})}.get(sys.argv[2], '')
+print(','.join(v) if isinstance(v, list) else v)
+PY
+}
+suites=$(field suites | tr , ' ')
+components=$(field components); components=${components:-main}
+arch=$(field architecture)
+variant=$(field variant)
+includes=$(field include)
+# apt verifies signatures as its sandbox user (a subordinate id in unshare mode): the keyring
+# must be readable by anyone, outside the user's private work directory.
+KEYS=$(mktemp -d /tmp/ingot-bench-keys.XXXXXX)
+trap 'rm -rf "$WORK" "$KEYS"' EXIT
+cp keyrings/ubuntu-archive-keyring.gpg "$KEYS/"
+chmod 755 "$KEYS" && chmod 644 "$KEYS/ubuntu-archive-keyring.gpg"
+first_suite=${suites%% *}
+sources=()
+for s in $suites; do sources+=("deb $MIRROR $s ${components//,/ }"); done
+mm_args=(--mode=unshare "--variant=$variant" "--components=$components" "--architectures=$arch"
+  "--keyring=$KEYS/ubuntu-archive-keyring.gpg" "--include=apt,$includes"
+  "--customize-hook=chroot \"\$1\" /bin/sh -s < '$WORK/recipes/r/provision.sh'"
+  "$first_suite" "$WORK/mm.tar.gz" "${sources[@]}")
+printf '%q ' mmdebstrap "${mm_args[@]}" > "$WORK/mm.sh"
+chown "$BENCH_USER:" "$WORK/mm.sh"
+
+timed() { # NAME ROUND COMMAND…: one run as the user, GNU time's figures to results.tsv
+  local name=$1 round=$2; shift 2
+  # %x is the command's exit status.
+  rm -f "$WORK/time.out"
+  as_user "/usr/bin/time -o time.out -f '%e %U %S %M %x' $* 2>&1 | tail -n 40 > run.log" || true
+  read -r wall user sys rss status < "$WORK/time.out" || status=missing
+  if [ "$status" != 0 ]; then
+    cat "$WORK/run.log" >&2
+    die "$name (round $round) failed (status: $status)"
   fi
-else
-  echo "build: skipped (needs root and mmdebstrap for the reference run)"
-fi
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$wall" "$user" "$sys" "$rss" >> "$WORK/results.tsv"
+}
+ingot_build() { # NAME ROUND: a build into a fresh out dir, its manifest kept
+  rm -rf "$WORK/out"
+  timed "$1" "$2" "./ingot -q build recipes/r --mirror '$MIRROR' --cache-dir cache --out out --next"
+  cp "$WORK"/out/*.manifest.json "$WORK/manifest-$1-$2.json"
+}
+
+: > "$WORK/results.tsv"
+for round in $(seq 1 "$ROUNDS"); do
+  rm -f "$WORK/mm.tar.gz"
+  timed mmdebstrap "$round" "bash mm.sh"
+  rm -rf "$WORK/cache"
+  ingot_build cold "$round"
+  rm -rf "$WORK/cache/base"
+  ingot_build warm-debs "$round"
+  ingot_build warm-base "$round"
+  echo "bench: round $round of $ROUNDS done" >&2
+done
+
+python3 - "$WORK" <<'PY'
+import json, glob, os, statistics as st, sys
+work = sys.argv[1]
+rows = [l.split('\t') for l in open(os.path.join(work, 'results.tsv')).read().splitlines()]
+names = ['mmdebstrap', 'cold', 'warm-debs', 'warm-base']
+med = {}
+for n in names:
+    r = [x for x in rows if x[0] == n]
+    med[n] = (st.median(float(x[2]) for x in r),
+              st.median(float(x[3]) + float(x[4]) for x in r),
+              st.median(int(x[5]) for x in r) / 1024, len(r))
+mm = med['mmdebstrap']
+print(f"{'build':<12} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'wall/mm':>8} {'cpu/mm':>8}  (medians of {mm[3]} rounds)")
+for n in names:
+    w, c, m, _ = med[n]
+    print(f"{n:<12} {w:8.1f} {c:8.1f} {m:8.1f} {w/mm[0]:8.2f} {c/mm[1]:8.2f}")
+print("ingot per-stage medians (s), from the manifests:")
+for n in names[1:]:
+    per = {}
+    order = []
+    for f in sorted(glob.glob(os.path.join(work, f'manifest-{n}-*.json'))):
+        for s in json.load(open(f)).get('stages', []):
+            if s['name'] not in per:
+                order.append(s['name'])
+            per.setdefault(s['name'], []).append(s['seconds'])
+    print(f"  {n:<10} " + "  ".join(f"{k} {st.median(per[k]):.2f}" for k in order))
+PY

@@ -83,6 +83,8 @@ pub struct BuildOptions {
     pub compression: Compression,
     /// Keep the staging tree.
     pub keep_staging: Option<PathBuf>,
+    /// Neither restore nor store the configured tree in the base cache.
+    pub no_base_cache: bool,
     /// JSON output.
     pub json: bool,
     /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
@@ -106,12 +108,14 @@ pub struct Resolved {
     pub epoch_source: EpochSource,
     /// Milliseconds spent verifying/loading indexes and resolving.
     pub timings_ms: (u128, u128),
+    /// The transport that loaded the archive: fetching reuses its connections and lookups.
+    pub transport: Transport,
 }
 
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
     let recipe = o.load_recipe()?;
-    let transport = Transport::new();
+    let transport = Transport::for_jobs(o.jobs);
     let opts = ArchiveOptions {
         allow_expired: recipe.source.allow_expired,
         now: std::time::SystemTime::now()
@@ -200,6 +204,7 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
         epoch,
         epoch_source,
         timings_ms: (t_archive, t_resolve),
+        transport,
     })
 }
 
@@ -217,14 +222,13 @@ pub fn resolve_and_fetch(
     if locked {
         let r = crate::lock::resolve_locked(o, reporter)?;
         let cache = cache_for(o);
-        let (debs, summary) =
-            fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)
-                .map_err(crate::lock::explain_fetch_error)?;
+        let (debs, summary) = fetch::fetch_plan(&r.transport, &r.plan, &cache, o.jobs, reporter)
+            .map_err(crate::lock::explain_fetch_error)?;
         return Ok((r, cache, debs, summary));
     }
     let r = resolve_recipe(o, reporter)?;
     let cache = cache_for(o);
-    let (debs, summary) = fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)?;
+    let (debs, summary) = fetch::fetch_plan(&r.transport, &r.plan, &cache, o.jobs, reporter)?;
     Ok((r, cache, debs, summary))
 }
 
@@ -411,6 +415,7 @@ fn build_recorded(
         output: StageOutput::Tar,
         seed: None,
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
+        base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
     };
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;

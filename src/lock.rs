@@ -345,7 +345,7 @@ pub fn read_for(recipe: &Recipe) -> Result<(LockFile, PathBuf), LockError> {
 /// Resolve the recipe against today's archive and describe the result as a lock.
 pub fn create(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<LockFile> {
     let r = build::resolve_recipe(o, reporter)?;
-    let transport = Transport::new();
+    let transport = r.transport.clone();
     let mut suites = Vec::new();
     for release in &r.releases {
         if !release.url.ends_with("/InRelease") {
@@ -433,7 +433,7 @@ pub fn resolve_locked(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
     let recipe = o.load_recipe()?;
     let (lock, path) = read_for(&recipe)?;
     lock.check_recipe(&recipe, &path)?;
-    let transport = Transport::new();
+    let transport = Transport::for_jobs(o.jobs);
     reporter.begin("archive", None);
     let mut releases = Vec::new();
     let mut universe = Vec::new();
@@ -465,6 +465,7 @@ pub fn resolve_locked(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
         epoch: BuildEpoch(lock.epoch),
         epoch_source: EpochSource::Lock,
         timings_ms: (0, 0),
+        transport,
     })
 }
 

@@ -106,6 +106,9 @@ enum Command {
         /// Keep the staging tree here for debugging instead of removing it.
         #[arg(long)]
         keep_staging: Option<PathBuf>,
+        /// Neither restore nor store the configured tree (after dpkg) in the cache.
+        #[arg(long, env = "INGOT_NO_BASE_CACHE")]
+        no_base_cache: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -147,6 +150,13 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+    },
+    /// Manage the download and base cache.
+    ///
+    /// Example: ingot cache prune --max-size 2G
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
     },
     /// Check a tarball against the golden-image contract.
     ///
@@ -219,6 +229,43 @@ struct UploadArgs {
     json: bool,
 }
 
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Remove leftovers, then least recently used entries until the cache fits --max-size.
+    Prune {
+        /// Cache directory [default: $XDG_CACHE_HOME/ingot].
+        #[arg(long, env = "INGOT_CACHE_DIR")]
+        cache_dir: Option<PathBuf>,
+        /// Bytes to keep at most, with an optional K, M or G suffix (0 empties the cache).
+        #[arg(long, default_value = "4G", value_parser = parse_size)]
+        max_size: u64,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `123`, `10K`, `512M`, `4G` (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = match s.trim().char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s.trim()[..i], c.to_ascii_uppercase()),
+        _ => (s.trim(), 'B'),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 500M or 4G"))?;
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        _ => return Err(format!("{s:?}: the unit must be K, M, G or T")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
 fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
     CommonOptions {
         recipe: s.recipe.clone(),
@@ -248,6 +295,7 @@ fn main() -> ExitCode {
             version,
             compression,
             keep_staging,
+            no_base_cache,
             json,
             locked,
         } => cli::build(
@@ -259,6 +307,7 @@ fn main() -> ExitCode {
                 version,
                 compression,
                 keep_staging,
+                no_base_cache,
                 json,
                 locked,
             },
@@ -301,6 +350,14 @@ fn main() -> ExitCode {
             json,
             cli::render::reporter(quiet, verbose).as_ref(),
         ),
+        Command::Cache {
+            action:
+                CacheAction::Prune {
+                    cache_dir,
+                    max_size,
+                    json,
+                },
+        } => cli::cache_prune(cache_dir, max_size, json),
     };
     match result {
         Ok(code) => code,

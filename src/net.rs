@@ -4,10 +4,23 @@
 //! One shared HTTP agent (connection reuse); transient failures (connection errors, 5xx, 429,
 //! truncated bodies) are retried with exponential backoff, permanent ones (404, 403, bad
 //! scheme) are not. This module knows nothing of Debian: verification is the caller's job.
+//!
+//! Name lookups: ureq 3 asks its resolver on *every* request, a pooled connection or not, so
+//! a resolver that stalls now and then stalls a build over and over. The agent therefore uses
+//! [`CachingResolver`]: one lookup per host and port for the transport's lifetime (one build),
+//! concurrent first requests waiting for that one lookup, lookups of different hosts never
+//! waiting for each other. The pool keeps as many idle connections per host as there are
+//! parallel downloads, so each worker keeps its own connection.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
 /// A failed transfer, naming the URL.
 #[derive(Debug, thiserror::Error)]
@@ -69,14 +82,64 @@ impl TransportError {
     }
 }
 
-/// Fetches URLs; cheap to share between threads.
+/// Resolves each host (and port) once and remembers the addresses; wraps ureq's default
+/// resolver. A failed lookup is not remembered, so a retry looks the name up again.
+#[derive(Debug, Default)]
+pub struct CachingResolver {
+    inner: DefaultResolver,
+    /// One slot per `host:port`; its own lock, so a slow lookup holds up only its host.
+    hosts: Mutex<HashMap<String, Arc<Mutex<Option<ResolvedSocketAddrs>>>>>,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let key = match (uri.scheme(), uri.authority()) {
+            (Some(scheme), Some(authority)) => DefaultResolver::host_and_port(scheme, authority),
+            _ => None,
+        };
+        let Some(key) = key else {
+            return self.inner.resolve(uri, config, timeout);
+        };
+        let slot = {
+            let mut hosts = self.hosts.lock().unwrap_or_else(|p| p.into_inner());
+            Arc::clone(hosts.entry(key).or_default())
+        };
+        let mut slot = slot.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(addrs) = slot.as_ref() {
+            return Ok(addrs.clone());
+        }
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let addrs = self.inner.resolve(uri, config, timeout)?;
+        *slot = Some(addrs.clone());
+        Ok(addrs)
+    }
+}
+
+/// Fetches URLs; cheap to share between threads (clones share the agent, its connection
+/// pool and its resolved addresses).
 #[derive(Clone)]
 pub struct Transport {
     agent: ureq::Agent,
+    lookups: Arc<AtomicUsize>,
     retries: u32,
     backoff: Duration,
     /// A limit on each whole request (tests of stalling servers); `None`: the agent's.
     timeout: Option<Duration>,
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transport")
+            .field("lookups", &self.lookups())
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for Transport {
@@ -86,21 +149,40 @@ impl Default for Transport {
 }
 
 impl Transport {
-    /// A transport with 4 retries and a 30 s connect/read timeout.
+    /// A transport for 8 parallel downloads ([`Transport::for_jobs`]).
     pub fn new() -> Self {
+        Self::for_jobs(8)
+    }
+
+    /// A transport with 4 retries, a 30 s connect timeout, one lookup per host, and a pool
+    /// that keeps `jobs` idle connections per host (so `jobs` parallel downloads each keep
+    /// their connection) for up to a minute.
+    pub fn for_jobs(jobs: usize) -> Self {
+        let jobs = jobs.max(1);
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(30)))
             .timeout_recv_body(Some(Duration::from_secs(300)))
             .timeout_recv_response(Some(Duration::from_secs(60)))
+            .max_idle_connections_per_host(jobs)
+            .max_idle_connections(jobs.saturating_mul(4))
+            .max_idle_age(Duration::from_secs(60))
             .http_status_as_error(false)
             .user_agent(concat!("ingot/", env!("CARGO_PKG_VERSION")))
             .build();
+        let resolver = CachingResolver::default();
+        let lookups = Arc::clone(&resolver.lookups);
         Transport {
-            agent: config.into(),
+            agent: ureq::Agent::with_parts(config, DefaultConnector::default(), resolver),
+            lookups,
             retries: 4,
             backoff: Duration::from_millis(250),
             timeout: None,
         }
+    }
+
+    /// How many name lookups this transport (and its clones) has made so far.
+    pub fn lookups(&self) -> usize {
+        self.lookups.load(Ordering::Relaxed)
     }
 
     /// Set how often a transient failure is retried (tests use 0 or 1).

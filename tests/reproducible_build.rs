@@ -448,3 +448,81 @@ fn a_contract_breaking_image_is_not_published() {
     assert!(err.contains("refusing to publish"), "{err}");
     assert!(!out.join("mini-rootfs-v1.tar.gz").exists());
 }
+
+#[test]
+fn base_cache_restores_the_configured_tree_and_the_image_is_byte_identical() {
+    require_build_privileges();
+    let f = fixture(PROVISION);
+    let run = |out: &str, extra: &str| {
+        let o = build(&f, &f.mirror_file, &f.dir.join(out), extra, "022", "UTC");
+        assert_ok(&o);
+        (
+            stdout_path(&o),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let base_dir = f.cache.join("base");
+    let entries = || -> Vec<PathBuf> {
+        fs::read_dir(&base_dir)
+            .map(|d| d.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default()
+    };
+
+    let (plain, _) = run("out-plain", "--next --no-base-cache");
+    assert!(
+        entries().is_empty(),
+        "--no-base-cache wrote {:?}",
+        entries()
+    );
+    let (stored, log) = run("out-stored", "--next");
+    assert!(log.contains("stored the configured tree"), "{log}");
+    assert!(
+        log.contains("installing "),
+        "no dpkg lines in the log:\n{log}"
+    );
+    let stored_entries = entries();
+    assert_eq!(stored_entries.len(), 1, "{stored_entries:?}");
+    assert!(
+        stored_entries[0].to_string_lossy().ends_with(".tar.zst"),
+        "{stored_entries:?}"
+    );
+    let (restored, log) = run("out-restored", "--next");
+    assert!(log.contains("restored the configured tree"), "{log}");
+    assert!(!log.contains("installing "), "dpkg ran again:\n{log}");
+    assert_eq!(sha256(&plain), sha256(&stored), "storing changed the image");
+    assert_eq!(
+        sha256(&plain),
+        sha256(&restored),
+        "restoring changed the image"
+    );
+    assert!(staging_is_empty(&f));
+
+    // The provision loop: another provision.sh, same plan: restored, and provisioned anew.
+    fs::write(
+        f.recipe.join("provision.sh"),
+        format!("{PROVISION}echo edited > /etc/edited\n"),
+    )
+    .unwrap();
+    let (edited, log) = run("out-edited", "--next");
+    assert!(log.contains("restored the configured tree"), "{log}");
+    let list = Command::new("tar")
+        .arg("-tzf")
+        .arg(&edited)
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .any(|l| l == "etc/edited"),
+        "the edited provision.sh did not run on the restored tree"
+    );
+
+    // `ingot cache prune --max-size 0` empties it; the next build stores the entry again.
+    let prune = Command::new(INGOT)
+        .args(["cache", "prune", "--max-size", "0", "--cache-dir"])
+        .arg(&f.cache)
+        .output()
+        .unwrap();
+    assert!(prune.status.success(), "{prune:?}");
+    assert!(entries().is_empty(), "prune left {:?}", entries());
+}

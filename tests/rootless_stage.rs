@@ -69,6 +69,7 @@ fn spec(dir: &Path, output: StageOutput) -> StageSpec {
         output,
         seed: Some(seed(dir)),
         apt_extended_states: None,
+        base_cache: None,
     }
 }
 

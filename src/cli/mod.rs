@@ -8,7 +8,7 @@
 pub mod render;
 
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -188,4 +188,29 @@ pub fn doctor(json: bool) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::from(1)
     })
+}
+
+/// `ingot cache prune`: bound the cache to `max_bytes` (least recently used first).
+pub fn cache_prune(
+    cache_dir: Option<PathBuf>,
+    max_bytes: u64,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let root = cache_dir.unwrap_or_else(ingot::fetch::Cache::default_root);
+    let s = ingot::stage::base_cache::prune(&root, max_bytes)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        serde_json::to_writer_pretty(&mut out, &s)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{}: removed {} files ({:.1} MiB), {:.1} MiB kept",
+            root.display(),
+            s.removed,
+            s.freed_bytes as f64 / 1048576.0,
+            s.kept_bytes as f64 / 1048576.0
+        )?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -46,8 +46,8 @@ pub(crate) struct ChildJob {
 pub(crate) enum ChildTask {
     /// Assemble the image in `staging` (created empty by the parent).
     Build {
-        /// The spec.
-        spec: StageSpec,
+        /// The spec (boxed: it is much larger than the other tasks).
+        spec: Box<StageSpec>,
         /// The staging root (absolute, canonical).
         staging: PathBuf,
     },
@@ -334,21 +334,15 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         seed_root(seed, root)?;
     }
     let mut logger = |line: &str| log(line);
-    log(&crate::progress::step_line("install"));
-    log(&format!("installing {} packages", spec.debs.len()));
-    // As mmdebstrap does: extract the essential set into the bare tree first, so that
-    // base-files' /proc, /dev and /run keep their own modes, then mount for dpkg.
-    super::install::extract_essential(root, &spec.debs, &mut logger)
-        .map_err(|e| format!("installing packages: {e}"))?;
-    let mut env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
-    super::install::configure_packages(root, &spec.debs, &mut logger)
-        .map_err(|e| format!("installing packages: {e}"))?;
-    if scripts::kill_leftover_processes() {
-        log("stopped processes the maintainer scripts left running");
-    }
-    if let Some(states) = &spec.apt_extended_states {
-        write_apt_extended_states(root, states)?;
-    }
+    // The configured tree comes from the base cache when it holds this plan's.
+    let base = super::base_cache::Base::for_spec(spec, &mut logger).map_err(|e| e.to_string())?;
+    let mut env = if base.restore(root, &mut logger).map_err(|e| e.to_string())? {
+        ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?
+    } else {
+        let env = install(spec, root, &mut logger)?;
+        base.store_between(env, root, &mut logger)
+            .map_err(|e| e.to_string())?
+    };
 
     let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
     if scripts_present && !scripts::has_shell(root) {
@@ -386,6 +380,30 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
             .map_err(|e| format!("writing the tar stream: {e}"))?;
     }
     Ok(())
+}
+
+/// Install and configure every package; returns the chroot environment still set up.
+fn install(
+    spec: &StageSpec,
+    root: &Path,
+    mut logger: &mut dyn FnMut(&str),
+) -> Result<ChrootEnv, String> {
+    log(&crate::progress::step_line("install"));
+    log(&format!("installing {} packages", spec.debs.len()));
+    // As mmdebstrap does: extract the essential set into the bare tree first, so that
+    // base-files' /proc, /dev and /run keep their own modes, then mount for dpkg.
+    super::install::extract_essential(root, &spec.debs, &mut logger)
+        .map_err(|e| format!("installing packages: {e}"))?;
+    let env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
+    super::install::configure_packages(root, &spec.debs, &mut logger)
+        .map_err(|e| format!("installing packages: {e}"))?;
+    if scripts::kill_leftover_processes() {
+        log("stopped processes the maintainer scripts left running");
+    }
+    if let Some(states) = &spec.apt_extended_states {
+        write_apt_extended_states(root, states)?;
+    }
+    Ok(env)
 }
 
 /// Copy the seed tree into the (still empty) root, owners and modes preserved.

@@ -6,7 +6,9 @@
 //! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
 //! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
 //! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
-//! `dpkg --configure`s between them, then one `dpkg --configure --pending`.
+//! `dpkg --configure`s between them, then one `dpkg --configure --pending`. Every run uses
+//! `--force-unsafe-io` (the staging tree is thrown away if the build dies) and every run but
+//! the last `--no-triggers`, so each pending trigger is processed once, at the end, as apt does.
 //!
 //! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
@@ -54,6 +56,48 @@ const START_STOP_DAEMON_REAL: &str = "sbin/start-stop-daemon.REAL";
 /// mmdebstrap's stand-in while packages are configured: no daemon starts in the build.
 const FAKE_START_STOP_DAEMON: &str =
     "#!/bin/sh\necho \"Warning: Fake start-stop-daemon called, doing nothing\">&2\n";
+
+/// The dpkg levers for a tree that is thrown away if the build fails: no `fsync` per file
+/// (`--force-unsafe-io`), and triggers deferred (`--no-triggers`) from every run but the last
+/// `--configure --pending`, which processes each pending trigger once, as apt does. Neither
+/// changes what ends up in the tree.
+#[derive(Debug, Clone, Copy)]
+struct Levers {
+    unsafe_io: bool,
+    defer_triggers: bool,
+}
+
+/// Turns levers off for measuring them (scripts/bench.sh only): `INGOT_BENCH_DPKG` holds
+/// `safe-io` and/or `triggers-each-run`, comma-separated.
+const BENCH_DPKG_ENV: &str = "INGOT_BENCH_DPKG";
+
+/// The dpkg options in effect, as text: part of the base cache's key.
+pub fn install_options() -> String {
+    format!("{:?}", Levers::from_env())
+}
+
+impl Levers {
+    fn from_env() -> Self {
+        let off = std::env::var(BENCH_DPKG_ENV).unwrap_or_default();
+        let off: Vec<&str> = off.split(',').map(str::trim).collect();
+        Levers {
+            unsafe_io: !off.contains(&"safe-io"),
+            defer_triggers: !off.contains(&"triggers-each-run"),
+        }
+    }
+
+    /// `base` plus the options for a run that is not the last one.
+    fn args<'a>(&self, base: &[&'a str], last: bool) -> Vec<&'a str> {
+        let mut args = base.to_vec();
+        if self.unsafe_io {
+            args.push("--force-unsafe-io");
+        }
+        if self.defer_triggers && !last {
+            args.push("--no-triggers");
+        }
+        args
+    }
+}
 
 /// Why the packages could not be installed; names the package(s) and what failed.
 #[derive(Debug, thiserror::Error)]
@@ -315,14 +359,16 @@ pub fn configure_packages(
     };
     copy_debs(&root_dir, debs, &mut scaffolding)?;
     fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
+    let levers = Levers::from_env();
     if !essential.is_empty() {
         log(&format!(
             "installing {} essential packages",
             essential.len()
         ));
-        run_dpkg(root, &["--install", "--force-depends"], &essential, log)?;
+        let args = levers.args(&["--install", "--force-depends"], rest.is_empty());
+        run_dpkg(root, &args, &essential, log)?;
     }
-    install_rest(root, &essential, &rest, debs, log)?;
+    install_rest(root, &essential, &rest, debs, levers, log)?;
     scaffolding.undo()
 }
 
@@ -496,6 +542,7 @@ fn install_rest(
     essential: &[&StageDeb],
     rest: &[&StageDeb],
     all: &[StageDeb],
+    levers: Levers,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
     if rest.is_empty() {
@@ -509,7 +556,7 @@ fn install_rest(
                     debs.len(),
                     round + 1
                 ));
-                run_dpkg(root, &["--unpack"], &debs, log)?;
+                run_dpkg(root, &levers.args(&["--unpack"], false), &debs, log)?;
             }
             Step::Configure(debs) => {
                 let names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
@@ -517,12 +564,13 @@ fn install_rest(
                     "configuring {} (Pre-Depends of later packages)",
                     names.join(", ")
                 ));
-                run_dpkg_names(root, &["--configure"], &debs, log)?;
+                run_dpkg_names(root, &levers.args(&["--configure"], false), &debs, log)?;
             }
         }
     }
     log("configuring the remaining packages");
-    run_dpkg_names(root, &["--configure", "--pending"], &[], log)
+    let args = levers.args(&["--configure", "--pending"], true);
+    run_dpkg_names(root, &args, &[], log)
 }
 
 /// `dpkg ARGS /tmp/ingot-debs/<file>.deb…` inside the chroot.

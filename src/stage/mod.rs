@@ -83,8 +83,13 @@ pub struct StageSpec {
     /// auto-installed marks), if apt is in the image.
     #[serde(default)]
     pub apt_extended_states: Option<String>,
+    /// The base-cache directory (`<cache>/base`): restore the configured tree from it, or
+    /// store it there ([`base_cache`]). `None` (`--no-base-cache`, or a seeded build): neither.
+    #[serde(default)]
+    pub base_cache: Option<PathBuf>,
 }
 
+pub mod base_cache;
 mod child;
 pub mod chroot;
 pub mod confined;
@@ -244,7 +249,7 @@ impl StageBinary {
         };
         let tar = matches!(spec.output, StageOutput::Tar);
         let task = child::ChildTask::Build {
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             staging: staging.clone(),
         };
         let stdout = if tar { Stdio::piped() } else { Stdio::null() };
