@@ -283,6 +283,7 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
     let mut spec = StageSpec {
         debs: stage_debs,
         provision: r.recipe.provision.clone(),
+        provision_network: r.recipe.provision_network,
         cleanup: r.recipe.cleanup.clone(),
         staging_parent: cache.root().join("staging"),
         keep_staging: b.keep_staging.clone(),

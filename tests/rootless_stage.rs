@@ -62,6 +62,7 @@ fn spec(dir: &Path, output: StageOutput) -> StageSpec {
     StageSpec {
         debs: Vec::new(),
         provision: Vec::new(),
+        provision_network: false,
         cleanup: Vec::new(),
         staging_parent: dir.join("staging"),
         keep_staging: None,
@@ -122,6 +123,8 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tree");
     let mut s = spec(dir.path(), StageOutput::Dir(out.clone()));
+    // The host's resolv.conf is bound only for a recipe that asks for the network.
+    s.provision_network = true;
     s.provision.push(write_script(
         dir.path(),
         "provision.sh",
@@ -296,6 +299,7 @@ fn resolv_conf_file_or_absence_is_restored() {
         if let Some(text) = original {
             std::fs::write(seed.join("etc/resolv.conf"), text).unwrap();
         }
+        s.provision_network = true;
         s.provision.push(write_script(
             dir.path(),
             "provision.sh",

@@ -22,6 +22,7 @@ use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
 use super::mounts::{self, ChrootEnv};
+use super::sandbox::Network;
 use super::scripts::{self, ScriptKind};
 use super::{StageOutput, StageSpec, signals};
 
@@ -189,6 +190,13 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
         Ok(ForkResult::Child) => {
             drop(alive_w);
             signals::reset_handlers();
+            // Not dumpable: the worker is pid 1 of the build, and its /proc/1/{root,cwd,fd}
+            // (which lead to the host's tree) must give the sandboxed programs nothing, nor
+            // may they ptrace it. Its memory belongs to the host's user namespace, where the
+            // build holds no capability.
+            if nix::sys::prctl::set_dumpable(false).is_err() {
+                return Ok(Forked::Worker(1));
+            }
             // A dying supervisor takes the whole build down.
             if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
                 return Ok(Forked::Worker(1));
@@ -337,7 +345,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     let mut env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
     super::install::configure_packages(root, &spec.debs, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
-    if scripts::kill_leftover_processes() {
+    if super::sandbox::kill_leftover_processes() {
         log("stopped processes the maintainer scripts left running");
     }
     if let Some(states) = &spec.apt_extended_states {
@@ -348,18 +356,37 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     if scripts_present && !scripts::has_shell(root) {
         return Err("the image has no /bin/sh to run the recipe's scripts with".into());
     }
-    if !spec.provision.is_empty() {
+    let provision_network = if spec.provision_network {
+        Network::Host
+    } else {
+        Network::Loopback
+    };
+    if !spec.provision.is_empty() && spec.provision_network {
         env.bind_resolv_conf(&mut logger)
             .map_err(|e| e.to_string())?;
     }
     for (i, script) in spec.provision.iter().enumerate() {
-        scripts::run_script(root, script, ScriptKind::Provision, i + 1, &mut logger)
-            .map_err(|e| e.to_string())?;
+        scripts::run_script(
+            root,
+            script,
+            ScriptKind::Provision,
+            i + 1,
+            provision_network,
+            &mut logger,
+        )
+        .map_err(|e| e.to_string())?;
     }
     env.unbind_resolv_conf().map_err(|e| e.to_string())?;
     for (i, script) in spec.cleanup.iter().enumerate() {
-        scripts::run_script(root, script, ScriptKind::Cleanup, i + 1, &mut logger)
-            .map_err(|e| e.to_string())?;
+        scripts::run_script(
+            root,
+            script,
+            ScriptKind::Cleanup,
+            i + 1,
+            Network::Loopback,
+            &mut logger,
+        )
+        .map_err(|e| e.to_string())?;
     }
     env.leave(&mut logger).map_err(|e| e.to_string())?;
 
@@ -439,12 +466,9 @@ fn probe() -> i32 {
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                     None::<&str>,
                 )
-                .or_else(|e| {
-                    // Builds fall back to the host's /proc (see mounts.rs): only a note.
-                    log(&format!(
-                        "note: a fresh /proc is refused here ({e}); builds will bind the host's"
-                    ));
-                    Ok(())
+                .map_err(|e| {
+                    // The sandbox never falls back to the host's /proc (see sandbox.rs).
+                    format!("mounting a fresh /proc of the build's pid namespace: {e}")
                 })
             })
             .and_then(|()| {

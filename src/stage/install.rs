@@ -6,7 +6,8 @@
 //! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
 //! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
 //! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
-//! `dpkg --configure`s between them, then one `dpkg --configure --pending`.
+//! `dpkg --configure`s between them, then one `dpkg --configure --pending`, each run in the
+//! [`sandbox`](crate::stage::sandbox) without network.
 //!
 //! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
@@ -17,12 +18,11 @@ pub mod deb;
 pub mod unpack;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::Path;
-use std::process::Stdio;
 
 use crate::stage::StageDeb;
-use crate::stage::chroot::command_in_chroot;
+use crate::stage::sandbox::{self, Network};
 use unpack::{RootDir, UnpackError};
 
 /// Where the `.deb`s are copied inside the root while dpkg runs; removed afterwards.
@@ -505,32 +505,19 @@ fn dpkg(
 ) -> Result<(), InstallError> {
     let mut all_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     all_args.extend(operands);
-    let (reader, writer) = io::pipe().map_err(|source| InstallError::Spawn {
+    let finished = sandbox::run(
+        root,
+        "/usr/bin/dpkg",
+        &all_args,
+        Network::Loopback,
+        OUTPUT_TAIL,
+        log,
+    )
+    .map_err(|source| InstallError::Spawn {
         program: "dpkg".into(),
         source,
     })?;
-    let spawn_err = |source| InstallError::Spawn {
-        program: "dpkg".into(),
-        source,
-    };
-    let mut cmd = command_in_chroot(root, "/usr/bin/dpkg", &all_args);
-    cmd.stdin(Stdio::null())
-        .stdout(writer.try_clone().map_err(spawn_err)?)
-        .stderr(writer);
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    // The Command still holds the write ends; drop it so the pipe reaches EOF.
-    drop(cmd);
-    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    for line in BufReader::new(reader).split(b'\n') {
-        let line = line.map_err(spawn_err)?;
-        let line = String::from_utf8_lossy(&line).into_owned();
-        log(&line);
-        if tail.len() == OUTPUT_TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-    let status = child.wait().map_err(spawn_err)?;
+    let (status, tail) = (finished.status, finished.tail);
     if status.success() {
         return Ok(());
     }

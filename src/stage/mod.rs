@@ -60,8 +60,13 @@ pub enum StageOutput {
 pub struct StageSpec {
     /// The packages, in plan order.
     pub debs: Vec<StageDeb>,
-    /// Provision scripts (host paths), run in order inside the chroot.
+    /// Provision scripts (host paths), run in order inside the image's sandbox.
     pub provision: Vec<PathBuf>,
+    /// Give the provision scripts the host's network and a read-only copy of its
+    /// `resolv.conf` (recipe `[provision] network = true`); otherwise they, like dpkg and the
+    /// cleanup scripts, see only a loopback interface of their own.
+    #[serde(default)]
+    pub provision_network: bool,
     /// Cleanup scripts (host paths), run after provisioning, before the cleanup invariants.
     pub cleanup: Vec<PathBuf>,
     /// Where the staging directory is created (a fresh subdirectory of it).
@@ -83,13 +88,13 @@ pub struct StageSpec {
 }
 
 mod child;
-pub mod chroot;
 pub mod confined;
 pub mod doctor;
 pub mod idmap;
 pub mod install;
 pub mod invariants;
 pub mod mounts;
+pub mod sandbox;
 pub mod scripts;
 mod signals;
 mod spawn;
