@@ -122,3 +122,91 @@ pub fn unlink_at(dir: &impl AsFd, name: &str, shown_as: &str) -> Result<(), Conf
 pub fn io_errno(e: &std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(nix::libc::EIO))
 }
+
+/// The names in the directory `dir` (without `.` and `..`).
+pub fn list_at(dir: &impl AsFd, shown_as: &str) -> Result<Vec<std::ffi::OsString>, ConfinedError> {
+    use std::os::unix::ffi::OsStrExt;
+    let fd = nix::fcntl::openat(
+        dir.as_fd(),
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("listing", shown_as))?;
+    let mut listing = nix::dir::Dir::from_fd(fd).map_err(err("listing", shown_as))?;
+    let mut names = Vec::new();
+    for entry in listing.iter() {
+        let entry = entry.map_err(err("listing", shown_as))?;
+        let name = entry.file_name().to_bytes();
+        if name != b"." && name != b".." {
+            names.push(std::ffi::OsStr::from_bytes(name).to_os_string());
+        }
+    }
+    Ok(names)
+}
+
+/// Open the directory `name` in `dir` itself, never through a symlink (`ELOOP`/`ENOTDIR`
+/// when `name` is one).
+pub fn open_dir_at(dir: &impl AsFd, name: &str, shown_as: &str) -> Result<OwnedFd, ConfinedError> {
+    nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("opening", shown_as))
+}
+
+/// The contents of the file `name` in `dir`, never through a symlink.
+pub fn read_at(dir: &impl AsFd, name: &str, shown_as: &str) -> Result<Vec<u8>, ConfinedError> {
+    use std::io::Read;
+    let fd = nix::fcntl::openat(
+        dir.as_fd(),
+        name,
+        OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(err("opening", shown_as))?;
+    let mut out = Vec::new();
+    std::fs::File::from(fd)
+        .read_to_end(&mut out)
+        .map_err(|e| err("reading", shown_as)(io_errno(&e)))?;
+    Ok(out)
+}
+
+/// Remove `name` from `dir` and, if it is a directory, everything in it, through directory
+/// descriptors only: a symlink anywhere below is removed, never followed.
+pub fn remove_all_at(
+    dir: &impl AsFd,
+    name: &std::ffi::OsStr,
+    shown_as: &str,
+) -> Result<(), ConfinedError> {
+    use nix::unistd::UnlinkatFlags;
+    let st = match nix::sys::stat::fstatat(
+        dir.as_fd(),
+        name,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    ) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(err("inspecting", shown_as)(e)),
+    };
+    if st.st_mode & nix::libc::S_IFMT == nix::libc::S_IFDIR {
+        let sub = nix::fcntl::openat(
+            dir.as_fd(),
+            name,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err("opening", shown_as))?;
+        for child in list_at(&sub, shown_as)? {
+            let shown = format!("{shown_as}/{}", child.to_string_lossy());
+            remove_all_at(&sub, &child, &shown)?;
+        }
+        nix::unistd::unlinkat(dir.as_fd(), name, UnlinkatFlags::RemoveDir)
+            .map_err(err("removing", shown_as))
+    } else {
+        nix::unistd::unlinkat(dir.as_fd(), name, UnlinkatFlags::NoRemoveDir)
+            .map_err(err("removing", shown_as))
+    }
+}
