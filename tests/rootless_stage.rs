@@ -388,7 +388,7 @@ fn kill_parent_mid_run(signal: nix::sys::signal::Signal) {
     loop {
         let started = entries(&staging)
             .iter()
-            .any(|e| staging.join(e).join("srv/started").exists());
+            .any(|e| staging.join(e).join("root/srv/started").exists());
         if started && !proc_with_cmdline_token(&token).is_empty() {
             break;
         }

@@ -129,7 +129,9 @@ fn seed(dir: &Path) -> PathBuf {
     }
     std::fs::set_permissions(seed.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
     std::fs::copy(busybox(), seed.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls"] {
+    for applet in [
+        "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test",
+    ] {
         std::os::unix::fs::symlink("busybox", seed.join("bin").join(applet)).unwrap();
     }
     std::fs::copy(probe(), seed.join("bin/sandbox-probe")).unwrap();
@@ -466,4 +468,62 @@ fn a_maintainer_script_gets_the_same_sandbox() {
             "read the host's file by its path",
         ],
     );
+}
+
+#[test]
+fn staging_trees_are_private_to_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let mut spec = base_spec(dir.path(), &out);
+    spec.seed = Some(seed(dir.path()));
+    let script = dir.path().join("provision.sh");
+    // Wait, inside the build, until the test has looked at the staging tree.
+    std::fs::write(
+        &script,
+        "touch /srv/waiting 2>/dev/null || echo > /srv/waiting\n\
+         n=0; while ! test -e /srv/go; do sleep 1; n=$((n+1)); test $n -lt 120 || exit 9; done\n",
+    )
+    .unwrap();
+    spec.provision.push(script);
+    let staging_parent = spec.staging_parent.clone();
+    let build = std::thread::spawn(move || {
+        ingot().run(
+            &spec,
+            &mut |r| std::io::copy(r, &mut std::io::sink()).map(drop),
+            &Silent,
+        )
+    });
+    let staging = loop {
+        let found = std::fs::read_dir(&staging_parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("root/srv/waiting").exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            !build.is_finished(),
+            "the build ended before its script waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mode = std::fs::metadata(&staging).unwrap().permissions().mode() & 0o7777;
+    let root_mode = std::fs::metadata(staging.join("root"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    std::fs::write(staging.join("root/srv/go"), b"").unwrap();
+    let result = build.join().unwrap();
+    assert_eq!(
+        mode,
+        0o700,
+        "the staging directory {} is not private",
+        staging.display()
+    );
+    assert_eq!(root_mode, 0o755, "the image's root keeps the image's mode");
+    result.unwrap();
+    ingot().remove_tree(&out).unwrap();
 }

@@ -40,11 +40,12 @@ pub(crate) struct ChildJob {
 /// The work of one namespaced child.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ChildTask {
-    /// Assemble the image in `staging` (created empty by the parent).
+    /// Assemble the image in `staging/root` (`staging` created empty, mode 0700, by the
+    /// parent: setuid files in the tree are never reachable by other users of the host).
     Build {
         /// The spec.
         spec: StageSpec,
-        /// The staging root (absolute, canonical).
+        /// The staging directory (absolute, canonical).
         staging: PathBuf,
     },
     /// Remove a tree whose files belong to subordinate ids.
@@ -233,7 +234,12 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
 
 fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
     signals::install_supervisor_handlers();
-    let status = match fork_worker(|| match assemble(spec, staging) {
+    // The image's root, inside the private staging directory.
+    let root = staging.join("root");
+    if let Err(e) = std::fs::create_dir(&root) {
+        return fail(&format!("creating {}: {e}", root.display()));
+    }
+    let status = match fork_worker(|| match assemble(spec, &root) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }) {
@@ -268,19 +274,20 @@ fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
     let success = worker_ok && interrupted.is_none() && code == 0;
     match (&spec.output, success) {
         (StageOutput::Dir(out), true) => {
-            if let Err(e) = rename_noreplace(staging, out) {
+            if let Err(e) = rename_noreplace(&root, out) {
                 code = fail(&format!(
                     "moving the finished tree from {} to {}: {e} (the staging parent and the \
                      output must be on one filesystem, and the output must not exist)",
-                    staging.display(),
+                    root.display(),
                     out.display()
                 ));
-                remove_or_keep(staging, spec.keep_staging.as_deref());
+                remove_or_keep(staging, &root, spec.keep_staging.as_deref());
             } else {
                 log(&format!("tree ready at {}", out.display()));
+                remove_or_keep(staging, &root, None);
             }
         }
-        _ => remove_or_keep(staging, spec.keep_staging.as_deref()),
+        _ => remove_or_keep(staging, &root, spec.keep_staging.as_deref()),
     }
     code
 }
@@ -295,17 +302,21 @@ fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
     )
 }
 
-fn remove_or_keep(staging: &Path, keep: Option<&Path>) {
+/// Move the image's `root` to `keep` if asked, then remove the private `staging` directory
+/// with whatever is left in it.
+fn remove_or_keep(staging: &Path, root: &Path, keep: Option<&Path>) {
     if let Some(keep) = keep {
-        match rename_noreplace(staging, keep) {
+        match rename_noreplace(root, keep) {
             Ok(()) => log(&format!("kept the staging tree at {}", keep.display())),
-            Err(e) => log(&format!(
-                "could not move the staging tree to {} ({e}); it stays at {}",
-                keep.display(),
-                staging.display()
-            )),
+            Err(e) => {
+                log(&format!(
+                    "could not move the staging tree to {} ({e}); it stays at {}",
+                    keep.display(),
+                    root.display()
+                ));
+                return;
+            }
         }
-        return;
     }
     match std::fs::remove_dir_all(staging) {
         Ok(()) => {}

@@ -11,8 +11,10 @@
 //! it as a tar archive on stdout for the parent to compress. Whatever happens, the supervisor
 //! unmounts everything and removes (or keeps, on request) the staging tree; if even the
 //! supervisor died, the parent removes the tree with a namespaced `rm -rf`. (The parent
-//! creates the empty staging directory itself, under `staging_parent`, so that it always knows
-//! which tree to remove.)
+//! creates the empty staging directory itself, mode 0700, under `staging_parent`, so that it
+//! always knows which tree to remove; the image's root is `root/` inside it, so its setuid
+//! files are never reachable by other users of the host.) Every program run inside the image
+//! goes through the one [`sandbox`] runner.
 //!
 //! This module owns the namespaces, the id maps, the chroot environment and the teardown. It
 //! must never run anything on the host's root filesystem, and never leave a mount or a staging
@@ -237,7 +239,11 @@ impl StageBinary {
             .tempdir_in(&spec.staging_parent)
             .map_err(|e| StageError::io("creating the staging dir", &spec.staging_parent, e))?
             .keep();
-        let staging = match staging.canonicalize() {
+        // Private: the image's setuid files inside must not be reachable by other users.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        let staging = match std::fs::set_permissions(&staging, private)
+            .and_then(|()| staging.canonicalize())
+        {
             Ok(p) => p,
             Err(e) => {
                 let _ = std::fs::remove_dir(&staging);
