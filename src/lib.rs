@@ -13,6 +13,7 @@ pub mod build;
 pub mod epoch;
 pub mod export;
 pub mod fetch;
+pub mod golden;
 pub mod net;
 pub mod plan;
 pub mod progress;

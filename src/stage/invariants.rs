@@ -15,7 +15,7 @@ use std::io;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
-use crate::verify::{HISTORY_FILES, INSTANCE_SECRETS};
+use crate::golden::{self, HISTORY_FILES, INSTANCE_SECRETS};
 
 /// A cleanup invariant could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -254,20 +254,20 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
     let t = &mut tree;
 
     // Per-instance identity: generated at first boot (ssh-keygen -A, systemd).
-    for name in t.list("etc/ssh")? {
-        if name.starts_with("ssh_host_") {
-            t.remove(&format!("etc/ssh/{name}"))?;
+    for name in t.list(golden::HOST_KEY_DIR)? {
+        if name.starts_with(golden::HOST_KEY_PREFIX) {
+            t.remove(&format!("{}/{name}", golden::HOST_KEY_DIR))?;
         }
     }
-    match t.meta("etc/machine-id")? {
-        Some((_, m)) if m.is_file() => t.truncate("etc/machine-id")?,
+    match t.meta(golden::MACHINE_ID)? {
+        Some((_, m)) if m.is_file() => t.truncate(golden::MACHINE_ID)?,
         _ => {
-            t.remove("etc/machine-id")?;
-            t.write("etc/machine-id", b"", 0o444)?;
+            t.remove(golden::MACHINE_ID)?;
+            t.write(golden::MACHINE_ID, b"", 0o444)?;
         }
     }
-    if t.meta("var/lib/dbus/machine-id")?.is_some() {
-        t.link("var/lib/dbus/machine-id", "/etc/machine-id")?;
+    if t.meta(golden::DBUS_MACHINE_ID)?.is_some() {
+        t.link(golden::DBUS_MACHINE_ID, golden::DBUS_MACHINE_ID_TARGET)?;
     }
 
     for secret in INSTANCE_SECRETS {
@@ -275,49 +275,51 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
     }
 
     // apt: lists and caches are stale the day the image ships.
-    for name in t.list("var/lib/apt/lists")? {
+    let lists = golden::APT_LISTS;
+    for name in t.list(lists)? {
         match name.as_str() {
-            "lock" => {}
+            golden::APT_LISTS_LOCK => {}
             // Directories apt (and dpkg, for partial/) own: kept, with their modes, emptied.
-            "partial" | "auxfiles" => t.empty_contents(&format!("var/lib/apt/lists/{name}"))?,
-            _ => t.remove(&format!("var/lib/apt/lists/{name}"))?,
+            "partial" | "auxfiles" => t.empty_contents(&format!("{lists}/{name}"))?,
+            _ => t.remove(&format!("{lists}/{name}"))?,
         }
     }
-    for name in t.list("var/cache/apt")? {
+    let cache = golden::APT_CACHE;
+    for name in t.list(cache)? {
         if name.ends_with(".bin") {
-            t.remove(&format!("var/cache/apt/{name}"))?;
+            t.remove(&format!("{cache}/{name}"))?;
         }
     }
-    for name in t.list("var/cache/apt/archives")? {
+    for name in t.list(&format!("{cache}/archives"))? {
         if name.ends_with(".deb") {
-            t.remove(&format!("var/cache/apt/archives/{name}"))?;
+            t.remove(&format!("{cache}/archives/{name}"))?;
         }
     }
-    t.empty_contents("var/cache/apt/archives/partial")?;
+    t.empty_contents(&format!("{cache}/archives/partial"))?;
 
     // ldconfig's auxiliary cache records inode numbers and ctimes of the build's filesystem:
     // host state that changes the bytes of every build. ldconfig rebuilds it when needed.
     t.remove("var/cache/ldconfig/aux-cache")?;
 
     // Scratch space: empty, with the modes systemd-tmpfiles would give.
-    t.empty_dir("tmp", 0o1777)?;
-    t.empty_dir("var/tmp", 0o1777)?;
-    t.empty_dir("run", 0o755)?;
+    for &(dir, mode) in golden::SCRATCH_DIRS {
+        t.empty_dir(dir, mode)?;
+    }
 
-    clean_logs(t, "var/log")?;
+    clean_logs(t, golden::LOG_DIR)?;
 
     // The build host's name and resolvers must not leak.
-    t.write("etc/hostname", b"localhost\n", 0o644)?;
-    match t.meta("etc/resolv.conf")? {
+    t.write(golden::HOSTNAME, golden::NEUTRAL_HOSTNAME, 0o644)?;
+    match t.meta(golden::RESOLV_CONF)? {
         Some((_, m)) if m.file_type().is_symlink() => {}
         _ if t.meta("usr/lib/systemd/systemd-resolved")?.is_some() => {
-            t.link("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")?
+            t.link(golden::RESOLV_CONF, golden::RESOLVED_STUB_LINK)?
         }
-        Some(_) => t.write("etc/resolv.conf", b"", 0o644)?,
+        Some(_) => t.write(golden::RESOLV_CONF, b"", 0o644)?,
         None => {}
     }
 
-    t.remove("usr/sbin/policy-rc.d")?;
+    t.remove(golden::POLICY_RC_D)?;
 
     let mut homes = vec!["root".to_string()];
     homes.extend(t.list("home")?.into_iter().map(|h| format!("home/{h}")));
@@ -328,7 +330,7 @@ pub fn enforce(root: &Path) -> Result<Vec<String>, InvariantError> {
             }
         }
     }
-    t.remove("root/.ssh")?;
+    t.remove(golden::ROOT_SSH)?;
 
     Ok(tree.done)
 }
