@@ -9,6 +9,8 @@
 # Usage: sandbox-probe.sh INGOT RECIPE_DIR WORK BUILD_USER MIRROR CACHE
 set -euo pipefail
 INGOT=$1 RECIPE=$2 WORK=$3 BUILD_USER=$4 MIRROR=$5 CACHE=$6
+# The binary as the build user runs it (run.sh installs it there).
+USER_INGOT=${USER_INGOT:-ingot-e2e}
 SRC=$(cd "$(dirname "$0")/../.." && pwd)
 
 S=$WORK/sandbox
@@ -68,7 +70,7 @@ check_host() { # check_host WHO LOG
 }
 
 install -d -o "$BUILD_USER" -g "$BUILD_USER" "$S/user-out"
-su "$BUILD_USER" -s /bin/sh -c "cd /tmp && ingot-e2e build '$R' --out '$S/user-out' --mirror '$MIRROR'" \
+su "$BUILD_USER" -s /bin/sh -c "cd /tmp && $USER_INGOT build '$R' --out '$S/user-out' --mirror '$MIRROR'" \
   > "$S/user.log" 2>&1 || { tail -30 "$S/user.log"; echo "the build as $BUILD_USER failed"; exit 1; }
 check_host "$BUILD_USER" "$S/user.log"
 "$INGOT" build "$R" --out "$S/root-out" --mirror "$MIRROR" --cache-dir "$CACHE" > "$S/root.log" 2>&1 \

@@ -79,7 +79,7 @@ fn fail(message: &str) -> i32 {
 }
 
 /// Entry point of `ingot __stage JOB.json`.
-pub(crate) fn child_entry(job_path: &Path) -> i32 {
+pub(crate) fn child_entry(job_path: &Path, export: super::TreeExporter) -> i32 {
     let job: ChildJob = match std::fs::read(job_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -111,7 +111,7 @@ pub(crate) fn child_entry(job_path: &Path) -> i32 {
         return fail(&e);
     }
     match job.task {
-        ChildTask::Build { spec, staging } => supervise_build(&spec, &staging),
+        ChildTask::Build { spec, staging } => supervise_build(&spec, &staging, export),
         ChildTask::Remove { path } => match std::fs::remove_dir_all(&path) {
             Ok(()) => 0,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -232,14 +232,14 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
     }
 }
 
-fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
+fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter) -> i32 {
     signals::install_supervisor_handlers();
     // The image's root, inside the private staging directory.
     let root = staging.join("root");
     if let Err(e) = std::fs::create_dir(&root) {
         return fail(&format!("creating {}: {e}", root.display()));
     }
-    let status = match fork_worker(|| match assemble(spec, &root) {
+    let status = match fork_worker(|| match assemble(spec, &root, export) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }) {
@@ -331,7 +331,7 @@ fn remove_or_keep(staging: &Path, root: &Path, keep: Option<&Path>) {
 }
 
 /// The worker: pid 1 of the build's pid namespace, root in its user namespace.
-fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
+fn assemble(spec: &StageSpec, root: &Path, export: super::TreeExporter) -> Result<(), String> {
     // Keep the real stdout for the tar stream only; everything else (dpkg, scripts) writing to
     // fd 1 lands on stderr.
     let tar_out = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
@@ -409,8 +409,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     if matches!(spec.output, StageOutput::Tar) {
         log("streaming the tar archive");
         let mut out = std::fs::File::from(tar_out);
-        super::super::export::tar::write_rootfs_tar(root, &mut out, spec.epoch)
-            .map_err(|e| format!("writing the tar stream: {e}"))?;
+        export(root, &mut out, spec.epoch).map_err(|e| format!("writing the tar stream: {e}"))?;
         out.flush()
             .map_err(|e| format!("writing the tar stream: {e}"))?;
     }

@@ -8,7 +8,8 @@
 //! the chroot environment ([`mounts`]), installs the packages ([`install`]), runs the provision
 //! and cleanup scripts ([`scripts`]), tears the environment down, enforces the cleanup
 //! invariants ([`invariants`]) and either leaves the tree in place (`--format dir`) or streams
-//! it as a tar archive on stdout for the parent to compress. Whatever happens, the supervisor
+//! it on stdout for the parent to compress, through the [`TreeExporter`] the binary hands it
+//! (the stage never depends on the export format). Whatever happens, the supervisor
 //! unmounts everything and removes (or keeps, on request) the staging tree; if even the
 //! supervisor died, the parent removes the tree with a namespaced `rm -rf`. (The parent
 //! creates the empty staging directory itself, mode 0700, under `staging_parent`, so that it
@@ -396,9 +397,14 @@ pub fn run_stage(
     StageBinary::current().run(spec, sink, reporter)
 }
 
-/// Child side: the entry point of `ingot __stage SPEC.json`; returns the process exit code.
-pub fn child_main(spec: &std::path::Path) -> i32 {
-    child::child_entry(spec)
+/// Writes the finished tree at the given root to the output as a stream (the tar exporter):
+/// the stage hands the tree and the pipe to it and never depends on the export format.
+pub type TreeExporter = fn(&Path, &mut dyn std::io::Write, BuildEpoch) -> Result<(), String>;
+
+/// Child side: the entry point of `ingot __stage SPEC.json`, streaming the tree through
+/// `export` for [`StageOutput::Tar`]; returns the process exit code.
+pub fn child_main(spec: &std::path::Path, export: TreeExporter) -> i32 {
+    child::child_entry(spec, export)
 }
 
 /// `ingot doctor`: every host check, ending with a trial in a real namespace.
