@@ -43,8 +43,8 @@ pub(crate) enum ChildTask {
     /// Assemble the image in `staging/root` (`staging` created empty, mode 0700, by the
     /// parent: setuid files in the tree are never reachable by other users of the host).
     Build {
-        /// The spec.
-        spec: StageSpec,
+        /// The spec (boxed: it dwarfs the other tasks).
+        spec: Box<StageSpec>,
         /// The staging directory (absolute, canonical).
         staging: PathBuf,
     },

@@ -253,7 +253,7 @@ impl StageBinary {
         };
         let tar = matches!(spec.output, StageOutput::Tar);
         let task = child::ChildTask::Build {
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             staging: staging.clone(),
         };
         let stdout = if tar { Stdio::piped() } else { Stdio::null() };
