@@ -153,6 +153,16 @@ fn base_spec(dir: &Path, out: &Path) -> StageSpec {
     }
 }
 
+/// A spec seeded with busybox and the probe whose one provision script is `script`.
+fn seeded_spec(dir: &Path, out: &Path, script: &str) -> StageSpec {
+    let mut spec = base_spec(dir, out);
+    spec.seed = Some(seed(dir));
+    let path = dir.join("provision.sh");
+    std::fs::write(&path, script).unwrap();
+    spec.provision.push(path);
+    spec
+}
+
 /// A script that runs the probe with `args`, records its report and exit status in the
 /// image at `report`, and always succeeds (the test reads the report).
 fn probe_script(report: &str, args: &str) -> String {
@@ -167,6 +177,11 @@ fn build_in_helper(spec: &StageSpec, host: &Host) -> String {
     let result_path = work.path().join("result");
     std::fs::write(&spec_path, serde_json::to_vec(spec).unwrap()).unwrap();
     let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal for the helper");
+    // openpty's descriptors are inheritable: keep them out of other tests' helpers.
+    for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        // SAFETY: fcntl(F_SETFD) on a descriptor this function owns.
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
+    }
     let dir_fd: OwnedFd = std::fs::File::open(host.files()).unwrap().into();
     let file_fd: OwnedFd = std::fs::File::open(host.files().join("secret"))
         .unwrap()
@@ -268,13 +283,9 @@ fn assert_refused(report: &str, expected: &[&str]) {
 fn provision_trial(host: &Host, checks: &str, port: &str, network: bool) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tree");
-    let mut spec = base_spec(dir.path(), &out);
-    spec.seed = Some(seed(dir.path()));
-    spec.provision_network = network;
-    let script = dir.path().join("provision.sh");
     let args = format!("{} {port} {checks}", host.files().display());
-    std::fs::write(&script, probe_script("/srv/report", &args)).unwrap();
-    spec.provision.push(script);
+    let mut spec = seeded_spec(dir.path(), &out, &probe_script("/srv/report", &args));
+    spec.provision_network = network;
     let result = build_in_helper(&spec, host);
     assert_eq!(result, "ok", "the build failed");
     let report = std::fs::read_to_string(out.join("srv/report")).unwrap();
@@ -283,40 +294,38 @@ fn provision_trial(host: &Host, checks: &str, port: &str, network: bool) -> Stri
     report
 }
 
+/// Run the probe's `check` from a provision script without network; each of `expected` must
+/// be refused and nothing may escape.
+fn offline_probe_is_refused(check: &str, expected: &[&str]) {
+    let host = Host::new();
+    let report = provision_trial(&host, check, "0", false);
+    assert_refused(&report, expected);
+}
+
 #[test]
 fn proc_1_root_and_cwd_lead_nowhere() {
-    let host = Host::new();
-    let report = provision_trial(&host, "proc1", "0", false);
-    assert_refused(&report, &["/proc/1/root", "/proc/1/cwd"]);
+    offline_probe_is_refused("proc1", &["/proc/1/root", "/proc/1/cwd"]);
 }
 
 #[test]
 fn no_process_handle_in_proc_leads_to_the_host() {
-    let host = Host::new();
-    let report = provision_trial(&host, "procpids", "0", false);
-    assert_refused(&report, &["/proc/1/root", "/proc/1/cwd", "/proc/1/fd"]);
+    offline_probe_is_refused("procpids", &["/proc/1/root", "/proc/1/cwd", "/proc/1/fd"]);
 }
 
 #[test]
 fn no_descriptor_is_inherited() {
-    let host = Host::new();
-    let report = provision_trial(&host, "fds", "0", false);
-    assert_refused(&report, &["inherited fds"]);
+    offline_probe_is_refused("fds", &["inherited fds"]);
 }
 
 #[test]
 fn a_second_chroot_does_not_climb_out() {
-    let host = Host::new();
-    let report = provision_trial(&host, "chroot", "0", false);
-    assert_refused(&report, &["second chroot"]);
+    offline_probe_is_refused("chroot", &["second chroot"]);
 }
 
 #[test]
 fn the_sandbox_mounts_cannot_be_undone_or_covered() {
-    let host = Host::new();
-    let report = provision_trial(&host, "mounts", "0", false);
-    assert_refused(
-        &report,
+    offline_probe_is_refused(
+        "mounts",
         &[
             "umount /proc",
             "umount /dev",
@@ -331,26 +340,20 @@ fn the_sandbox_mounts_cannot_be_undone_or_covered() {
 
 #[test]
 fn the_build_worker_cannot_be_ptraced() {
-    let host = Host::new();
-    let report = provision_trial(&host, "ptrace", "0", false);
-    assert_refused(
-        &report,
+    offline_probe_is_refused(
+        "ptrace",
         &["ptrace attach to pid 1", "ptrace seize of pid 1"],
     );
 }
 
 #[test]
 fn the_hosts_terminal_is_out_of_reach() {
-    let host = Host::new();
-    let report = provision_trial(&host, "tty", "0", false);
-    assert_refused(&report, &["open /dev/tty", "TIOCSTI on fd 0"]);
+    offline_probe_is_refused("tty", &["open /dev/tty", "TIOCSTI on fd 0"]);
 }
 
 #[test]
 fn a_host_file_cannot_be_read_by_its_path() {
-    let host = Host::new();
-    let report = provision_trial(&host, "hostfile", "0", false);
-    assert_refused(&report, &["read the host's file by its path"]);
+    offline_probe_is_refused("hostfile", &["read the host's file by its path"]);
 }
 
 /// A loopback listener on the host; whether a connection arrived.
@@ -395,21 +398,14 @@ fn replacing_dev_by_a_link_to_a_host_dir_does_not_empty_it() {
     let host = Host::new();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tree");
-    let mut spec = base_spec(dir.path(), &out);
-    spec.seed = Some(seed(dir.path()));
-    let script = dir.path().join("provision.sh");
     // Whatever succeeds of it: get /dev out of the way, put a link to the host's dir there
     // (and the same path inside the image, so that it also resolves within the root).
-    std::fs::write(
-        &script,
-        format!(
-            "umount -l /dev/pts /dev/null /dev; umount -l /dev\nrm -rf /dev\nmkdir -p {0}\n\
-             ln -s {0} /dev\ntrue\n",
-            host.files().display()
-        ),
-    )
-    .unwrap();
-    spec.provision.push(script);
+    let script = format!(
+        "umount -l /dev/pts /dev/null /dev; umount -l /dev\nrm -rf /dev\nmkdir -p {0}\n\
+         ln -s {0} /dev\ntrue\n",
+        host.files().display()
+    );
+    let spec = seeded_spec(dir.path(), &out, &script);
     let result = build_in_helper(&spec, &host);
     host.assert_untouched();
     if result == "ok" {
@@ -474,17 +470,13 @@ fn a_maintainer_script_gets_the_same_sandbox() {
 fn staging_trees_are_private_to_the_builder() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tree");
-    let mut spec = base_spec(dir.path(), &out);
-    spec.seed = Some(seed(dir.path()));
-    let script = dir.path().join("provision.sh");
     // Wait, inside the build, until the test has looked at the staging tree.
-    std::fs::write(
-        &script,
-        "touch /srv/waiting 2>/dev/null || echo > /srv/waiting\n\
+    let spec = seeded_spec(
+        dir.path(),
+        &out,
+        "echo > /srv/waiting\n\
          n=0; while ! test -e /srv/go; do sleep 1; n=$((n+1)); test $n -lt 120 || exit 9; done\n",
-    )
-    .unwrap();
-    spec.provision.push(script);
+    );
     let staging_parent = spec.staging_parent.clone();
     let build = std::thread::spawn(move || {
         ingot().run(

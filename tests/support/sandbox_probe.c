@@ -15,6 +15,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,7 +191,14 @@ static void check_mounts(void) {
 }
 
 static void check_ptrace(void) {
-    if (ptrace(PTRACE_ATTACH, 1, NULL, NULL) == 0) { escape("ptrace attach to pid 1"); ptrace(PTRACE_DETACH, 1, NULL, NULL); }
+    if (ptrace(PTRACE_ATTACH, 1, NULL, NULL) == 0) {
+        escape("ptrace attach to pid 1");
+        /* Let it go again, or the build would hang stopped instead of failing. */
+        int st;
+        waitpid(1, &st, __WALL);
+        ptrace(PTRACE_DETACH, 1, NULL, NULL);
+        kill(1, SIGCONT);
+    }
     else refused("ptrace attach to pid 1", errno);
     if (ptrace(PTRACE_SEIZE, 1, NULL, NULL) == 0) { escape("ptrace seize of pid 1"); ptrace(PTRACE_DETACH, 1, NULL, NULL); }
     else refused("ptrace seize of pid 1", errno);
