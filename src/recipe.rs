@@ -28,7 +28,7 @@ pub struct Recipe {
     /// `[provision] network = true`: the provision scripts get the host's network and its
     /// `resolv.conf` (read-only); by default they see only a loopback interface of their own.
     pub provision_network: bool,
-    /// Scripts run inside the chroot after provisioning, before ingot's own cleanup invariants.
+    /// Scripts run inside the image's sandbox after provisioning, before ingot's own cleanup invariants.
     pub cleanup: Vec<PathBuf>,
 }
 

@@ -11,7 +11,7 @@
 //!
 //! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
-//! target's own programs inside the chroot. `/proc`, `/dev` and `policy-rc.d` belong to the
+//! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
 //! caller (the stage).
 
 pub mod deb;
@@ -70,7 +70,7 @@ pub enum InstallError {
         #[source]
         source: io::Error,
     },
-    /// A program could not be started inside the chroot.
+    /// A program could not be started inside the image's sandbox.
     #[error("cannot run {program} in the staging root: {source}")]
     Spawn {
         /// The program.
@@ -472,7 +472,7 @@ fn install_rest(
     run_dpkg_names(root, &["--configure", "--pending"], &[], log)
 }
 
-/// `dpkg ARGS /tmp/ingot-debs/<file>.deb…` inside the chroot.
+/// `dpkg ARGS /tmp/ingot-debs/<file>.deb…` inside the image's sandbox.
 fn run_dpkg(
     root: &Path,
     args: &[&str],
@@ -485,7 +485,7 @@ fn run_dpkg(
     dpkg(root, args, files, debs, log)
 }
 
-/// `dpkg ARGS <package name>…` inside the chroot.
+/// `dpkg ARGS <package name>…` inside the image's sandbox.
 fn run_dpkg_names(
     root: &Path,
     args: &[&str],

@@ -5,7 +5,7 @@
 //! bare fork); the child unshares user, mount and pid namespaces while single-threaded, the
 //! parent writes the id maps (newuidmap/newgidmap, or directly as real root) and releases it
 //! through a pipe. Inside, a supervisor forks the worker (pid 1 of the build), which sets up
-//! the chroot environment ([`mounts`]), installs the packages ([`install`]), runs the provision
+//! the image's environment ([`mounts`]), installs the packages ([`install`]), runs the provision
 //! and cleanup scripts ([`scripts`]), tears the environment down, enforces the cleanup
 //! invariants ([`invariants`]) and either leaves the tree in place (`--format dir`) or streams
 //! it on stdout for the parent to compress, through the [`TreeExporter`] the binary hands it
@@ -17,7 +17,7 @@
 //! files are never reachable by other users of the host.) Every program run inside the image
 //! goes through the one [`sandbox`] runner.
 //!
-//! This module owns the namespaces, the id maps, the chroot environment and the teardown. It
+//! This module owns the namespaces, the id maps, the image's environment and the teardown. It
 //! must never run anything on the host's root filesystem, and never leave a mount or a staging
 //! tree behind.
 

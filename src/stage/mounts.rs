@@ -1,10 +1,11 @@
-//! The chroot environment while dpkg and the recipe's scripts run, and its teardown.
+//! The image's environment while dpkg and the recipe's scripts run (in the
+//! [`sandbox`](super::sandbox)), and its teardown.
 //!
 //! Set up inside the build's private mount namespace (nothing is visible on the host, and the
 //! namespace dies with the build even if it is killed):
-//! - `/proc`: only the directory here. Each program started with
-//!   [`command_in_chroot`](super::chroot::command_in_chroot) mounts a fresh procfs of the
-//!   build's pid namespace on it in its own private mount namespace. Fresh rather than the
+//! - `/proc`: only the directory here. The [`sandbox`](super::sandbox) runner mounts a fresh
+//!   procfs of the build's pid namespace on it for each program, in the program's own mount
+//!   namespace. Fresh rather than the
 //!   host's: the build's processes see only each other (a postinst cannot see or signal the
 //!   caller's processes), and killing the namespace's init ends every daemon a maintainer
 //!   script left behind. Per program rather than here: the Essential extraction sets the
@@ -17,7 +18,12 @@
 //!   vanishes and the image's `/run` stays empty.
 //! - `/usr/sbin/policy-rc.d` exiting 101 (no service starts), removed afterwards unless a
 //!   package ships one.
-//! - the host's `/etc/resolv.conf`, bind-mounted read-only, only while provision scripts run.
+//! - the host's `/etc/resolv.conf`, bind-mounted read-only, only while provision scripts of a
+//!   recipe with `[provision] network = true` run.
+//!
+//! Teardown goes through the root's directory descriptor with `*at` calls only: whatever a
+//! script left in place of `dev/` (even a symlink to a host directory) is removed, never
+//! followed.
 //!
 //! This module never mounts anything outside the staging root and never writes to the host.
 

@@ -1,4 +1,4 @@
-//! The recipe's provision and cleanup scripts, run inside the chroot.
+//! The recipe's provision and cleanup scripts, run inside the image's sandbox.
 //!
 //! Each script is copied into the root as `/tmp/ingot-<kind>-<n>`, run with `/bin/sh` in the
 //! [`sandbox`](super::sandbox) (clean environment, nothing of the caller's, no network unless
@@ -59,7 +59,7 @@ pub enum ScriptError {
         /// The cause.
         source: confined::ConfinedError,
     },
-    /// Starting `/bin/sh` in the chroot.
+    /// Starting `/bin/sh` in the image's sandbox.
     #[error("{kind} script {name}: cannot run /bin/sh in the image: {source}")]
     Start {
         /// provision/cleanup.
