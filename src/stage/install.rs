@@ -9,7 +9,7 @@
 //! `dpkg --configure`s between them, then one `dpkg --configure --pending`, each run in the
 //! [`sandbox`](crate::stage::sandbox) without network.
 //!
-//! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
+//! Must never: write outside the root (all in-root paths go through [`RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
 //! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
 //! caller (the stage).
@@ -22,8 +22,9 @@ use std::io;
 use std::path::Path;
 
 use crate::stage::StageDeb;
+use crate::stage::confined::RootDir;
 use crate::stage::sandbox::{self, Network};
-use unpack::{RootDir, UnpackError};
+use unpack::UnpackError;
 
 /// Where the `.deb`s are copied inside the root while dpkg runs; removed afterwards.
 pub const DEB_DIR: &str = "tmp/ingot-debs";

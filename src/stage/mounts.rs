@@ -35,7 +35,7 @@ use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
-use super::confined::{self, ConfinedError};
+use super::confined::{self, ConfinedError, RootDir};
 
 /// The policy-rc.d every build installs while packages are configured.
 pub const POLICY_RC_D: &[u8] =
@@ -98,7 +98,7 @@ struct ResolvBind {
 /// The mounted chroot environment of one staging root.
 pub struct ChrootEnv {
     root: PathBuf,
-    root_fd: OwnedFd,
+    root_fd: RootDir,
     /// Directories this environment created (relative), in creation order.
     created: Vec<String>,
     /// We wrote `/usr/sbin/policy-rc.d`.
