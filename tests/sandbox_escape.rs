@@ -14,6 +14,8 @@
 //! Runs as real root and as an ordinary user with a subordinate id range (`INGOT_TEST_BIN`
 //! may point at an `ingot` binary that user can execute).
 
+#[path = "support/busybox.rs"]
+mod busybox;
 #[path = "support/minidistro.rs"]
 mod minidistro;
 
@@ -41,15 +43,6 @@ fn ingot() -> StageBinary {
         Some(bin) => StageBinary::at(bin),
         None => StageBinary::at(env!("CARGO_BIN_EXE_ingot")),
     }
-}
-
-fn busybox() -> PathBuf {
-    let p = PathBuf::from("/bin/busybox");
-    assert!(
-        p.exists(),
-        "these tests need a static busybox: apt-get install busybox-static"
-    );
-    p
 }
 
 /// The probe, compiled once per test process into a directory that lives as long.
@@ -123,17 +116,12 @@ impl Host {
 }
 
 fn seed(dir: &Path) -> PathBuf {
-    let seed = dir.join("seed");
-    for d in ["bin", "etc", "tmp", "srv", "run"] {
-        std::fs::create_dir_all(seed.join(d)).unwrap();
-    }
-    std::fs::set_permissions(seed.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::copy(busybox(), seed.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test",
-    ] {
-        std::os::unix::fs::symlink("busybox", seed.join("bin").join(applet)).unwrap();
-    }
+    let seed = busybox::seed(
+        dir,
+        &[
+            "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test",
+        ],
+    );
     std::fs::copy(probe(), seed.join("bin/sandbox-probe")).unwrap();
     seed
 }
