@@ -5,7 +5,7 @@ RECIPE ?= recipes/ubuntu-24.04
 OUT    ?= out
 INGOT  := target/release/ingot
 
-.PHONY: ingot image.build-next image.build image.verify image.resolve test test-hermetic e2e bench doctor
+.PHONY: ingot image.build-next image.build image.verify image.resolve image.upload test test-hermetic e2e bench doctor
 
 ingot:
 	$(CARGO) build --release --locked
@@ -22,6 +22,12 @@ image.build: ingot
 image.verify: ingot
 	@test -n "$(IMAGE)" || { echo "usage: make image.verify IMAGE=out/…tar.gz" >&2; exit 2; }
 	$(INGOT) verify $(IMAGE)
+
+# Upload the newest version in $(OUT) to Proxmox (settings from PM_* variables, see README).
+image.upload: ingot
+	@newest=$$(ls $(OUT)/*-v[0-9]*.tar* 2>/dev/null | grep -E -- '-v[0-9]+\.tar(\.(gz|zst|xz|bz2))?$$' | sort -V | tail -n 1); \
+	test -n "$$newest" || { echo "no image in $(OUT)/: run make image.build-next first" >&2; exit 2; }; \
+	INGOT=$(INGOT) scripts/upload-lxc-template-via-api.sh "$$newest" $(UPLOAD_FLAGS)
 
 image.resolve: ingot
 	$(INGOT) resolve $(RECIPE)

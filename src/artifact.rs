@@ -1,5 +1,6 @@
 //! Artifacts: `<image>-v<N>.tar.gz` naming, monotonic versions, no-clobber publishing, the
-//! `.sha256` and `.manifest.json` beside each image. An existing version is never overwritten.
+//! `.sha256`, `.manifest.json` and `.spdx.json` beside each image. An existing version is never
+//! overwritten.
 //!
 //! The orchestrator's sequence:
 //!
@@ -337,7 +338,7 @@ fn check_image_name(image: &str) -> Result<(), ArtifactError> {
 }
 
 /// `<image>-v<digits><rest>` → (N, rest). Digits that overflow a u32 are not a version.
-fn parse_version<'n>(image: &str, name: &'n str) -> Option<(u32, &'n str)> {
+pub(crate) fn parse_version<'n>(image: &str, name: &'n str) -> Option<(u32, &'n str)> {
     let after = name.strip_prefix(image)?.strip_prefix("-v")?;
     let digits = after.bytes().take_while(u8::is_ascii_digit).count();
     if digits == 0 {
@@ -412,6 +413,16 @@ impl Claim<'_> {
 
     /// Publishes the artifact with its `.sha256` and `.manifest.json`, never replacing a file.
     pub fn publish(self, inputs: BuildInputs) -> Result<Published, ArtifactError> {
+        self.publish_with_sbom(inputs, &[])
+    }
+
+    /// [`Claim::publish`], plus `<file>.spdx.json` describing the image and `packages` when
+    /// there are any (see [`crate::sbom`]).
+    pub fn publish_with_sbom(
+        self,
+        inputs: BuildInputs,
+        sbom_packages: &[crate::sbom::SbomPackage],
+    ) -> Result<Published, ArtifactError> {
         let final_path = self.final_path();
         let temp_path = self.temp_path.clone();
         let write_error = |source| ArtifactError::Write {
@@ -456,13 +467,30 @@ impl Claim<'_> {
         manifest_json.push(b'\n');
         // `sha256sum -c` format: two spaces (text mode), the name relative to the directory.
         let sha256_line = format!("{sha256}  {}\n", self.file_name);
+        let sbom_path = sidecar(&final_path, ".spdx.json");
+        let sbom = (!sbom_packages.is_empty()).then(|| {
+            crate::sbom::render(
+                &crate::sbom::ImageDescription {
+                    image: &self.dir.image,
+                    version: self.version,
+                    file_name: &self.file_name,
+                    sha256: &sha256,
+                    epoch: manifest.build_epoch,
+                },
+                sbom_packages,
+            )
+        });
+        let mut sidecars = vec![
+            (&sha256_path, sha256_line.as_bytes()),
+            (&manifest_path, manifest_json.as_slice()),
+        ];
+        if let Some(sbom) = &sbom {
+            sidecars.push((&sbom_path, sbom.as_slice()));
+        }
 
         let mut created = Vec::new();
         let result = (|| {
-            for (path, bytes) in [
-                (&sha256_path, sha256_line.as_bytes()),
-                (&manifest_path, manifest_json.as_slice()),
-            ] {
+            for (path, bytes) in sidecars {
                 self.dir.write_new(path, bytes)?;
                 created.push(path.clone());
             }
@@ -486,6 +514,7 @@ impl Claim<'_> {
             sha256_path,
             manifest_path,
             manifest,
+            sbom_path: sbom.map(|_| sbom_path),
         })
     }
 }
@@ -630,6 +659,8 @@ pub struct Published {
     pub manifest_path: PathBuf,
     /// The manifest written.
     pub manifest: Manifest,
+    /// Its `.spdx.json`, when one was written.
+    pub sbom_path: Option<PathBuf>,
 }
 
 #[cfg(test)]

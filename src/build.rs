@@ -41,6 +41,19 @@ pub struct CommonOptions {
     pub quiet: bool,
 }
 
+impl CommonOptions {
+    /// The recipe these options name, with `--mirror` and `--allow-expired` applied.
+    pub fn load_recipe(&self) -> Result<Recipe, crate::recipe::RecipeError> {
+        Recipe::load(
+            &self.recipe,
+            &RecipeOverrides {
+                mirror: self.mirror.clone(),
+                allow_expired: self.allow_expired,
+            },
+        )
+    }
+}
+
 /// `tar` (artifact) or `dir` (tree).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -68,6 +81,8 @@ pub struct BuildOptions {
     pub keep_staging: Option<PathBuf>,
     /// JSON output.
     pub json: bool,
+    /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
+    pub locked: bool,
 }
 
 /// The outcome of the network half of a build: verified suites and the resolved plan.
@@ -91,13 +106,7 @@ pub struct Resolved {
 
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
-    let recipe = Recipe::load(
-        &o.recipe,
-        &RecipeOverrides {
-            mirror: o.mirror.clone(),
-            allow_expired: o.allow_expired,
-        },
-    )?;
+    let recipe = o.load_recipe()?;
     let transport = Transport::new();
     let opts = ArchiveOptions {
         allow_expired: recipe.source.allow_expired,
@@ -156,15 +165,8 @@ pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
         t_archive
     ));
     let t1 = Instant::now();
-    let plan = plan::resolve(
-        &universe,
-        &Selection {
-            variant: recipe.packages.variant,
-            include: recipe.packages.include.clone(),
-            architecture: recipe.source.architecture.clone(),
-        },
-    )
-    .with_context(|| format!("resolving {}", recipe.file.display()))?;
+    let plan = plan::resolve(&universe, &Selection::of(&recipe))
+        .with_context(|| format!("resolving {}", recipe.file.display()))?;
     let t_resolve = t1.elapsed().as_millis();
     let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
     let (epoch, epoch_source) =
@@ -229,7 +231,16 @@ pub fn cmd_resolve(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
 fn resolve_and_fetch(
     o: &CommonOptions,
     reporter: &dyn Reporter,
+    locked: bool,
 ) -> anyhow::Result<(Resolved, Cache, Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
+    if locked {
+        let r = crate::lock::resolve_locked(o, reporter)?;
+        let cache = cache_for(o);
+        let (debs, summary) =
+            fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)
+                .map_err(crate::lock::explain_fetch_error)?;
+        return Ok((r, cache, debs, summary));
+    }
     let r = resolve_recipe(o, reporter)?;
     let cache = cache_for(o);
     let (debs, summary) = fetch::fetch_plan(&Transport::new(), &r.plan, &cache, o.jobs, reporter)?;
@@ -240,7 +251,7 @@ fn resolve_and_fetch(
 pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
     let reporter = progress::for_cli(o.quiet);
     let t = Instant::now();
-    let (_, cache, _, summary) = resolve_and_fetch(o, reporter.as_ref())?;
+    let (_, cache, _, summary) = resolve_and_fetch(o, reporter.as_ref(), false)?;
     let mut out = std::io::stdout().lock();
     if json {
         let mut v = serde_json::to_value(&summary)?;
@@ -266,7 +277,7 @@ pub fn cmd_fetch(o: &CommonOptions, json: bool) -> anyhow::Result<ExitCode> {
 /// `ingot build`: the whole pipeline; prints the published path (or the tree's path).
 pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode> {
     let reporter = progress::for_cli(o.quiet);
-    let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref())?;
+    let (r, cache, debs, _) = resolve_and_fetch(o, reporter.as_ref(), b.locked)?;
     let first_round = r.plan.essential_closure();
     let stage_debs: Vec<StageDeb> = debs
         .iter()
@@ -381,7 +392,8 @@ pub fn cmd_build(o: &CommonOptions, b: &BuildOptions) -> anyhow::Result<ExitCode
             })
             .collect(),
     };
-    let published = claim.publish(inputs)?;
+    let sbom = crate::sbom::describe_packages(&debs)?;
+    let published = claim.publish_with_sbom(inputs, &sbom)?;
     print_result(b.json, &published.path, Some(&published.manifest))?;
     Ok(ExitCode::SUCCESS)
 }

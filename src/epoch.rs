@@ -17,6 +17,8 @@ pub enum EpochSource {
     SourceDateEpoch,
     /// The newest `Date` of the verified `InRelease` files.
     InRelease,
+    /// The lock file (`ingot build --locked`): the same lock gives the same bytes any day.
+    Lock,
 }
 
 /// Errors reading `SOURCE_DATE_EPOCH`.

@@ -4,7 +4,9 @@
 //! The pipeline runs one way (see the README's design section):
 //! [`recipe`] → [`archive`] → [`plan`] → [`fetch`] → [`stage`] → [`export`] → [`artifact`],
 //! with [`verify`] checking the golden-image contract on any tarball; [`net`] is the transport
-//! that `archive` and `fetch` share.
+//! that `archive` and `fetch` share. [`lock`] pins a resolution for `build --locked`,
+//! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
+//! contains and [`outdated`] says when a rebuild is due.
 #![deny(missing_docs)]
 
 pub mod archive;
@@ -14,9 +16,14 @@ pub mod epoch;
 pub mod export;
 pub mod fetch;
 pub mod golden;
+pub mod lock;
+pub mod mirror;
 pub mod net;
+pub mod outdated;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
+pub mod sbom;
 pub mod stage;
+pub mod upload;
 pub mod verify;

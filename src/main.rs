@@ -85,6 +85,44 @@ enum Command {
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
+        /// Install exactly the set of the recipe's ingot.lock, with its epoch; refuse,
+        /// naming what differs, if the recipe, a script or any file changed.
+        #[arg(long, env = "INGOT_LOCKED")]
+        locked: bool,
+    },
+    /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
+    ///
+    /// Example: ingot lock recipes/ubuntu-24.04 && ingot lock --check recipes/ubuntu-24.04
+    Lock {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Write nothing: exit 1 when the lock no longer matches the recipe.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Write a self-contained partial archive of the locked set into DIR.
+    ///
+    /// Example: ingot mirror recipes/ubuntu-24.04 --to /srv/ingot-mirror
+    Mirror {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The directory to write (a new or an earlier mirror directory).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// List the packages of the lock (or newest manifest) that today's archive has newer;
+    /// exit 1 when a rebuild is due.
+    ///
+    /// Example: ingot outdated recipes/ubuntu-24.04 --json
+    Outdated {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// Where to look for the newest manifest when the recipe has no ingot.lock.
+        #[arg(long, short, env = "INGOT_OUT", default_value = "out")]
+        out: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Check a tarball against the golden-image contract.
     ///
@@ -96,6 +134,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Upload an image to Proxmox storage as a container template, through the API with a token.
+    ///
+    /// The secret comes from PM_API_TOKEN_SECRET or --token-secret-file, never from a flag.
+    ///
+    /// Example: PM_API_URL=https://pve1:8006/api2/json PM_API_TOKEN_ID='ingot@pve!upload'
+    /// PM_API_TOKEN_SECRET=… PM_NODE=pve1 PM_STORAGE=local ingot upload
+    /// out/ubuntu-24.04-lxc-rootfs-v3.tar.gz --ca-file pve-root-ca.pem
+    Upload(UploadArgs),
     /// Check that this host can build rootless, and say how to fix what is missing.
     Doctor {
         /// Print the checks as JSON.
@@ -105,6 +151,48 @@ enum Command {
     /// Internal: the namespaced build child.
     #[command(name = "__stage", hide = true)]
     Stage { spec: PathBuf },
+}
+
+#[derive(Args)]
+struct UploadArgs {
+    /// The image tarball (.tar.gz, .tar.zst, .tar.xz, .tar.bz2, .tar).
+    tarball: PathBuf,
+    /// API root, e.g. https://proxmox1:8006/api2/json.
+    #[arg(long, env = "PM_API_URL")]
+    api_url: Option<String>,
+    /// API token id: user@realm!tokenname.
+    #[arg(long, env = "PM_API_TOKEN_ID")]
+    token_id: Option<String>,
+    /// Read the token secret from this file (else from PM_API_TOKEN_SECRET).
+    #[arg(long)]
+    token_secret_file: Option<PathBuf>,
+    /// Node, or comma-separated nodes for node-local storage (pve1,pve2).
+    #[arg(long, env = "PM_NODE")]
+    node: Option<String>,
+    /// Storage id, e.g. local.
+    #[arg(long, env = "PM_STORAGE")]
+    storage: Option<String>,
+    /// Trust only this CA (PEM), e.g. the cluster's /etc/pve/pve-root-ca.pem.
+    #[arg(long, env = "PM_TLS_CA")]
+    ca_file: Option<PathBuf>,
+    /// Pin the server certificate by SHA-256 fingerprint (AB:CD:…, as `pvenode cert info` shows).
+    #[arg(long, env = "PM_TLS_FINGERPRINT")]
+    fingerprint: Option<String>,
+    /// Do not check the server certificate (only when no --fingerprint or --ca-file is set; warns).
+    #[arg(long, env = "PM_TLS_INSECURE")]
+    insecure: bool,
+    /// Skip the golden-contract check (the .sha256 sidecar is still checked).
+    #[arg(long)]
+    no_verify: bool,
+    /// Retries of transient failures (connection errors, 5xx).
+    #[arg(long, env = "PM_RETRIES", default_value_t = 3)]
+    retries: u32,
+    /// Seconds to wait for each upload task to end.
+    #[arg(long, env = "PM_TASK_TIMEOUT", default_value_t = 3600)]
+    task_timeout: u64,
+    /// Print volid, size and checksum as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
@@ -142,6 +230,7 @@ fn main() -> ExitCode {
             compression,
             keep_staging,
             json,
+            locked,
         } => build::cmd_build(
             &common(&source, quiet),
             &BuildOptions {
@@ -152,10 +241,32 @@ fn main() -> ExitCode {
                 compression,
                 keep_staging,
                 json,
+                locked,
             },
         ),
+        Command::Lock { source, check } => ingot::lock::cmd_lock(&common(&source, quiet), check),
+        Command::Mirror { source, to } => ingot::mirror::cmd_mirror(&common(&source, quiet), &to),
+        Command::Outdated { source, out, json } => {
+            ingot::outdated::cmd_outdated(&common(&source, quiet), &out, json)
+        }
         Command::Verify { tarball, json } => build::cmd_verify(&tarball, json),
         Command::Doctor { json } => build::cmd_doctor(json),
+        Command::Upload(a) => ingot::upload::cmd_upload(&ingot::upload::UploadCommand {
+            tarball: a.tarball,
+            api_url: a.api_url,
+            token_id: a.token_id,
+            token_secret_file: a.token_secret_file,
+            node: a.node,
+            storage: a.storage,
+            ca_file: a.ca_file,
+            fingerprint: a.fingerprint,
+            insecure: a.insecure,
+            no_verify: a.no_verify,
+            retries: a.retries,
+            task_timeout: a.task_timeout,
+            json: a.json,
+            quiet,
+        }),
     };
     match result {
         Ok(code) => code,

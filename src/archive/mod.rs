@@ -336,6 +336,41 @@ pub fn verify_release(
     })
 }
 
+/// Verify an `InRelease` held as bytes (from a lock file, offline) as if fetched from `url`:
+/// its signature against `keyring`, judging the keys at time `signed_at` (the release's own
+/// `Date`, so a lock stays verifiable after a key expires), and its `Suite`/`Codename`.
+/// Dates are not checked against the clock: the lock, not the day, decides what is built.
+pub fn verify_inrelease_bytes(
+    url: &str,
+    bytes: &[u8],
+    keyring: &Keyring,
+    suite: &SuiteSource,
+    signed_at: i64,
+) -> Result<VerifiedRelease, ArchiveError> {
+    let signed = release::open_inrelease(url, bytes)?;
+    let good = keyring.verify(url, &signed.signatures, &signed.signed_bytes, signed_at)?;
+    let fields = release::parse_release(url, &signed.text)?;
+    let names_suite = |v: &Option<String>| v.as_deref() == Some(suite.suite.as_str());
+    if !names_suite(&fields.suite) && !names_suite(&fields.codename) {
+        return Err(ArchiveError::WrongSuite {
+            url: url.to_string(),
+            expected: suite.suite.clone(),
+            found: format!("{:?}/{:?}", fields.suite, fields.codename),
+        });
+    }
+    Ok(VerifiedRelease {
+        source: suite.clone(),
+        url: url.to_string(),
+        sha256: hex::encode(Sha256::digest(bytes)),
+        signer: good.primary,
+        date: fields.date,
+        valid_until: fields.valid_until.map(|(_, secs)| secs),
+        suite_field: fields.suite,
+        codename: fields.codename,
+        files: fields.sha256,
+    })
+}
+
 /// The `Release` + `Release.gpg` pair; returns the `Release` URL and bytes.
 fn fetch_detached(
     transport: &Transport,
@@ -439,6 +474,36 @@ pub fn fetch_index(
     component: &str,
     arch: &str,
 ) -> Result<IndexText, ArchiveError> {
+    let file = fetch_index_file(transport, release, component, arch)?;
+    let text = decompress(&file.url, file.ext, &file.bytes)?;
+    Ok(IndexText {
+        url: file.url,
+        text,
+    })
+}
+
+/// One component's index file exactly as the archive serves it (compressed), after its size
+/// and SHA-256 matched the signed `Release`: what a mirror copies byte for byte.
+#[derive(Debug, Clone)]
+pub struct IndexFile {
+    /// Its path under `dists/<suite>/` (`main/binary-amd64/Packages.xz`).
+    pub path: String,
+    /// The URL it was fetched from.
+    pub url: String,
+    /// Its compression suffix (`.xz`, `.gz` or empty).
+    pub ext: &'static str,
+    /// The verified bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// Fetch one component's index in the best compression the signed `Release` lists (`.xz`,
+/// then `.gz`, then plain) and check its size and SHA-256, without decompressing it.
+pub fn fetch_index_file(
+    transport: &Transport,
+    release: &VerifiedRelease,
+    component: &str,
+    arch: &str,
+) -> Result<IndexFile, ArchiveError> {
     let (path, ext, size, sha256) = listed_index(release, component, arch)?;
     let url = join_url(
         &release.source.mirror,
@@ -467,8 +532,12 @@ pub fn fetch_index(
             actual_size: bytes.len() as u64,
         });
     }
-    let text = decompress(&url, ext, &bytes)?;
-    Ok(IndexText { url, text })
+    Ok(IndexFile {
+        path,
+        url,
+        ext,
+        bytes,
+    })
 }
 
 /// The index file of `component` the signed `Release` lists, best compression first:

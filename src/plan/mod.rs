@@ -36,6 +36,17 @@ pub struct Selection {
     pub architecture: String,
 }
 
+impl Selection {
+    /// What `recipe` asks for.
+    pub fn of(recipe: &crate::recipe::Recipe) -> Selection {
+        Selection {
+            variant: recipe.packages.variant,
+            include: recipe.packages.include.clone(),
+            architecture: recipe.source.architecture.clone(),
+        }
+    }
+}
+
 /// One package of the resolved set.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PlannedPackage {
