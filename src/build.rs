@@ -408,6 +408,7 @@ fn build_recorded(
     let mut spec = StageSpec {
         debs: stage_debs,
         provision: r.recipe.provision.clone(),
+        provision_network: r.recipe.provision_network,
         cleanup: r.recipe.cleanup.clone(),
         staging_parent: cache.root().join("staging"),
         keep_staging: b.keep_staging.clone(),

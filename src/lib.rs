@@ -15,6 +15,7 @@ pub mod build;
 pub mod epoch;
 pub mod export;
 pub mod fetch;
+pub mod golden;
 pub mod lock;
 pub mod mirror;
 pub mod net;

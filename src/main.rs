@@ -283,7 +283,13 @@ fn main() -> ExitCode {
     let (quiet, verbose) = (cli.quiet, cli.verbose);
     let result = match cli.command {
         Command::Stage { spec } => {
-            return ExitCode::from(ingot::stage::child_main(&spec).clamp(0, 255) as u8);
+            // The stage hands its finished tree to the exporter (it never calls export itself).
+            let export: ingot::stage::TreeExporter = |root, out, epoch| {
+                ingot::export::tar::write_rootfs_tar(root, out, epoch)
+                    .map(drop)
+                    .map_err(|e| e.to_string())
+            };
+            return ExitCode::from(ingot::stage::child_main(&spec, export).clamp(0, 255) as u8);
         }
         Command::Resolve { source, json } => cli::resolve(&common(&source, quiet), verbose, json),
         Command::Fetch { source, json } => cli::fetch(&common(&source, quiet), verbose, json),

@@ -23,9 +23,12 @@ pub struct Recipe {
     pub source: Source,
     /// What to install.
     pub packages: PackageSelection,
-    /// Scripts run inside the chroot after the packages are configured.
+    /// Scripts run inside the image's sandbox after the packages are configured.
     pub provision: Vec<PathBuf>,
-    /// Scripts run inside the chroot after provisioning, before ingot's own cleanup invariants.
+    /// `[provision] network = true`: the provision scripts get the host's network and its
+    /// `resolv.conf` (read-only); by default they see only a loopback interface of their own.
+    pub provision_network: bool,
+    /// Scripts run inside the image's sandbox after provisioning, before ingot's own cleanup invariants.
     pub cleanup: Vec<PathBuf>,
 }
 
@@ -87,7 +90,7 @@ struct RawRecipe {
     source: RawSource,
     packages: RawPackages,
     #[serde(default)]
-    provision: RawScripts,
+    provision: RawProvision,
     #[serde(default)]
     cleanup: RawScripts,
 }
@@ -117,6 +120,15 @@ struct RawPackages {
     variant: Variant,
     #[serde(default)]
     include: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawProvision {
+    #[serde(default)]
+    scripts: Vec<String>,
+    #[serde(default)]
+    network: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -345,6 +357,7 @@ impl Recipe {
                 include,
             },
             provision,
+            provision_network: raw.provision.network,
             cleanup,
         })
     }
@@ -453,6 +466,25 @@ scripts = ["provision.sh"]
 "#;
 
     #[test]
+    fn provision_network_is_opt_in_and_typed() {
+        let d = tempfile::tempdir().unwrap();
+        let with = GOOD.replace(
+            "scripts = [\"provision.sh\"]",
+            "scripts = [\"provision.sh\"]\nnetwork = true",
+        );
+        write(d.path(), &with);
+        let r = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap();
+        assert!(r.provision_network);
+        let bad = GOOD.replace(
+            "scripts = [\"provision.sh\"]",
+            "scripts = [\"provision.sh\"]\nnetwork = \"yes\"",
+        );
+        write(d.path(), &bad);
+        let err = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("network"), "{err}");
+    }
+
+    #[test]
     fn parses_the_documented_format() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), GOOD);
@@ -462,6 +494,10 @@ scripts = ["provision.sh"]
         assert_eq!(r.source.suites[1].mirror, "file:///srv/updates");
         assert_eq!(r.packages.variant, Variant::Minbase);
         assert_eq!(r.provision, vec![d.path().join("provision.sh")]);
+        assert!(
+            !r.provision_network,
+            "no network unless the recipe asks for it"
+        );
         assert_eq!(r.digest.len(), 64);
 
         let o = RecipeOverrides {

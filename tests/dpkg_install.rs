@@ -11,14 +11,17 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use ingot::stage::chroot::command_in_chroot;
 use ingot::stage::install::{InstallError, install_packages};
+use ingot::stage::sandbox::{self, Network};
 
-fn in_chroot(root: &Path, prog: &str, args: &[&str]) -> (bool, String) {
-    let out = command_in_chroot(root, prog, args).output().unwrap();
-    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
+fn in_sandbox(root: &Path, prog: &str, args: &[&str]) -> (bool, String) {
+    let mut text = String::new();
+    let finished = sandbox::run(root, prog, args, Network::Loopback, 0, &mut |l| {
+        text.push_str(l);
+        text.push('\n');
+    })
+    .unwrap();
+    (finished.status.success(), text)
 }
 
 #[test]
@@ -33,9 +36,9 @@ fn installs_the_mini_distribution_with_its_own_dpkg() {
         .unwrap_or_else(|e| panic!("install failed: {e}\n{}", lines.join("\n")));
 
     // dpkg's own view: nothing half-installed, everything "ii".
-    let (ok, audit) = in_chroot(&root, "/usr/bin/dpkg", &["--audit"]);
+    let (ok, audit) = in_sandbox(&root, "/usr/bin/dpkg", &["--audit"]);
     assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
-    let (ok, status) = in_chroot(
+    let (ok, status) = in_sandbox(
         &root,
         "/usr/bin/dpkg-query",
         &["-W", "-f", "${Package} ${db:Status-Abbrev}\n"],
@@ -77,7 +80,7 @@ fn installs_the_mini_distribution_with_its_own_dpkg() {
         Path::new("usr/bin")
     );
     assert!(root.join("usr/bin/mini-hello").is_file());
-    let (ok, out) = in_chroot(&root, "/bin/mini-hello", &[] as &[&str]);
+    let (ok, out) = in_sandbox(&root, "/bin/mini-hello", &[] as &[&str]);
     assert!(ok && out == "hello\n", "{out}");
 
     // Conffile registered.
@@ -217,9 +220,9 @@ fn real_package_set_matches_mmdebstrap() {
     }
     fs::remove_file(root.join("usr/sbin/policy-rc.d")).unwrap();
 
-    let (ok, audit) = in_chroot(&root, "/usr/bin/dpkg", &["--audit"]);
+    let (ok, audit) = in_sandbox(&root, "/usr/bin/dpkg", &["--audit"]);
     assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
-    let (_, status) = in_chroot(
+    let (_, status) = in_sandbox(
         &root,
         "/usr/bin/dpkg-query",
         &["-W", "-f", "${db:Status-Abbrev}\n"],

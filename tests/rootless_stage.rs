@@ -6,7 +6,10 @@
 //! spec with zero packages, so the scripts have a `/bin/sh`. Runs as real root (identity map)
 //! and as an ordinary user with a subordinate range (e.g. `tuser` in /etc/subuid).
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+#[path = "support/busybox.rs"]
+mod busybox;
+
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -20,29 +23,15 @@ fn ingot() -> StageBinary {
     StageBinary::at(env!("CARGO_BIN_EXE_ingot"))
 }
 
-fn busybox() -> PathBuf {
-    let p = PathBuf::from("/bin/busybox");
-    assert!(
-        p.exists(),
-        "these tests need a static busybox: apt-get install busybox-static"
-    );
-    p
-}
-
 /// A tiny tree with `/bin/sh` (busybox) and an Ubuntu-style resolv.conf symlink.
 fn seed(dir: &Path) -> PathBuf {
-    let seed = dir.join("seed");
-    for d in ["bin", "etc", "tmp", "srv", "run"] {
-        std::fs::create_dir_all(seed.join(d)).unwrap();
-    }
-    std::fs::set_permissions(seed.join("tmp"), std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::copy(busybox(), seed.join("bin/busybox")).unwrap();
-    for applet in [
-        "sh", "cat", "chown", "echo", "grep", "ls", "sleep", "stat", "test", "touch", "wc", "id",
-        "mount", "rm", "mkdir",
-    ] {
-        std::os::unix::fs::symlink("busybox", seed.join("bin").join(applet)).unwrap();
-    }
+    let seed = busybox::seed(
+        dir,
+        &[
+            "sh", "cat", "chown", "echo", "grep", "ls", "sleep", "stat", "test", "touch", "wc",
+            "id", "mount", "rm", "mkdir",
+        ],
+    );
     std::os::unix::fs::symlink(
         "../run/systemd/resolve/stub-resolv.conf",
         seed.join("etc/resolv.conf"),
@@ -62,6 +51,7 @@ fn spec(dir: &Path, output: StageOutput) -> StageSpec {
     StageSpec {
         debs: Vec::new(),
         provision: Vec::new(),
+        provision_network: false,
         cleanup: Vec::new(),
         staging_parent: dir.join("staging"),
         keep_staging: None,
@@ -123,6 +113,8 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tree");
     let mut s = spec(dir.path(), StageOutput::Dir(out.clone()));
+    // The host's resolv.conf is bound only for a recipe that asks for the network.
+    s.provision_network = true;
     s.provision.push(write_script(
         dir.path(),
         "provision.sh",
@@ -297,6 +289,7 @@ fn resolv_conf_file_or_absence_is_restored() {
         if let Some(text) = original {
             std::fs::write(seed.join("etc/resolv.conf"), text).unwrap();
         }
+        s.provision_network = true;
         s.provision.push(write_script(
             dir.path(),
             "provision.sh",
@@ -385,7 +378,7 @@ fn kill_parent_mid_run(signal: nix::sys::signal::Signal) {
     loop {
         let started = entries(&staging)
             .iter()
-            .any(|e| staging.join(e).join("srv/started").exists());
+            .any(|e| staging.join(e).join("root/srv/started").exists());
         if started && !proc_with_cmdline_token(&token).is_empty() {
             break;
         }

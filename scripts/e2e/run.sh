@@ -12,7 +12,7 @@ RECIPE=${RECIPE:-$ROOT_DIR/recipes/ubuntu-24.04}
 MIRROR=${E2E_MIRROR:-http://archive.ubuntu.com/ubuntu}
 BUILD_USER=${E2E_USER:-ingot-e2e}
 WORK=${E2E_WORK:-/var/tmp/ingot-e2e}
-STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify dpkg mmdebstrap versions boot}
+STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify dpkg mmdebstrap versions sandbox boot}
 
 declare -A TIMES=()
 fail() { echo "e2e: FAIL: $*" >&2; echo "e2e: ${#TIMES[@]} passed, 1 failed"; exit 1; }
@@ -140,6 +140,10 @@ do_versions() {
   (cd "$out" && sha256sum -c ./*.sha256)
 }
 
+do_sandbox() {
+  scripts/e2e/sandbox-probe.sh "$INGOT" "$RECIPE_COPY" "$WORK" "$BUILD_USER" "$MIRROR" "$CACHE"
+}
+
 do_boot() {
   scripts/e2e/lxc-boot-test.sh "$USER_IMAGE"
 }
@@ -153,6 +157,7 @@ step verify do_verify
 step dpkg do_dpkg
 step mmdebstrap do_mmdebstrap
 step versions do_versions
+step sandbox do_sandbox
 step boot do_boot
 
 echo "e2e: downloaded into $CACHE: $(ls "$CACHE/sha256" 2>/dev/null | wc -l) .debs, $(du -sh "$CACHE" 2>/dev/null | cut -f1)"

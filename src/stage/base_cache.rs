@@ -21,8 +21,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::confined::RootDir;
 use super::install::install_options;
-use super::install::unpack::{RootDir, UnpackError, extract_data_tar};
+use super::install::unpack::{UnpackError, extract_data_tar};
 use super::mounts::{ChrootEnv, MountError};
 use super::{StageDeb, StageSpec};
 use crate::epoch::BuildEpoch;
@@ -56,13 +57,12 @@ pub enum BaseCacheError {
         source: UnpackError,
     },
     /// Writing an entry failed.
-    #[error("base cache {path}: {source}")]
+    #[error("base cache {path}: {detail}")]
     Store {
         /// The entry.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: crate::export::ExportError,
+        /// What the tree exporter reported.
+        detail: String,
     },
 }
 
@@ -127,7 +127,7 @@ pub fn restore(entry: &Path, root: &Path) -> Result<bool, BaseCacheError> {
 
 /// Write the tree at `root` as the entry `entry` (temporary name, then rename). Mounts must
 /// be gone: the writer stays on the root's filesystem.
-pub fn store(root: &Path, entry: &Path) -> Result<(), BaseCacheError> {
+pub fn store(root: &Path, entry: &Path, export: super::TreeExporter) -> Result<(), BaseCacheError> {
     let dir = entry.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let temp = tempfile::Builder::new()
@@ -139,11 +139,9 @@ pub fn store(root: &Path, entry: &Path) -> Result<(), BaseCacheError> {
             .map_err(io_err(temp.path()))?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
         let _ = encoder.multithread(threads);
-        crate::export::tar::write_rootfs_tar(root, &mut encoder, NO_CLAMP).map_err(|source| {
-            BaseCacheError::Store {
-                path: entry.to_path_buf(),
-                source,
-            }
+        export(root, &mut encoder, NO_CLAMP).map_err(|detail| BaseCacheError::Store {
+            path: entry.to_path_buf(),
+            detail,
         })?;
         let mut out = encoder.finish().map_err(io_err(temp.path()))?;
         out.flush().map_err(io_err(temp.path()))?;
@@ -213,6 +211,7 @@ impl Base {
         &self,
         env: ChrootEnv,
         root: &Path,
+        export: super::TreeExporter,
         log: &mut dyn FnMut(&str),
     ) -> Result<ChrootEnv, MountError> {
         let Some(entry) = &self.entry else {
@@ -221,7 +220,7 @@ impl Base {
         env.leave(log)?;
         log(&crate::progress::step_line("base-store"));
         log("storing the configured tree in the base cache");
-        match store(root, entry) {
+        match store(root, entry, export) {
             Ok(()) => log(&format!(
                 "stored the configured tree as {}",
                 entry.display()

@@ -27,6 +27,7 @@ use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
 use super::mounts::{self, ChrootEnv};
+use super::sandbox::Network;
 use super::scripts::{self, ScriptKind};
 use super::{StageOutput, StageSpec, signals};
 
@@ -44,11 +45,12 @@ pub(crate) struct ChildJob {
 /// The work of one namespaced child.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ChildTask {
-    /// Assemble the image in `staging` (created empty by the parent).
+    /// Assemble the image in `staging/root` (`staging` created empty, mode 0700, by the
+    /// parent: setuid files in the tree are never reachable by other users of the host).
     Build {
-        /// The spec (boxed: it is much larger than the other tasks).
+        /// The spec (boxed: it dwarfs the other tasks).
         spec: Box<StageSpec>,
-        /// The staging root (absolute, canonical).
+        /// The staging directory (absolute, canonical).
         staging: PathBuf,
     },
     /// Remove a tree whose files belong to subordinate ids.
@@ -82,7 +84,7 @@ fn fail(message: &str) -> i32 {
 }
 
 /// Entry point of `ingot __stage JOB.json`.
-pub(crate) fn child_entry(job_path: &Path) -> i32 {
+pub(crate) fn child_entry(job_path: &Path, export: super::TreeExporter) -> i32 {
     let job: ChildJob = match std::fs::read(job_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -114,7 +116,7 @@ pub(crate) fn child_entry(job_path: &Path) -> i32 {
         return fail(&e);
     }
     match job.task {
-        ChildTask::Build { spec, staging } => supervise_build(&spec, &staging),
+        ChildTask::Build { spec, staging } => supervise_build(&spec, &staging, export),
         ChildTask::Remove { path } => match std::fs::remove_dir_all(&path) {
             Ok(()) => 0,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
@@ -194,6 +196,13 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
         Ok(ForkResult::Child) => {
             drop(alive_w);
             signals::reset_handlers();
+            // Not dumpable: the worker is pid 1 of the build, and its /proc/1/{root,cwd,fd}
+            // (which lead to the host's tree) must give the sandboxed programs nothing, nor
+            // may they ptrace it. Its memory belongs to the host's user namespace, where the
+            // build holds no capability.
+            if nix::sys::prctl::set_dumpable(false).is_err() {
+                return Ok(Forked::Worker(1));
+            }
             // A dying supervisor takes the whole build down.
             if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err() {
                 return Ok(Forked::Worker(1));
@@ -228,9 +237,14 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
     }
 }
 
-fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
+fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter) -> i32 {
     signals::install_supervisor_handlers();
-    let status = match fork_worker(|| match assemble(spec, staging) {
+    // The image's root, inside the private staging directory.
+    let root = staging.join("root");
+    if let Err(e) = std::fs::create_dir(&root) {
+        return fail(&format!("creating {}: {e}", root.display()));
+    }
+    let status = match fork_worker(|| match assemble(spec, &root, export) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }) {
@@ -265,19 +279,20 @@ fn supervise_build(spec: &StageSpec, staging: &Path) -> i32 {
     let success = worker_ok && interrupted.is_none() && code == 0;
     match (&spec.output, success) {
         (StageOutput::Dir(out), true) => {
-            if let Err(e) = rename_noreplace(staging, out) {
+            if let Err(e) = rename_noreplace(&root, out) {
                 code = fail(&format!(
                     "moving the finished tree from {} to {}: {e} (the staging parent and the \
                      output must be on one filesystem, and the output must not exist)",
-                    staging.display(),
+                    root.display(),
                     out.display()
                 ));
-                remove_or_keep(staging, spec.keep_staging.as_deref());
+                remove_or_keep(staging, &root, spec.keep_staging.as_deref());
             } else {
                 log(&format!("tree ready at {}", out.display()));
+                remove_or_keep(staging, &root, None);
             }
         }
-        _ => remove_or_keep(staging, spec.keep_staging.as_deref()),
+        _ => remove_or_keep(staging, &root, spec.keep_staging.as_deref()),
     }
     code
 }
@@ -292,17 +307,21 @@ fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {
     )
 }
 
-fn remove_or_keep(staging: &Path, keep: Option<&Path>) {
+/// Move the image's `root` to `keep` if asked, then remove the private `staging` directory
+/// with whatever is left in it.
+fn remove_or_keep(staging: &Path, root: &Path, keep: Option<&Path>) {
     if let Some(keep) = keep {
-        match rename_noreplace(staging, keep) {
+        match rename_noreplace(root, keep) {
             Ok(()) => log(&format!("kept the staging tree at {}", keep.display())),
-            Err(e) => log(&format!(
-                "could not move the staging tree to {} ({e}); it stays at {}",
-                keep.display(),
-                staging.display()
-            )),
+            Err(e) => {
+                log(&format!(
+                    "could not move the staging tree to {} ({e}); it stays at {}",
+                    keep.display(),
+                    root.display()
+                ));
+                return;
+            }
         }
-        return;
     }
     match std::fs::remove_dir_all(staging) {
         Ok(()) => {}
@@ -317,7 +336,7 @@ fn remove_or_keep(staging: &Path, keep: Option<&Path>) {
 }
 
 /// The worker: pid 1 of the build's pid namespace, root in its user namespace.
-fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
+fn assemble(spec: &StageSpec, root: &Path, export: super::TreeExporter) -> Result<(), String> {
     // Keep the real stdout for the tar stream only; everything else (dpkg, scripts) writing to
     // fd 1 lands on stderr.
     let tar_out = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
@@ -340,7 +359,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?
     } else {
         let env = install(spec, root, &mut logger)?;
-        base.store_between(env, root, &mut logger)
+        base.store_between(env, root, export, &mut logger)
             .map_err(|e| e.to_string())?
     };
 
@@ -348,20 +367,41 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
     if scripts_present && !scripts::has_shell(root) {
         return Err("the image has no /bin/sh to run the recipe's scripts with".into());
     }
+    let provision_network = if spec.provision_network {
+        Network::Host
+    } else {
+        Network::Loopback
+    };
     if !spec.provision.is_empty() {
         log(&crate::progress::step_line("provision"));
+    }
+    if !spec.provision.is_empty() && spec.provision_network {
         env.bind_resolv_conf(&mut logger)
             .map_err(|e| e.to_string())?;
     }
     for (i, script) in spec.provision.iter().enumerate() {
-        scripts::run_script(root, script, ScriptKind::Provision, i + 1, &mut logger)
-            .map_err(|e| e.to_string())?;
+        scripts::run_script(
+            root,
+            script,
+            ScriptKind::Provision,
+            i + 1,
+            provision_network,
+            &mut logger,
+        )
+        .map_err(|e| e.to_string())?;
     }
     env.unbind_resolv_conf().map_err(|e| e.to_string())?;
     log(&crate::progress::step_line("cleanup"));
     for (i, script) in spec.cleanup.iter().enumerate() {
-        scripts::run_script(root, script, ScriptKind::Cleanup, i + 1, &mut logger)
-            .map_err(|e| e.to_string())?;
+        scripts::run_script(
+            root,
+            script,
+            ScriptKind::Cleanup,
+            i + 1,
+            Network::Loopback,
+            &mut logger,
+        )
+        .map_err(|e| e.to_string())?;
     }
     env.leave(&mut logger).map_err(|e| e.to_string())?;
 
@@ -374,8 +414,7 @@ fn assemble(spec: &StageSpec, root: &Path) -> Result<(), String> {
         log(&crate::progress::step_line("export"));
         log("streaming the tar archive");
         let mut out = std::fs::File::from(tar_out);
-        super::super::export::tar::write_rootfs_tar(root, &mut out, spec.epoch)
-            .map_err(|e| format!("writing the tar stream: {e}"))?;
+        export(root, &mut out, spec.epoch).map_err(|e| format!("writing the tar stream: {e}"))?;
         out.flush()
             .map_err(|e| format!("writing the tar stream: {e}"))?;
     }
@@ -397,7 +436,7 @@ fn install(
     let env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
     super::install::configure_packages(root, &spec.debs, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
-    if scripts::kill_leftover_processes() {
+    if super::sandbox::kill_leftover_processes() {
         log("stopped processes the maintainer scripts left running");
     }
     if let Some(states) = &spec.apt_extended_states {
@@ -466,12 +505,9 @@ fn probe() -> i32 {
                     MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
                     None::<&str>,
                 )
-                .or_else(|e| {
-                    // Builds fall back to the host's /proc (see mounts.rs): only a note.
-                    log(&format!(
-                        "note: a fresh /proc is refused here ({e}); builds will bind the host's"
-                    ));
-                    Ok(())
+                .map_err(|e| {
+                    // The sandbox never falls back to the host's /proc (see sandbox.rs).
+                    format!("mounting a fresh /proc of the build's pid namespace: {e}")
                 })
             })
             .and_then(|()| {

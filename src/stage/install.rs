@@ -6,26 +6,27 @@
 //! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
 //! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
 //! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
-//! `dpkg --configure`s between them, then one `dpkg --configure --pending`. Every run uses
-//! `--force-unsafe-io` (the staging tree is thrown away if the build dies) and every run but
-//! the last `--no-triggers`, so each pending trigger is processed once, at the end, as apt does.
+//! `dpkg --configure`s between them, then one `dpkg --configure --pending`, each run in the
+//! [`sandbox`](crate::stage::sandbox) without network. Every run uses `--force-unsafe-io` (the
+//! staging tree is thrown away if the build dies) and every run but the last `--no-triggers`,
+//! so each pending trigger is processed once, at the end, as apt does.
 //!
-//! Must never: write outside the root (all in-root paths go through [`unpack::RootDir`]),
+//! Must never: write outside the root (all in-root paths go through [`RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
-//! target's own programs inside the chroot. `/proc`, `/dev` and `policy-rc.d` belong to the
+//! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
 //! caller (the stage).
 
 pub mod deb;
 pub mod unpack;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::io::{self, BufRead, BufReader};
+use std::io;
 use std::path::Path;
-use std::process::Stdio;
 
 use crate::stage::StageDeb;
-use crate::stage::chroot::command_in_chroot;
-use unpack::{RootDir, UnpackError};
+use crate::stage::confined::RootDir;
+use crate::stage::sandbox::{self, Network};
+use unpack::UnpackError;
 
 /// Where the `.deb`s are copied inside the root while dpkg runs; removed afterwards.
 pub const DEB_DIR: &str = "tmp/ingot-debs";
@@ -114,7 +115,7 @@ pub enum InstallError {
         #[source]
         source: io::Error,
     },
-    /// A program could not be started inside the chroot.
+    /// A program could not be started inside the image's sandbox.
     #[error("cannot run {program} in the staging root: {source}")]
     Spawn {
         /// The program.
@@ -573,7 +574,7 @@ fn install_rest(
     run_dpkg_names(root, &args, &[], log)
 }
 
-/// `dpkg ARGS /tmp/ingot-debs/<file>.deb…` inside the chroot.
+/// `dpkg ARGS /tmp/ingot-debs/<file>.deb…` inside the image's sandbox.
 fn run_dpkg(
     root: &Path,
     args: &[&str],
@@ -586,7 +587,7 @@ fn run_dpkg(
     dpkg(root, args, files, debs, log)
 }
 
-/// `dpkg ARGS <package name>…` inside the chroot.
+/// `dpkg ARGS <package name>…` inside the image's sandbox.
 fn run_dpkg_names(
     root: &Path,
     args: &[&str],
@@ -606,32 +607,19 @@ fn dpkg(
 ) -> Result<(), InstallError> {
     let mut all_args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     all_args.extend(operands);
-    let (reader, writer) = io::pipe().map_err(|source| InstallError::Spawn {
+    let finished = sandbox::run(
+        root,
+        "/usr/bin/dpkg",
+        &all_args,
+        Network::Loopback,
+        OUTPUT_TAIL,
+        &mut |line| log(&crate::progress::output_line("dpkg", line)),
+    )
+    .map_err(|source| InstallError::Spawn {
         program: "dpkg".into(),
         source,
     })?;
-    let spawn_err = |source| InstallError::Spawn {
-        program: "dpkg".into(),
-        source,
-    };
-    let mut cmd = command_in_chroot(root, "/usr/bin/dpkg", &all_args);
-    cmd.stdin(Stdio::null())
-        .stdout(writer.try_clone().map_err(spawn_err)?)
-        .stderr(writer);
-    let mut child = cmd.spawn().map_err(spawn_err)?;
-    // The Command still holds the write ends; drop it so the pipe reaches EOF.
-    drop(cmd);
-    let mut tail: std::collections::VecDeque<String> = std::collections::VecDeque::new();
-    for line in BufReader::new(reader).split(b'\n') {
-        let line = line.map_err(spawn_err)?;
-        let line = String::from_utf8_lossy(&line).into_owned();
-        log(&crate::progress::output_line("dpkg", &line));
-        if tail.len() == OUTPUT_TAIL {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    }
-    let status = child.wait().map_err(spawn_err)?;
+    let (status, tail) = (finished.status, finished.tail);
     if status.success() {
         return Ok(());
     }

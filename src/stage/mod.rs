@@ -5,16 +5,19 @@
 //! bare fork); the child unshares user, mount and pid namespaces while single-threaded, the
 //! parent writes the id maps (newuidmap/newgidmap, or directly as real root) and releases it
 //! through a pipe. Inside, a supervisor forks the worker (pid 1 of the build), which sets up
-//! the chroot environment ([`mounts`]), installs the packages ([`install`]), runs the provision
+//! the image's environment ([`mounts`]), installs the packages ([`install`]), runs the provision
 //! and cleanup scripts ([`scripts`]), tears the environment down, enforces the cleanup
 //! invariants ([`invariants`]) and either leaves the tree in place (`--format dir`) or streams
-//! it as a tar archive on stdout for the parent to compress. Whatever happens, the supervisor
+//! it on stdout for the parent to compress, through the [`TreeExporter`] the binary hands it
+//! (the stage never depends on the export format). Whatever happens, the supervisor
 //! unmounts everything and removes (or keeps, on request) the staging tree; if even the
 //! supervisor died, the parent removes the tree with a namespaced `rm -rf`. (The parent
-//! creates the empty staging directory itself, under `staging_parent`, so that it always knows
-//! which tree to remove.)
+//! creates the empty staging directory itself, mode 0700, under `staging_parent`, so that it
+//! always knows which tree to remove; the image's root is `root/` inside it, so its setuid
+//! files are never reachable by other users of the host.) Every program run inside the image
+//! goes through the one [`sandbox`] runner.
 //!
-//! This module owns the namespaces, the id maps, the chroot environment and the teardown. It
+//! This module owns the namespaces, the id maps, the image's environment and the teardown. It
 //! must never run anything on the host's root filesystem, and never leave a mount or a staging
 //! tree behind.
 
@@ -63,8 +66,13 @@ pub enum StageOutput {
 pub struct StageSpec {
     /// The packages, in plan order.
     pub debs: Vec<StageDeb>,
-    /// Provision scripts (host paths), run in order inside the chroot.
+    /// Provision scripts (host paths), run in order inside the image's sandbox.
     pub provision: Vec<PathBuf>,
+    /// Give the provision scripts the host's network and a read-only copy of its
+    /// `resolv.conf` (recipe `[provision] network = true`); otherwise they, like dpkg and the
+    /// cleanup scripts, see only a loopback interface of their own.
+    #[serde(default)]
+    pub provision_network: bool,
     /// Cleanup scripts (host paths), run after provisioning, before the cleanup invariants.
     pub cleanup: Vec<PathBuf>,
     /// Where the staging directory is created (a fresh subdirectory of it).
@@ -91,13 +99,13 @@ pub struct StageSpec {
 
 pub mod base_cache;
 mod child;
-pub mod chroot;
 pub mod confined;
 pub mod doctor;
 pub mod idmap;
 pub mod install;
 pub mod invariants;
 pub mod mounts;
+pub mod sandbox;
 pub mod scripts;
 mod signals;
 mod spawn;
@@ -240,7 +248,11 @@ impl StageBinary {
             .tempdir_in(&spec.staging_parent)
             .map_err(|e| StageError::io("creating the staging dir", &spec.staging_parent, e))?
             .keep();
-        let staging = match staging.canonicalize() {
+        // Private: the image's setuid files inside must not be reachable by other users.
+        let private = std::os::unix::fs::PermissionsExt::from_mode(0o700);
+        let staging = match std::fs::set_permissions(&staging, private)
+            .and_then(|()| staging.canonicalize())
+        {
             Ok(p) => p,
             Err(e) => {
                 let _ = std::fs::remove_dir(&staging);
@@ -394,9 +406,14 @@ pub fn run_stage(
     StageBinary::current().run(spec, sink, reporter)
 }
 
-/// Child side: the entry point of `ingot __stage SPEC.json`; returns the process exit code.
-pub fn child_main(spec: &std::path::Path) -> i32 {
-    child::child_entry(spec)
+/// Writes the finished tree at the given root to the output as a stream (the tar exporter):
+/// the stage hands the tree and the pipe to it and never depends on the export format.
+pub type TreeExporter = fn(&Path, &mut dyn std::io::Write, BuildEpoch) -> Result<(), String>;
+
+/// Child side: the entry point of `ingot __stage SPEC.json`, streaming the tree through
+/// `export` for [`StageOutput::Tar`]; returns the process exit code.
+pub fn child_main(spec: &std::path::Path, export: TreeExporter) -> i32 {
+    child::child_entry(spec, export)
 }
 
 /// `ingot doctor`: every host check, ending with a trial in a real namespace.

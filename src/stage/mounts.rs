@@ -1,10 +1,11 @@
-//! The chroot environment while dpkg and the recipe's scripts run, and its teardown.
+//! The image's environment while dpkg and the recipe's scripts run (in the
+//! [`sandbox`](super::sandbox)), and its teardown.
 //!
 //! Set up inside the build's private mount namespace (nothing is visible on the host, and the
 //! namespace dies with the build even if it is killed):
-//! - `/proc`: only the directory here. Each program started with
-//!   [`command_in_chroot`](super::chroot::command_in_chroot) mounts a fresh procfs of the
-//!   build's pid namespace on it in its own private mount namespace. Fresh rather than the
+//! - `/proc`: only the directory here. The [`sandbox`](super::sandbox) runner mounts a fresh
+//!   procfs of the build's pid namespace on it for each program, in the program's own mount
+//!   namespace. Fresh rather than the
 //!   host's: the build's processes see only each other (a postinst cannot see or signal the
 //!   caller's processes), and killing the namespace's init ends every daemon a maintainer
 //!   script left behind. Per program rather than here: the Essential extraction sets the
@@ -17,7 +18,12 @@
 //!   vanishes and the image's `/run` stays empty.
 //! - `/usr/sbin/policy-rc.d` exiting 101 (no service starts), removed afterwards unless a
 //!   package ships one.
-//! - the host's `/etc/resolv.conf`, bind-mounted read-only, only while provision scripts run.
+//! - the host's `/etc/resolv.conf`, bind-mounted read-only, only while provision scripts of a
+//!   recipe with `[provision] network = true` run.
+//!
+//! Teardown goes through the root's directory descriptor with `*at` calls only: whatever a
+//! script left in place of `dev/` (even a symlink to a host directory) is removed, never
+//! followed.
 //!
 //! This module never mounts anything outside the staging root and never writes to the host.
 
@@ -29,7 +35,7 @@ use nix::fcntl::OFlag;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 
-use super::confined::{self, ConfinedError};
+use super::confined::{self, ConfinedError, RootDir};
 
 /// The policy-rc.d every build installs while packages are configured.
 pub const POLICY_RC_D: &[u8] =
@@ -92,7 +98,7 @@ struct ResolvBind {
 /// The mounted chroot environment of one staging root.
 pub struct ChrootEnv {
     root: PathBuf,
-    root_fd: OwnedFd,
+    root_fd: RootDir,
     /// Directories this environment created (relative), in creation order.
     created: Vec<String>,
     /// We wrote `/usr/sbin/policy-rc.d`.
@@ -344,30 +350,20 @@ impl ChrootEnv {
     pub fn leave(mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
         self.unbind_resolv_conf()?;
         unmount_all_under(&self.root)?;
-        let owned = package_owned_paths(&self.root);
-        let dev = confined::open_in(&self.root_fd, "dev", OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;
-        let leftovers = dir_entries(&self.root.join("dev"));
-        if !leftovers.is_empty() {
-            log(&format!(
-                "removing {} entries found under the image's /dev",
-                leftovers.len()
-            ));
-            for name in leftovers {
-                let path = self.root.join("dev").join(&name);
-                let _ = std::fs::remove_dir_all(&path).or_else(|_| std::fs::remove_file(&path));
-            }
-        }
-        drop(dev);
+        // From here on only through the root's descriptor with *at calls: whatever the
+        // scripts left at dev/ (even a symlink to a host directory) is removed, not followed.
+        let owned = package_owned_paths(&self.root_fd);
+        self.empty_dev(log)?;
         if self.wrote_policy {
             let sbin = confined::open_in(
                 &self.root_fd,
                 "usr/sbin",
                 OFlag::O_RDONLY | OFlag::O_DIRECTORY,
             )?;
-            let current = std::fs::read(self.root.join("usr/sbin/policy-rc.d"));
+            let current = confined::read_at(&sbin, "policy-rc.d", "usr/sbin/policy-rc.d");
             let ours = current.as_ref().is_ok_and(|c| c == POLICY_RC_D);
             // A cleanup script that already removed it leaves nothing to keep or remove.
-            let gone = matches!(&current, Err(e) if e.kind() == std::io::ErrorKind::NotFound);
+            let gone = matches!(&current, Err(e) if e.errno == nix::errno::Errno::ENOENT);
             if !gone && (owned.contains("/usr/sbin/policy-rc.d") || !ours) {
                 log("keeping /usr/sbin/policy-rc.d: the image's packages or scripts provide it");
             } else {
@@ -400,6 +396,46 @@ impl ChrootEnv {
     }
 }
 
+impl ChrootEnv {
+    /// Leave `dev/` an empty directory of the image: a symlink put in its place is replaced
+    /// (never followed), everything inside is removed through descriptors.
+    fn empty_dev(&self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
+        let dev = match confined::open_dir_at(&self.root_fd, "dev", "dev") {
+            Ok(fd) => fd,
+            Err(e)
+                if matches!(
+                    e.errno,
+                    nix::errno::Errno::ELOOP | nix::errno::Errno::ENOTDIR
+                ) =>
+            {
+                log("dev/ is no longer a directory; replacing it with an empty one");
+                confined::remove_all_at(&self.root_fd, std::ffi::OsStr::new("dev"), "dev")?;
+                nix::sys::stat::mkdirat(&self.root_fd, "dev", Mode::from_bits_truncate(0o755))
+                    .map_err(|errno| ConfinedError {
+                        action: "creating",
+                        path: "dev".into(),
+                        errno,
+                    })?;
+                return Ok(());
+            }
+            Err(e) if e.errno == nix::errno::Errno::ENOENT => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let leftovers = confined::list_at(&dev, "dev")?;
+        if !leftovers.is_empty() {
+            log(&format!(
+                "removing {} entries found under the image's /dev",
+                leftovers.len()
+            ));
+        }
+        for name in leftovers {
+            let shown = format!("dev/{}", name.to_string_lossy());
+            confined::remove_all_at(&dev, &name, &shown)?;
+        }
+        Ok(())
+    }
+}
+
 fn mount_fs(
     source: &str,
     target: &OwnedFd,
@@ -418,26 +454,26 @@ fn mount_fs(
     .map_err(mount_err(fstype, shown))
 }
 
-fn dir_entries(dir: &Path) -> Vec<std::ffi::OsString> {
-    std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
-        .unwrap_or_default()
-}
-
-/// Every path some installed package lists (`/var/lib/dpkg/info/*.list`).
-pub fn package_owned_paths(root: &Path) -> HashSet<String> {
+/// Every path some installed package lists (`/var/lib/dpkg/info/*.list`), read through the
+/// root's descriptor.
+pub fn package_owned_paths(root: &impl AsFd) -> HashSet<String> {
     let mut owned = HashSet::new();
-    let info = root.join("var/lib/dpkg/info");
-    let Ok(entries) = std::fs::read_dir(&info) else {
+    let Ok(info) = confined::open_in(
+        root,
+        "var/lib/dpkg/info",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY,
+    ) else {
         return owned;
     };
-    for entry in entries.flatten() {
-        let name = entry.file_name();
-        if !name.to_string_lossy().ends_with(".list") {
+    let Ok(names) = confined::list_at(&info, "var/lib/dpkg/info") else {
+        return owned;
+    };
+    for name in names {
+        let Some(name) = name.to_str().filter(|n| n.ends_with(".list")) else {
             continue;
-        }
-        if let Ok(text) = std::fs::read_to_string(entry.path()) {
-            owned.extend(text.lines().map(str::to_string));
+        };
+        if let Ok(text) = confined::read_at(&info, name, name) {
+            owned.extend(String::from_utf8_lossy(&text).lines().map(str::to_string));
         }
     }
     owned

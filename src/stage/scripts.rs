@@ -1,19 +1,18 @@
-//! The recipe's provision and cleanup scripts, run inside the chroot.
+//! The recipe's provision and cleanup scripts, run inside the image's sandbox.
 //!
-//! Each script is copied into the root as `/tmp/ingot-<kind>-<n>`, run with `/bin/sh` via
-//! [`command_in_chroot`](super::chroot::command_in_chroot) (clean environment, nothing of the
-//! caller's), its output streamed line by line to stderr prefixed with the script's name, and
-//! the copy removed again. A script that fails fails the build, naming the script, its status
+//! Each script is copied into the root as `/tmp/ingot-<kind>-<n>`, run with `/bin/sh` in the
+//! [`sandbox`](super::sandbox) (clean environment, nothing of the caller's, no network unless
+//! the recipe's provision asks for it), its output streamed line by line to stderr prefixed
+//! with the script's name, and the copy removed again. A script that fails fails the build, naming the script, its status
 //! and its last lines of output.
 
-use std::collections::VecDeque;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
-use std::process::Stdio;
 
 use nix::fcntl::OFlag;
 
 use super::confined;
+use super::sandbox::{self, Network};
 
 /// Lines of a failing script's output quoted in the error.
 const TAIL_LINES: usize = 5;
@@ -21,7 +20,8 @@ const TAIL_LINES: usize = 5;
 /// Provision or cleanup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ScriptKind {
-    /// Runs after the packages are configured, with the host's resolv.conf.
+    /// Runs after the packages are configured; with the host's network and resolv.conf only
+    /// when the recipe says `[provision] network = true`.
     Provision,
     /// Runs after provisioning, before the cleanup invariants, without network configuration.
     Cleanup,
@@ -59,7 +59,7 @@ pub enum ScriptError {
         /// The cause.
         source: confined::ConfinedError,
     },
-    /// Starting `/bin/sh` in the chroot.
+    /// Starting `/bin/sh` in the image's sandbox.
     #[error("{kind} script {name}: cannot run /bin/sh in the image: {source}")]
     Start {
         /// provision/cleanup.
@@ -89,6 +89,7 @@ pub fn run_script(
     script: &Path,
     kind: ScriptKind,
     index: usize,
+    network: Network,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
     let word = kind.word();
@@ -116,7 +117,7 @@ pub fn run_script(
     confined::create_file_at(&tmp, &copy, 0o700, &body, &shown).map_err(place)?;
 
     log(&format!("running {word} script {name}"));
-    let result = run_copied(root, &format!("/{shown}"), &name, word, log);
+    let result = run_copied(root, &format!("/{shown}"), &name, word, network, log);
     let removed = confined::unlink_at(&tmp, &copy, &shown);
     result?;
     match removed {
@@ -132,57 +133,23 @@ fn run_copied(
     inside: &str,
     name: &str,
     word: &'static str,
+    network: Network,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
-    let start = |source| ScriptError::Start {
+    let finished = sandbox::run(
+        root,
+        "/bin/sh",
+        [inside],
+        network,
+        TAIL_LINES,
+        &mut |line| log(&crate::progress::output_line(name, line)),
+    )
+    .map_err(|source| ScriptError::Start {
         kind: word,
         name: name.to_string(),
         source,
-    };
-    let (reader, writer) = std::io::pipe().map_err(start)?;
-    let writer2 = writer.try_clone().map_err(start)?;
-    let mut cmd = super::chroot::command_in_chroot(root, "/bin/sh", [inside]);
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::from(writer))
-        .stderr(Stdio::from(writer2));
-    let mut child = cmd.spawn().map_err(start)?;
-    // The Command still holds the write ends; drop it so EOF arrives when the script ends.
-    drop(cmd);
-    // Lines are read on a thread so that the script's own exit, not the end of its output,
-    // ends the step: a daemon it left in the background may hold the pipe open forever.
-    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
-    let reader_thread = std::thread::spawn(move || {
-        super::for_each_line(reader, |line| lines_tx.send(line).is_ok());
-    });
-    let mut tail: VecDeque<String> = VecDeque::with_capacity(TAIL_LINES);
-    let show = |log: &mut dyn FnMut(&str), line: String, tail: &mut VecDeque<String>| {
-        log(&crate::progress::output_line(name, &line));
-        if tail.len() == TAIL_LINES {
-            tail.pop_front();
-        }
-        tail.push_back(line);
-    };
-    let status = loop {
-        match lines_rx.recv_timeout(std::time::Duration::from_millis(100)) {
-            Ok(line) => show(&mut *log, line, &mut tail),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                if let Some(status) = child.try_wait().map_err(start)? {
-                    break status;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                break child.wait().map_err(start)?;
-            }
-        }
-    };
-    if kill_leftover_processes() {
-        log(&format!("{name}: stopped the processes it left running"));
-    }
-    // Every writer is gone now (or never existed outside our pid namespace): drain.
-    for line in lines_rx.iter() {
-        show(&mut *log, line, &mut tail);
-    }
-    let _ = reader_thread.join();
+    })?;
+    let status = finished.status;
     if status.success() {
         return Ok(());
     }
@@ -191,10 +158,10 @@ fn run_copied(
         (None, Some(sig)) => format!("was killed by {}", super::signals::signal_name(sig)),
         _ => status.to_string(),
     };
-    let last_output = if tail.is_empty() {
+    let last_output = if finished.tail.is_empty() {
         "(none)".to_string()
     } else {
-        Vec::from(tail).join(" | ")
+        finished.tail.join(" | ")
     };
     Err(ScriptError::Failed {
         kind: word,
@@ -202,32 +169,6 @@ fn run_copied(
         status,
         last_output,
     })
-}
-
-/// In the build's pid namespace (this process is its init, pid 1), kill every other process:
-/// nothing a maintainer or recipe script started may outlive its step. Does nothing anywhere
-/// else (outside its own pid namespace, `kill(-1)` would reach the host's processes). Returns
-/// whether any process was killed.
-pub fn kill_leftover_processes() -> bool {
-    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-    if nix::unistd::getpid().as_raw() != 1 {
-        return false;
-    }
-    let any = nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(-1),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .is_ok();
-    if any {
-        // Reap them (we are their reaper); none of our own children is still running here.
-        loop {
-            match waitpid(nix::unistd::Pid::from_raw(-1), None::<WaitPidFlag>) {
-                Ok(WaitStatus::StillAlive) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    }
-    any
 }
 
 /// Is there a `/bin/sh` in the root (resolved as the chroot would)?

@@ -23,28 +23,9 @@ use serde::Serialize;
 
 pub use crate::export::compress::Compression;
 
-/// Shell and tool history files that must not be in `/root` or `/home/*` (rule
-/// [`Rule::ShellHistory`]; removed by [`crate::stage::invariants::enforce`]).
-pub const HISTORY_FILES: &[&str] = &[
-    ".bash_history",
-    ".zsh_history",
-    ".sh_history",
-    ".ash_history",
-    ".history",
-    ".python_history",
-    ".lesshst",
-    ".viminfo",
-    ".mysql_history",
-    ".psql_history",
-    ".sqlite_history",
-    ".wget-hsts",
-];
-
-/// systemd's per-instance secrets, relative to the root (rule [`Rule::InstanceSecrets`]).
-pub const INSTANCE_SECRETS: &[&str] = &[
-    "var/lib/systemd/random-seed",
-    "var/lib/systemd/credential.secret",
-];
+// The cleanup rules' paths and patterns are defined once, in `crate::golden`, for both the
+// stage's invariants and these checks.
+pub use crate::golden::{HISTORY_FILES, INSTANCE_SECRETS};
 
 /// One rule of the golden-image contract. Serialised (and displayed) as its kebab-case id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]

@@ -4,11 +4,10 @@
 
 use super::scan::{Image, Kind, Node, abs};
 use super::{HISTORY_FILES, INSTANCE_SECRETS, Rule, Violation, sshd};
+use crate::golden;
 
 /// Symlink hops before a path is declared a loop (Linux's limit).
 const MAX_HOPS: usize = 40;
-/// Names a fresh image may carry in `/etc/hostname`.
-const NEUTRAL_HOSTNAMES: &[&str] = &["", "localhost", "localhost.localdomain"];
 
 impl Image {
     /// Resolve `path` (normalised, relative to the root) through the archive's symlinks, in
@@ -137,11 +136,11 @@ fn root_layout(image: &Image, out: &mut Vec<Violation>) {
 }
 
 fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
-    for (path, _) in image.below("etc/ssh") {
+    for (path, _) in image.below(golden::HOST_KEY_DIR) {
         if path
             .rsplit('/')
             .next()
-            .is_some_and(|n| n.starts_with("ssh_host_"))
+            .is_some_and(|n| n.starts_with(golden::HOST_KEY_PREFIX))
         {
             push(
                 out,
@@ -152,7 +151,7 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         }
     }
 
-    match image.lookup("etc/machine-id") {
+    match image.lookup(golden::MACHINE_ID) {
         None => push(
             out,
             Rule::MachineId,
@@ -188,10 +187,10 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         ),
     }
 
-    match image.nodes.get("var/lib/dbus/machine-id") {
+    match image.nodes.get(golden::DBUS_MACHINE_ID) {
         None => {}
         Some(_)
-            if image.resolve("var/lib/dbus/machine-id").as_deref() == Some("etc/machine-id") => {}
+            if image.resolve(golden::DBUS_MACHINE_ID).as_deref() == Some(golden::MACHINE_ID) => {}
         Some(node) => push(
             out,
             Rule::DbusMachineId,
@@ -218,8 +217,10 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         }
     }
 
-    for (path, node) in image.below("var/lib/apt/lists") {
-        if node.kind != Kind::Dir && path != "var/lib/apt/lists/lock" {
+    for (path, node) in image.below(golden::APT_LISTS) {
+        if node.kind != Kind::Dir
+            && *path != format!("{}/{}", golden::APT_LISTS, golden::APT_LISTS_LOCK)
+        {
             push(
                 out,
                 Rule::AptLists,
@@ -228,8 +229,8 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
             );
         }
     }
-    for (path, node) in image.below("var/cache/apt") {
-        let rel = &path["var/cache/apt/".len()..];
+    for (path, node) in image.below(golden::APT_CACHE) {
+        let rel = &path[golden::APT_CACHE.len() + 1..];
         let bin_cache = !rel.contains('/') && rel.ends_with(".bin");
         let deb = rel.starts_with("archives/") && path.ends_with(".deb");
         if node.kind != Kind::Dir && (bin_cache || deb) {
@@ -246,7 +247,7 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         }
     }
 
-    for (dir, want) in [("tmp", 0o1777), ("var/tmp", 0o1777), ("run", 0o755)] {
+    for &(dir, want) in golden::SCRATCH_DIRS {
         match image.nodes.get(dir) {
             None => push(
                 out,
@@ -285,7 +286,7 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         }
     }
 
-    for (path, node) in image.below("var/log") {
+    for (path, node) in image.below(golden::LOG_DIR) {
         if let Kind::File(n) = node.kind
             && n > 0
         {
@@ -298,8 +299,8 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
         }
     }
 
-    match image.content("etc/hostname") {
-        Content::Text(t) if !NEUTRAL_HOSTNAMES.contains(&t.trim()) => push(
+    match image.content(golden::HOSTNAME) {
+        Content::Text(t) if !golden::NEUTRAL_HOSTNAMES.contains(&t.trim()) => push(
             out,
             Rule::Hostname,
             "etc/hostname",
@@ -319,7 +320,7 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
 
     resolv_conf(image, out);
 
-    if image.lookup("usr/sbin/policy-rc.d").is_some() {
+    if image.lookup(golden::POLICY_RC_D).is_some() {
         push(
             out,
             Rule::PolicyRcD,
@@ -335,7 +336,7 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
             push(out, Rule::ShellHistory, path, "history file from the build");
         }
     }
-    if image.nodes.contains_key("root/.ssh") {
+    if image.nodes.contains_key(golden::ROOT_SSH) {
         push(
             out,
             Rule::RootSsh,
@@ -346,18 +347,18 @@ fn cleanup_invariants(image: &Image, out: &mut Vec<Violation>) {
 }
 
 fn resolv_conf(image: &Image, out: &mut Vec<Violation>) {
-    let Some(node) = image.nodes.get("etc/resolv.conf") else {
+    let Some(node) = image.nodes.get(golden::RESOLV_CONF) else {
         return;
     };
     if let Kind::Symlink(target) = &node.kind {
         // The distribution's choice (systemd-resolved's stub, resolvconf's file) lives in /run.
         if image
-            .resolve("etc/resolv.conf")
+            .resolve(golden::RESOLV_CONF)
             .is_some_and(|r| r.starts_with("run/"))
         {
             return;
         }
-        if image.lookup("etc/resolv.conf").is_none() {
+        if image.lookup(golden::RESOLV_CONF).is_none() {
             push(
                 out,
                 Rule::ResolvConf,
@@ -367,7 +368,7 @@ fn resolv_conf(image: &Image, out: &mut Vec<Violation>) {
             return;
         }
     }
-    match image.content("etc/resolv.conf") {
+    match image.content(golden::RESOLV_CONF) {
         Content::Text(text) => {
             for line in text.lines().map(str::trim) {
                 let mut words = line.split_whitespace();

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The sandbox probes of tests/sandbox_escape.rs against the real golden image, as the ordinary
+# build user and as root: a recipe copy whose provision runs, after the golden provision.sh,
+# the static probe (compiled from tests/support/sandbox_probe.c, carried inside the script
+# since nothing on the host is reachable from the image) plus a TCP connection to the archive
+# by address. Then checks on the host: the secret file neither read nor written, no connection
+# to the loopback listener.
+#
+# Usage: sandbox-probe.sh INGOT RECIPE_DIR WORK BUILD_USER MIRROR CACHE
+set -euo pipefail
+INGOT=$1 RECIPE=$2 WORK=$3 BUILD_USER=$4 MIRROR=$5 CACHE=$6
+# The binary as the build user runs it (run.sh installs it there).
+USER_INGOT=${USER_INGOT:-ingot-e2e}
+SRC=$(cd "$(dirname "$0")/../.." && pwd)
+
+S=$WORK/sandbox
+rm -rf "$S"; mkdir -p "$S/host-files"
+chmod 0755 "$S"; chmod 0777 "$S/host-files"
+printf 'host-secret: the build host'"'"'s own file\n' > "$S/host-files/secret"
+chmod 0644 "$S/host-files/secret"
+cc -static -O1 -o "$S/sandbox-probe" "$SRC/tests/support/sandbox_probe.c"
+
+# A loopback listener on the host that records any connection.
+PORT_FILE=$S/port; HITS=$S/hits; : > "$HITS"
+python3 - "$PORT_FILE" "$HITS" <<'PY' &
+import socket, sys
+s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(8)
+open(sys.argv[1], "w").write(str(s.getsockname()[1]))
+while True:
+    c, a = s.accept(); open(sys.argv[2], "a").write(f"connection from {a}\n"); c.close()
+PY
+LISTENER=$!
+trap 'kill $LISTENER 2>/dev/null || true' EXIT
+for _ in $(seq 50); do [ -s "$PORT_FILE" ] && break; sleep 0.1; done
+PORT=$(cat "$PORT_FILE")
+ARCHIVE_HOST=$(printf '%s\n' "$MIRROR" | sed -E 's#^[a-z]+://([^/:]+).*#\1#')
+ARCHIVE_IP=$(getent ahostsv4 "$ARCHIVE_HOST" | awk 'NR==1{print $1}')
+[ -n "$ARCHIVE_IP" ] || { echo "cannot resolve $ARCHIVE_HOST on the host"; exit 1; }
+
+# The recipe: the golden one, with the probe as a second provision script.
+R=$S/recipes/sandbox-probe
+mkdir -p "$S/recipes" && cp -a "$RECIPE" "$R"
+cp -a "$(dirname "$RECIPE")/../keyrings" "$S/" 2>/dev/null || true
+sed -i 's/^scripts = \["provision.sh"\]/scripts = ["provision.sh", "probe.sh"]/' "$R/recipe.toml"
+grep -q '"probe.sh"' "$R/recipe.toml" || { echo "could not add probe.sh to the recipe"; exit 1; }
+{
+  echo '#!/bin/sh'
+  echo 'set -u'
+  echo 'base64 -d > /tmp/sandbox-probe <<"B64"'
+  base64 "$S/sandbox-probe"
+  echo 'B64'
+  echo 'chmod 0755 /tmp/sandbox-probe'
+  echo "/tmp/sandbox-probe '$S/host-files' $PORT all >&2; rc=\$?"
+  echo 'rm -f /tmp/sandbox-probe'
+  # The archive by address: no network namespace route, no resolv.conf.
+  echo "if python3 -c 'import socket; socket.create_connection((\"$ARCHIVE_IP\", 80), timeout=5)' 2>/dev/null; then echo 'ESCAPED tcp to the archive $ARCHIVE_IP' >&2; rc=1; else echo 'refused tcp to the archive $ARCHIVE_IP' >&2; fi"
+  echo "if getent hosts $ARCHIVE_HOST >/dev/null 2>&1; then echo 'ESCAPED name resolution of $ARCHIVE_HOST' >&2; rc=1; else echo 'refused name resolution' >&2; fi"
+  echo 'exit $rc'
+} > "$R/probe.sh"
+chmod -R a+rX "$S"
+
+check_host() { # check_host WHO LOG
+  local names; names=$(ls -A "$S/host-files")
+  [ "$names" = secret ] || { echo "$1: something was written next to the host's secret: $names"; return 1; }
+  grep -q "^host-secret" "$S/host-files/secret" || { echo "$1: the host's secret changed"; return 1; }
+  [ ! -s "$HITS" ] || { echo "$1: the loopback listener got: $(cat "$HITS")"; return 1; }
+  grep -q 'refused /proc/1/root' "$2" || { echo "$1: the probe did not run"; return 1; }
+  if grep -q 'ESCAPED' "$2"; then grep ESCAPED "$2"; return 1; fi
+  echo "$1: $(grep -c 'refused ' "$2") ways out tried, each refused"
+}
+
+install -d -o "$BUILD_USER" -g "$BUILD_USER" "$S/user-out"
+su "$BUILD_USER" -s /bin/sh -c "cd /tmp && $USER_INGOT build '$R' --out '$S/user-out' --mirror '$MIRROR'" \
+  > "$S/user.log" 2>&1 || { tail -30 "$S/user.log"; echo "the build as $BUILD_USER failed"; exit 1; }
+check_host "$BUILD_USER" "$S/user.log"
+"$INGOT" build "$R" --out "$S/root-out" --mirror "$MIRROR" --cache-dir "$CACHE" > "$S/root.log" 2>&1 \
+  || { tail -30 "$S/root.log"; echo "the build as root failed"; exit 1; }
+check_host root "$S/root.log"

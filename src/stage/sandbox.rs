@@ -1,0 +1,308 @@
+//! The one runner for every program run inside the image: dpkg and its maintainer scripts,
+//! the recipe's provision and cleanup scripts. Nothing run here reaches the build host.
+//!
+//! Each program starts in a fresh mount namespace whose root *is* the staging root, entered
+//! with `pivot_root` and the old root detached, so no path leads back to the host's tree (a
+//! second `chroot` followed by `cd ../../..` ends at the image's `/`). Before `exec` it also:
+//! - mounts a fresh procfs of the build's own pid namespace on `/proc` (never the host's);
+//! - gets a new network namespace with only `lo` up, unless the caller asks for the host's
+//!   network ([`Network::Host`], for `[provision] network = true`);
+//! - starts a new session (`setsid`: no controlling terminal, so the host's `/dev/tty` cannot
+//!   be opened and `TIOCSTI` has no terminal to inject into); `/dev/pts` is the namespace's own
+//!   devpts;
+//! - sets `no_new_privs` and drops `CAP_SYS_ADMIN` (no `mount`/`umount`/`pivot_root`/`setns`
+//!   of what the sandbox set up), `CAP_SYS_PTRACE` and the other host-facing capabilities from
+//!   its bounding set, so neither dpkg nor anything it starts can regain them;
+//! - marks every descriptor but stdin/stdout/stderr close-on-exec, so nothing the build (or
+//!   whoever started it) holds is inherited.
+//!
+//! The caller (the build's worker, pid 1 of the build's pid namespace) is not dumpable (see
+//! `child.rs`), so `/proc/1/root`, `/proc/1/cwd` and `/proc/1/fd` give the sandboxed programs
+//! no handle on the host, and `ptrace` of it is refused.
+//!
+//! Output: stdout and stderr go through one pipe, streamed line by line to the caller's log; a
+//! program's own exit (not the end of its output) ends the run, so a daemon a postinst left
+//! holding the pipe cannot hang the build, and every process left over is killed afterwards.
+//!
+//! This module never runs anything on the host's root filesystem and owns no mounts that
+//! outlive the program it runs.
+
+use std::collections::VecDeque;
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+
+use nix::libc;
+
+/// The environment every program in the image gets: nothing of the caller's.
+pub const CLEAN_ENV: &[(&str, &str)] = &[
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("LANG", "C.UTF-8"),
+    ("LC_ALL", "C.UTF-8"),
+    ("DEBIAN_FRONTEND", "noninteractive"),
+    ("DEBCONF_NONINTERACTIVE_SEEN", "true"),
+    ("HOME", "/root"),
+    ("TERM", "dumb"),
+];
+
+/// Capabilities no program in the image keeps: mounts and namespaces (`CAP_SYS_ADMIN`), the
+/// build's own processes (`CAP_SYS_PTRACE`), and what only a host kernel would honour.
+const DROPPED_CAPS: &[libc::c_int] = &[
+    21, // CAP_SYS_ADMIN
+    19, // CAP_SYS_PTRACE
+    16, // CAP_SYS_MODULE
+    17, // CAP_SYS_RAWIO
+    22, // CAP_SYS_BOOT
+    12, // CAP_NET_ADMIN
+    33, // CAP_MAC_ADMIN
+    32, // CAP_MAC_OVERRIDE
+    34, // CAP_SYSLOG
+];
+
+/// Which network the program sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    /// A network namespace of its own with only `lo` up (the default for everything).
+    Loopback,
+    /// The build host's network (provision scripts of a recipe with `network = true`).
+    Host,
+}
+
+/// How a program in the image ended, with its last lines of output.
+#[derive(Debug)]
+pub struct Finished {
+    /// Its exit status.
+    pub status: ExitStatus,
+    /// Its last output lines (at most the number asked for).
+    pub tail: Vec<String>,
+}
+
+/// Run `program` with `args` inside the image at `root`, sandboxed as the module describes,
+/// with [`CLEAN_ENV`], cwd `/` and stdin from `/dev/null`. Every output line goes to `log`;
+/// the last `tail_lines` are returned. Only fails when the program could not be started.
+pub fn run<I, S>(
+    root: &Path,
+    program: &str,
+    args: I,
+    network: Network,
+    tail_lines: usize,
+    log: &mut dyn FnMut(&str),
+) -> io::Result<Finished>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let (reader, writer) = io::pipe()?;
+    let writer2 = writer.try_clone()?;
+    let mut cmd = command(root, program, args, network)?;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::from(writer2));
+    let mut child = cmd.spawn()?;
+    // The Command still holds the write ends; drop it so EOF arrives when the program ends.
+    drop(cmd);
+    // Lines are read on a thread so that the program's own exit, not the end of its output,
+    // ends the run: a daemon it left in the background may hold the pipe open forever.
+    let (lines_tx, lines_rx) = std::sync::mpsc::channel::<String>();
+    let reader_thread = std::thread::spawn(move || {
+        super::for_each_line(reader, |line| lines_tx.send(line).is_ok());
+    });
+    let mut tail: VecDeque<String> = VecDeque::with_capacity(tail_lines);
+    let mut show = |line: String, log: &mut dyn FnMut(&str)| {
+        log(&line);
+        if tail_lines > 0 {
+            if tail.len() == tail_lines {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        }
+    };
+    let status = loop {
+        match lines_rx.recv_timeout(std::time::Duration::from_millis(100)) {
+            Ok(line) => show(line, log),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break child.wait()?,
+        }
+    };
+    if kill_leftover_processes() {
+        log(&format!("{program}: stopped the processes it left running"));
+    }
+    // Every writer is gone now (or never existed outside our pid namespace): drain.
+    for line in lines_rx.iter() {
+        show(line, log);
+    }
+    let _ = reader_thread.join();
+    Ok(Finished {
+        status,
+        tail: tail.into(),
+    })
+}
+
+/// In the build's pid namespace (this process is its init, pid 1), kill every other process:
+/// nothing a maintainer or recipe script started may outlive its step. Does nothing anywhere
+/// else (outside its own pid namespace, `kill(-1)` would reach the host's processes). Returns
+/// whether any process was killed.
+pub fn kill_leftover_processes() -> bool {
+    use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+    if nix::unistd::getpid().as_raw() != 1 {
+        return false;
+    }
+    let any = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(-1),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .is_ok();
+    if any {
+        // Reap them (we are their reaper); none of our own children is still running here.
+        loop {
+            match waitpid(nix::unistd::Pid::from_raw(-1), None::<WaitPidFlag>) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    }
+    any
+}
+
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} contains a NUL byte", path.display()),
+        )
+    })
+}
+
+/// The `Command` that enters the sandbox between fork and exec.
+fn command<I, S>(root: &Path, program: &str, args: I, network: Network) -> io::Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear();
+    for (k, v) in CLEAN_ENV {
+        cmd.env(k, v);
+    }
+    // Everything the closure needs is allocated here, before fork: the parent may be
+    // multi-threaded, so the closure must not allocate.
+    let root_c = cstring(root)?;
+    let proc_c = cstring(&root.join("proc"))?;
+    let new_net = network == Network::Loopback;
+    // SAFETY: runs between fork and exec; it only makes async-signal-safe syscalls on strings
+    // and structs prepared before the fork (or on the stack), and allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || enter(&root_c, &proc_c, new_net));
+    }
+    Ok(cmd)
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Between fork and exec: enter the sandbox. Async-signal-safe, allocation-free.
+fn enter(root: &std::ffi::CStr, proc_dir: &std::ffi::CStr, new_net: bool) -> io::Result<()> {
+    let mut flags = libc::CLONE_NEWNS;
+    if new_net {
+        flags |= libc::CLONE_NEWNET;
+    }
+    // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls and on
+    // stack-allocated structs; nothing here allocates or takes a lock.
+    unsafe {
+        check(libc::unshare(flags))?;
+        // Nothing mounted here may propagate anywhere (matters as real root on the host).
+        check(libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        ))?;
+        // pivot_root needs the new root to be a mount point; MS_REC keeps /dev, /run, … on it.
+        check(libc::mount(
+            root.as_ptr(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND | libc::MS_REC,
+            std::ptr::null(),
+        ))?;
+        // A fresh procfs of the build's pid namespace, never the host's (no directory: no
+        // /proc, as in a bare tree).
+        if libc::mount(
+            c"proc".as_ptr(),
+            proc_dir.as_ptr(),
+            c"proc".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        ) == -1
+        {
+            let err = io::Error::last_os_error();
+            if !matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) {
+                return Err(err);
+            }
+        }
+        if new_net {
+            loopback_up()?;
+        }
+        check(libc::chdir(root.as_ptr()))?;
+        // pivot_root(".", "."): the old root ends up stacked on the new one; detaching it
+        // leaves no mount of the host's tree in this namespace.
+        check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
+        check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
+        check(libc::chdir(c"/".as_ptr()))?;
+        check(libc::setsid())?;
+        check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
+        for cap in DROPPED_CAPS {
+            // EINVAL: a capability this kernel does not know; nothing to drop.
+            if libc::prctl(libc::PR_CAPBSET_DROP, *cap, 0, 0, 0) == -1 {
+                let err = io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINVAL) {
+                    return Err(err);
+                }
+            }
+        }
+        check(libc::close_range(
+            3,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
+        ))?;
+    }
+    Ok(())
+}
+
+/// Bring `lo` up in a fresh network namespace. Async-signal-safe.
+fn loopback_up() -> io::Result<()> {
+    // SAFETY: socket/ioctl/close on a zeroed, stack-allocated ifreq; no allocation.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+            *dst = *src as libc::c_char;
+        }
+        let result = if libc::ioctl(fd, libc::SIOCGIFFLAGS, &mut req) == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+            check(libc::ioctl(fd, libc::SIOCSIFFLAGS, &req))
+        };
+        libc::close(fd);
+        result
+    }
+}

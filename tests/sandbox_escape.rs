@@ -1,0 +1,510 @@
+//! Nothing run inside the image reaches the build host: each known way out of the sandbox,
+//! tried by a provision script (and through a package's maintainer script), is refused.
+//!
+//! Hermetic and real: the stage runs through the real `ingot __stage` child (user, mount and
+//! pid namespaces; newuidmap for an ordinary user), the image is seeded with a static busybox
+//! and a static probe compiled here from `tests/support/sandbox_probe.c` (`cc -static`), and
+//! the maintainer-script case installs the mini distribution with its own dpkg. The build is
+//! started from a helper process that has a controlling terminal (a pty) and a leaked,
+//! inheritable descriptor on a host directory, so the terminal and descriptor escapes have
+//! something to find if the sandbox let them through. The host directory holds a `secret`
+//! outside the staging tree; after each build the test checks on the host that it was neither
+//! read nor written, besides the probe's own report.
+//!
+//! Runs as real root and as an ordinary user with a subordinate id range (`INGOT_TEST_BIN`
+//! may point at an `ingot` binary that user can execute).
+
+#[path = "support/busybox.rs"]
+mod busybox;
+#[path = "support/minidistro.rs"]
+mod minidistro;
+
+use std::net::TcpListener;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use ingot::epoch::BuildEpoch;
+use ingot::progress::Silent;
+use ingot::stage::{StageBinary, StageDeb, StageOutput, StageSpec};
+
+const HELPER_SPEC: &str = "INGOT_TEST_SANDBOX_SPEC";
+const HELPER_RESULT: &str = "INGOT_TEST_SANDBOX_RESULT";
+const SECRET: &str = "host-secret: the build host's own file\n";
+/// The descriptor number the helper leaks into the build (inheritable, on the host dir).
+const LEAKED_DIR_FD: i32 = 100;
+/// The same, on the secret file itself.
+const LEAKED_FILE_FD: i32 = 101;
+
+fn ingot() -> StageBinary {
+    match std::env::var_os("INGOT_TEST_BIN") {
+        Some(bin) => StageBinary::at(bin),
+        None => StageBinary::at(env!("CARGO_BIN_EXE_ingot")),
+    }
+}
+
+/// The probe, compiled once per test process into a directory that lives as long.
+fn probe() -> &'static Path {
+    static PROBE: OnceLock<PathBuf> = OnceLock::new();
+    PROBE.get_or_init(|| {
+        let dir = tempfile::Builder::new()
+            .prefix("ingot-sandbox-probe-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        let out = dir.join("sandbox-probe");
+        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/sandbox_probe.c");
+        let result = std::process::Command::new("cc")
+            .args(["-static", "-O1", "-o"])
+            .arg(&out)
+            .arg(&source)
+            .output()
+            .expect(
+                "these tests need a C compiler with a static libc: apt-get install gcc libc6-dev",
+            );
+        assert!(
+            result.status.success(),
+            "compiling {}: {}",
+            source.display(),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        out
+    })
+}
+
+/// The host side of one trial: a directory with the secret, outside any staging tree.
+struct Host {
+    dir: tempfile::TempDir,
+}
+
+impl Host {
+    fn new() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-files");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret"), SECRET).unwrap();
+        // Readable by anyone: only the sandbox may stand in the way.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o777)).unwrap();
+        Host { dir }
+    }
+
+    fn files(&self) -> PathBuf {
+        self.dir.path().join("host-files")
+    }
+
+    /// The host directory is exactly as the test left it: the secret unchanged, nothing
+    /// written next to it.
+    fn assert_untouched(&self) {
+        let mut names: Vec<String> = std::fs::read_dir(self.files())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(
+            names,
+            ["secret"],
+            "something was written into the host's directory"
+        );
+        assert_eq!(
+            std::fs::read_to_string(self.files().join("secret")).unwrap(),
+            SECRET
+        );
+    }
+}
+
+fn seed(dir: &Path) -> PathBuf {
+    let seed = busybox::seed(
+        dir,
+        &[
+            "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test",
+        ],
+    );
+    std::fs::copy(probe(), seed.join("bin/sandbox-probe")).unwrap();
+    seed
+}
+
+fn base_spec(dir: &Path, out: &Path) -> StageSpec {
+    StageSpec {
+        debs: Vec::new(),
+        provision: Vec::new(),
+        provision_network: false,
+        cleanup: Vec::new(),
+        staging_parent: dir.join("staging"),
+        keep_staging: None,
+        epoch: BuildEpoch(1_700_000_000),
+        output: StageOutput::Dir(out.to_path_buf()),
+        seed: None,
+        apt_extended_states: None,
+        base_cache: None,
+    }
+}
+
+/// A spec seeded with busybox and the probe whose one provision script is `script`.
+fn seeded_spec(dir: &Path, out: &Path, script: &str) -> StageSpec {
+    let mut spec = base_spec(dir, out);
+    spec.seed = Some(seed(dir));
+    let path = dir.join("provision.sh");
+    std::fs::write(&path, script).unwrap();
+    spec.provision.push(path);
+    spec
+}
+
+/// A script that runs the probe with `args`, records its report and exit status in the
+/// image at `report`, and always succeeds (the test reads the report).
+fn probe_script(report: &str, args: &str) -> String {
+    format!("#!/bin/sh\nsandbox-probe {args} > {report} 2>&1\necho \"probe exit $?\" >> {report}\n")
+}
+
+/// Run the stage for `spec` in a helper process that has a controlling terminal and leaks
+/// descriptors on `host`; returns the stage's result as text (`ok` or the error).
+fn build_in_helper(spec: &StageSpec, host: &Host) -> String {
+    let work = tempfile::tempdir().unwrap();
+    let spec_path = work.path().join("spec.json");
+    let result_path = work.path().join("result");
+    std::fs::write(&spec_path, serde_json::to_vec(spec).unwrap()).unwrap();
+    let pty = nix::pty::openpty(None, None).expect("a pseudo-terminal for the helper");
+    // openpty's descriptors are inheritable: keep them out of other tests' helpers.
+    for fd in [pty.master.as_raw_fd(), pty.slave.as_raw_fd()] {
+        // SAFETY: fcntl(F_SETFD) on a descriptor this function owns.
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
+    }
+    let dir_fd: OwnedFd = std::fs::File::open(host.files()).unwrap().into();
+    let file_fd: OwnedFd = std::fs::File::open(host.files().join("secret"))
+        .unwrap()
+        .into();
+    let (slave, dir_raw, file_raw) = (
+        pty.slave.as_raw_fd(),
+        dir_fd.as_raw_fd(),
+        file_fd.as_raw_fd(),
+    );
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "helper_build_from_env",
+        "--exact",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env(HELPER_SPEC, &spec_path)
+    .env(HELPER_RESULT, &result_path)
+    .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::null());
+    // SAFETY: between fork and exec; only async-signal-safe syscalls on descriptors opened
+    // before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            if nix::libc::setsid() == -1
+                || nix::libc::ioctl(slave, nix::libc::TIOCSCTTY, 0) == -1
+                || nix::libc::dup2(dir_raw, LEAKED_DIR_FD) == -1
+                || nix::libc::dup2(file_raw, LEAKED_FILE_FD) == -1
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().unwrap();
+    drop(pty);
+    assert!(status.success(), "the helper process failed: {status}");
+    std::fs::read_to_string(&result_path).expect("the helper wrote no result")
+}
+
+/// Run by [`build_in_helper`] in a separate process (this test binary, re-executed).
+#[test]
+#[ignore = "helper process for the sandbox tests"]
+fn helper_build_from_env() {
+    let (Some(spec), Some(result)) = (
+        std::env::var_os(HELPER_SPEC),
+        std::env::var_os(HELPER_RESULT),
+    ) else {
+        panic!("run only by build_in_helper");
+    };
+    let spec: StageSpec = serde_json::from_slice(&std::fs::read(spec).unwrap()).unwrap();
+    // The terminal and the descriptors this process got must be real, or the tests that
+    // rely on them could not fail.
+    assert!(
+        nix::unistd::isatty(std::fs::File::open("/dev/tty").unwrap()).unwrap_or(false),
+        "the helper has no controlling terminal"
+    );
+    for fd in [LEAKED_DIR_FD, LEAKED_FILE_FD] {
+        // SAFETY: fcntl(F_GETFD) on a descriptor number only queries it.
+        let flags = unsafe { nix::libc::fcntl(fd, nix::libc::F_GETFD) };
+        assert!(
+            flags != -1 && flags & nix::libc::FD_CLOEXEC == 0,
+            "fd {fd} not inherited"
+        );
+    }
+    let outcome = ingot().run(
+        &spec,
+        &mut |r| std::io::copy(r, &mut std::io::sink()).map(drop),
+        &Silent,
+    );
+    let text = match outcome {
+        Ok(()) => "ok".to_string(),
+        Err(e) => e.to_string(),
+    };
+    std::fs::write(result, text).unwrap();
+}
+
+/// The probe's report, asserted clean: it ran, nothing escaped, it exited 0.
+fn assert_refused(report: &str, expected: &[&str]) {
+    assert!(
+        !report.contains("ESCAPED") && !report.contains("FAILED"),
+        "escaped:\n{report}"
+    );
+    assert!(
+        report.ends_with("probe exit 0\n"),
+        "probe failed:\n{report}"
+    );
+    for what in expected {
+        assert!(
+            report
+                .lines()
+                .any(|l| l.starts_with(&format!("refused {what}"))),
+            "no refusal of {what:?} in:\n{report}"
+        );
+    }
+}
+
+/// One provision-script trial of `checks`; returns the probe's report.
+fn provision_trial(host: &Host, checks: &str, port: &str, network: bool) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let args = format!("{} {port} {checks}", host.files().display());
+    let mut spec = seeded_spec(dir.path(), &out, &probe_script("/srv/report", &args));
+    spec.provision_network = network;
+    let result = build_in_helper(&spec, host);
+    assert_eq!(result, "ok", "the build failed");
+    let report = std::fs::read_to_string(out.join("srv/report")).unwrap();
+    ingot().remove_tree(&out).unwrap();
+    host.assert_untouched();
+    report
+}
+
+/// Run the probe's `check` from a provision script without network; each of `expected` must
+/// be refused and nothing may escape.
+fn offline_probe_is_refused(check: &str, expected: &[&str]) {
+    let host = Host::new();
+    let report = provision_trial(&host, check, "0", false);
+    assert_refused(&report, expected);
+}
+
+#[test]
+fn proc_1_root_and_cwd_lead_nowhere() {
+    offline_probe_is_refused("proc1", &["/proc/1/root", "/proc/1/cwd"]);
+}
+
+#[test]
+fn no_process_handle_in_proc_leads_to_the_host() {
+    offline_probe_is_refused("procpids", &["/proc/1/root", "/proc/1/cwd", "/proc/1/fd"]);
+}
+
+#[test]
+fn no_descriptor_is_inherited() {
+    offline_probe_is_refused("fds", &["inherited fds"]);
+}
+
+#[test]
+fn a_second_chroot_does_not_climb_out() {
+    offline_probe_is_refused("chroot", &["second chroot"]);
+}
+
+#[test]
+fn the_sandbox_mounts_cannot_be_undone_or_covered() {
+    offline_probe_is_refused(
+        "mounts",
+        &[
+            "umount /proc",
+            "umount /dev",
+            "umount /dev/pts",
+            "umount /",
+            "mount tmpfs on /dev",
+            "remount /dev/null",
+            "move /dev away",
+        ],
+    );
+}
+
+#[test]
+fn the_build_worker_cannot_be_ptraced() {
+    offline_probe_is_refused(
+        "ptrace",
+        &["ptrace attach to pid 1", "ptrace seize of pid 1"],
+    );
+}
+
+#[test]
+fn the_hosts_terminal_is_out_of_reach() {
+    offline_probe_is_refused("tty", &["open /dev/tty", "TIOCSTI on fd 0"]);
+}
+
+#[test]
+fn a_host_file_cannot_be_read_by_its_path() {
+    offline_probe_is_refused("hostfile", &["read the host's file by its path"]);
+}
+
+/// A loopback listener on the host; whether a connection arrived.
+fn listener() -> (TcpListener, u16) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let port = l.local_addr().unwrap().port();
+    (l, port)
+}
+
+fn accepted(l: &TcpListener) -> bool {
+    match l.accept() {
+        Ok(_) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => panic!("accept: {e}"),
+    }
+}
+
+#[test]
+fn no_network_without_network_true() {
+    let host = Host::new();
+    let (l, port) = listener();
+    let report = provision_trial(&host, "tcp", &port.to_string(), false);
+    assert_refused(&report, &["tcp connection to the host's loopback"]);
+    assert!(!accepted(&l), "the host's listener got a connection");
+}
+
+#[test]
+fn network_true_gives_provision_the_hosts_network() {
+    let host = Host::new();
+    let (l, port) = listener();
+    let report = provision_trial(&host, "tcp", &format!("+{port}"), true);
+    assert!(
+        report.contains(&format!("connected tcp 127.0.0.1:{port}")),
+        "{report}"
+    );
+    assert!(accepted(&l), "the host's listener got no connection");
+}
+
+#[test]
+fn replacing_dev_by_a_link_to_a_host_dir_does_not_empty_it() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    // Whatever succeeds of it: get /dev out of the way, put a link to the host's dir there
+    // (and the same path inside the image, so that it also resolves within the root).
+    let script = format!(
+        "umount -l /dev/pts /dev/null /dev; umount -l /dev\nrm -rf /dev\nmkdir -p {0}\n\
+         ln -s {0} /dev\ntrue\n",
+        host.files().display()
+    );
+    let spec = seeded_spec(dir.path(), &out, &script);
+    let result = build_in_helper(&spec, &host);
+    host.assert_untouched();
+    if result == "ok" {
+        assert!(out.join("dev").is_dir() && !out.join("dev").is_symlink());
+        ingot().remove_tree(&out).unwrap();
+    }
+}
+
+#[test]
+fn a_maintainer_script_gets_the_same_sandbox() {
+    let host = Host::new();
+    let (l, port) = listener();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let debs_dir = dir.path().join("debs");
+    let mut debs: Vec<StageDeb> = minidistro::build(&debs_dir);
+    let args = format!("{} {port} all", host.files().display());
+    let postinst = probe_script("/var/lib/probe-report", &args);
+    debs.push(minidistro::build_package(
+        &debs_dir,
+        &minidistro::PackageSpec {
+            name: "sandbox-probe",
+            essential: false,
+            depends: &["mini-base"],
+            pre_depends: &[],
+            scripts: &[("postinst", &postinst)],
+            conffiles: &[],
+            compression: "gzip",
+        },
+        |tree| {
+            std::fs::create_dir_all(tree.join("usr/bin")).unwrap();
+            std::fs::copy(probe(), tree.join("usr/bin/sandbox-probe")).unwrap();
+        },
+    ));
+    let mut spec = base_spec(dir.path(), &out);
+    spec.debs = debs;
+    let result = build_in_helper(&spec, &host);
+    assert_eq!(result, "ok", "the build failed");
+    let report = std::fs::read_to_string(out.join("var/lib/probe-report")).unwrap();
+    ingot().remove_tree(&out).unwrap();
+    host.assert_untouched();
+    assert!(
+        !accepted(&l),
+        "dpkg's maintainer script reached the host's listener"
+    );
+    assert_refused(
+        &report,
+        &[
+            "/proc/1/root",
+            "inherited fds",
+            "second chroot",
+            "umount /proc",
+            "ptrace attach to pid 1",
+            "open /dev/tty",
+            "tcp connection to the host's loopback",
+            "read the host's file by its path",
+        ],
+    );
+}
+
+#[test]
+fn staging_trees_are_private_to_the_builder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    // Wait, inside the build, until the test has looked at the staging tree.
+    let spec = seeded_spec(
+        dir.path(),
+        &out,
+        "echo > /srv/waiting\n\
+         n=0; while ! test -e /srv/go; do sleep 1; n=$((n+1)); test $n -lt 120 || exit 9; done\n",
+    );
+    let staging_parent = spec.staging_parent.clone();
+    let build = std::thread::spawn(move || {
+        ingot().run(
+            &spec,
+            &mut |r| std::io::copy(r, &mut std::io::sink()).map(drop),
+            &Silent,
+        )
+    });
+    let staging = loop {
+        let found = std::fs::read_dir(&staging_parent)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.join("root/srv/waiting").exists());
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            !build.is_finished(),
+            "the build ended before its script waited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mode = std::fs::metadata(&staging).unwrap().permissions().mode() & 0o7777;
+    let root_mode = std::fs::metadata(staging.join("root"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o7777;
+    std::fs::write(staging.join("root/srv/go"), b"").unwrap();
+    let result = build.join().unwrap();
+    assert_eq!(
+        mode,
+        0o700,
+        "the staging directory {} is not private",
+        staging.display()
+    );
+    assert_eq!(root_mode, 0o755, "the image's root keeps the image's mode");
+    result.unwrap();
+    ingot().remove_tree(&out).unwrap();
+}

@@ -1,0 +1,274 @@
+/* sandbox_probe: tries, from inside the image, each known way out of ingot's sandbox.
+ *
+ * Built static by tests/sandbox_escape.rs (cc -static) and run by a provision script or a
+ * maintainer script. Usage: sandbox_probe HOST_DIR PORT CHECK...
+ *   HOST_DIR  a directory on the build host holding a file "secret" (outside the staging tree)
+ *   PORT      a TCP port the test listens on at 127.0.0.1 on the host (0: skip)
+ *   CHECK     proc1 | procpids | fds | chroot | mounts | ptrace | tty | tcp | hostfile | all
+ * Prints one line per attempt: "refused <what>: <why>" or "ESCAPED <what>", and exits 1 if
+ * anything escaped (so the build fails too). "connected tcp" is printed instead of
+ * "ESCAPED tcp" when the caller passes PORT with a leading '+' (the network was asked for).
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <arpa/inet.h>
+#include <termios.h>
+#include <unistd.h>
+
+static const char *host_dir;
+static int escaped;
+static char climb[4096];
+
+static void refused(const char *what, int err) { printf("refused %s: %s\n", what, strerror(err)); }
+static void escape(const char *what) { printf("ESCAPED %s\n", what); escaped = 1; }
+
+/* From a directory handle, climb to the real root and reach HOST_DIR/secret; also try to
+ * create HOST_DIR/pwned. Either working means the handle leads to the host. */
+static void through(int dirfd, const char *what) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s%s/secret", climb, host_dir);
+    int fd = openat(dirfd, path, O_RDONLY);
+    if (fd >= 0) {
+        char buf[64] = {0};
+        ssize_t n = read(fd, buf, sizeof buf - 1);
+        close(fd);
+        if (n > 0 && strncmp(buf, "host-secret", 11) == 0) {
+            char w[512];
+            snprintf(w, sizeof w, "read %s", what);
+            escape(w);
+        }
+    }
+    snprintf(path, sizeof path, "%s%s/pwned", climb, host_dir);
+    fd = openat(dirfd, path, O_WRONLY | O_CREAT, 0644);
+    if (fd >= 0) {
+        char w[512];
+        snprintf(w, sizeof w, "write %s", what);
+        escape(w);
+        close(fd);
+    }
+}
+
+static void try_path(const char *path, const char *what) {
+    int fd = open(path, O_PATH | O_DIRECTORY);
+    if (fd < 0) {
+        int e = errno;
+        char w[512];
+        snprintf(w, sizeof w, "%s (%s)", what, path);
+        refused(w, e);
+        return;
+    }
+    through(fd, what);
+    close(fd);
+}
+
+static void check_proc1(void) {
+    try_path("/proc/1/root", "/proc/1/root");
+    try_path("/proc/1/cwd", "/proc/1/cwd");
+}
+
+static void check_procpids(void) {
+    DIR *d = opendir("/proc");
+    if (!d) { refused("/proc listing", errno); return; }
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        char p[512], what[512];
+        snprintf(p, sizeof p, "/proc/%s/root", e->d_name);
+        snprintf(what, sizeof what, "/proc/%s/root", e->d_name);
+        try_path(p, what);
+        snprintf(p, sizeof p, "/proc/%s/cwd", e->d_name);
+        snprintf(what, sizeof what, "/proc/%s/cwd", e->d_name);
+        try_path(p, what);
+        snprintf(p, sizeof p, "/proc/%s/fd", e->d_name);
+        DIR *fds = opendir(p);
+        if (!fds) { refused(p, errno); continue; }
+        struct dirent *f;
+        while ((f = readdir(fds))) {
+            if (f->d_name[0] == '.') continue;
+            char fp[1024];
+            snprintf(fp, sizeof fp, "%s/%s", p, f->d_name);
+            int fd = open(fp, O_PATH);
+            if (fd < 0) { refused(fp, errno); continue; }
+            struct stat st;
+            if (fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) through(fd, fp);
+            close(fd);
+        }
+        closedir(fds);
+    }
+    closedir(d);
+}
+
+/* Any descriptor this process did not open itself that leads to the host: a directory from
+ * which the host's secret is reachable, or the secret file itself. */
+static void check_fds(void) {
+    int bad = 0;
+    for (int fd = 3; fd < 4096; fd++) {
+        struct stat st;
+        if (fstat(fd, &st) != 0) continue;
+        char w[64];
+        snprintf(w, sizeof w, "inherited fd %d", fd);
+        int before = escaped;
+        if (S_ISDIR(st.st_mode)) through(fd, w);
+        else if (S_ISREG(st.st_mode)) {
+            char buf[64] = {0};
+            if (pread(fd, buf, sizeof buf - 1, 0) > 0 && strncmp(buf, "host-secret", 11) == 0) escape(w);
+        }
+        if (escaped != before) bad = 1;
+    }
+    if (!bad) refused("inherited fds", EBADF);
+}
+
+static void check_chroot(void) {
+    mkdir("/ingot-probe-x", 0700);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (chroot("/ingot-probe-x") != 0) { refused("second chroot", errno); fflush(stdout); _exit(0); }
+        /* cwd is still the image root, outside the new chroot: climb. */
+        for (int i = 0; i < 64; i++) if (chdir("..") != 0) break;
+        if (chroot(".") != 0) { refused("second chroot (re-root)", errno); fflush(stdout); _exit(0); }
+        char path[4096];
+        snprintf(path, sizeof path, "%s/secret", host_dir);
+        int fd = open(path, O_RDONLY);
+        if (fd >= 0) { escape("second chroot: read the host's file"); fflush(stdout); _exit(1); }
+        refused("second chroot: climbing out", errno);
+        fflush(stdout);
+        _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 1) escaped = 1;
+    rmdir("/ingot-probe-x");
+}
+
+static void check_mounts(void) {
+    const char *targets[] = {"/proc", "/dev", "/dev/pts", "/dev/null", "/run", "/"};
+    for (unsigned i = 0; i < sizeof targets / sizeof *targets; i++) {
+        char w[128];
+        snprintf(w, sizeof w, "umount %s", targets[i]);
+        if (umount2(targets[i], MNT_DETACH) == 0) escape(w); else refused(w, errno);
+    }
+    if (mount("tmpfs", "/dev", "tmpfs", 0, NULL) == 0) escape("mount tmpfs on /dev");
+    else refused("mount tmpfs on /dev", errno);
+    if (mount(NULL, "/dev/null", NULL, MS_REMOUNT | MS_BIND, NULL) == 0) escape("remount /dev/null");
+    else refused("remount /dev/null", errno);
+    /* Through a nested user namespace, which anyone may create: the sandbox's mounts come
+     * along locked. */
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) { refused("nested user namespace", errno); _exit(0); }
+        int bad = 0;
+        for (unsigned i = 0; i < sizeof targets / sizeof *targets; i++) {
+            char w[128];
+            snprintf(w, sizeof w, "umount %s in a nested user namespace", targets[i]);
+            if (umount2(targets[i], MNT_DETACH) == 0) { escape(w); bad = 1; } else refused(w, errno);
+        }
+        fflush(stdout);
+        _exit(bad);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 1) escaped = 1;
+    /* The dev/ symlink trick: replace /dev by a link to the host directory. */
+    if (rename("/dev", "/ingot-probe-dev") == 0) escape("move /dev away");
+    else refused("move /dev away", errno);
+    if (rmdir("/dev") == 0) escape("remove /dev"); else refused("remove /dev", errno);
+}
+
+static void check_ptrace(void) {
+    if (ptrace(PTRACE_ATTACH, 1, NULL, NULL) == 0) {
+        escape("ptrace attach to pid 1");
+        /* Let it go again, or the build would hang stopped instead of failing. */
+        int st;
+        waitpid(1, &st, __WALL);
+        ptrace(PTRACE_DETACH, 1, NULL, NULL);
+        kill(1, SIGCONT);
+    }
+    else refused("ptrace attach to pid 1", errno);
+    if (ptrace(PTRACE_SEIZE, 1, NULL, NULL) == 0) { escape("ptrace seize of pid 1"); ptrace(PTRACE_DETACH, 1, NULL, NULL); }
+    else refused("ptrace seize of pid 1", errno);
+}
+
+static void check_tty(void) {
+    int fd = open("/dev/tty", O_RDWR | O_NOCTTY);
+    if (fd < 0) { refused("open /dev/tty", errno); }
+    else {
+        escape("open /dev/tty");
+        char c = '#';
+        if (ioctl(fd, TIOCSTI, &c) == 0) escape("TIOCSTI on /dev/tty"); else refused("TIOCSTI on /dev/tty", errno);
+        close(fd);
+    }
+    for (int i = 0; i < 3; i++) {
+        char c = '#';
+        char w[64];
+        snprintf(w, sizeof w, "TIOCSTI on fd %d", i);
+        if (ioctl(i, TIOCSTI, &c) == 0) escape(w); else refused(w, errno);
+    }
+}
+
+static void check_tcp(const char *port_arg) {
+    int wanted = port_arg[0] == '+';
+    int port = atoi(wanted ? port_arg + 1 : port_arg);
+    if (port <= 0) return;
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) == 0) {
+        if (wanted) printf("connected tcp 127.0.0.1:%d\n", port);
+        else escape("tcp connection to the host's loopback");
+    } else {
+        int e = errno;
+        if (wanted) { printf("FAILED tcp with the network asked for: %s\n", strerror(e)); escaped = 1; }
+        else refused("tcp connection to the host's loopback", e);
+    }
+    close(s);
+}
+
+static void check_hostfile(void) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/secret", host_dir);
+    int fd = open(path, O_RDONLY);
+    if (fd >= 0) escape("read the host's file by its path"); else refused("read the host's file by its path", errno);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 4) { fprintf(stderr, "usage: sandbox_probe HOST_DIR PORT CHECK...\n"); return 2; }
+    /* Probe fds before opening anything of our own. */
+    int all = 0;
+    for (int i = 3; i < argc; i++) if (strcmp(argv[i], "all") == 0) all = 1;
+    host_dir = argv[1];
+    climb[0] = 0;
+    for (int i = 0; i < 40; i++) strcat(climb, "../");
+    for (int i = 3; i < argc; i++) if (all || strcmp(argv[i], "fds") == 0) { check_fds(); break; }
+    for (int i = 3; i < argc; i++) {
+        const char *c = all ? NULL : argv[i];
+        if (all || !strcmp(c, "proc1")) check_proc1();
+        if (all || !strcmp(c, "procpids")) check_procpids();
+        if (all || !strcmp(c, "chroot")) check_chroot();
+        if (all || !strcmp(c, "mounts")) check_mounts();
+        if (all || !strcmp(c, "ptrace")) check_ptrace();
+        if (all || !strcmp(c, "tty")) check_tty();
+        if (all || !strcmp(c, "tcp")) check_tcp(argv[2]);
+        if (all || !strcmp(c, "hostfile")) check_hostfile();
+        if (all) break;
+    }
+    fflush(stdout);
+    return escaped;
+}
