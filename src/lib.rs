@@ -12,6 +12,7 @@
 pub mod archive;
 pub mod artifact;
 pub mod build;
+pub mod deb;
 pub mod epoch;
 pub mod export;
 pub mod fetch;

@@ -15,9 +15,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::deb::{self, DebError, DebMember};
 use crate::epoch::BuildEpoch;
 use crate::fetch::FetchedDeb;
-use crate::stage::install::deb::{self, DebError, DebMember};
 
 /// The `distro` qualifier of every `purl`.
 pub const PURL_DISTRO: &str = "ubuntu-24.04";

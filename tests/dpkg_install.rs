@@ -323,7 +323,7 @@ fn stage_debs_from_dir(dir: &Path) -> Vec<ingot::stage::StageDeb> {
     for entry in fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "deb") {
-            let text = ingot::stage::install::deb::read_control(&path).unwrap();
+            let text = ingot::deb::read_control(&path).unwrap();
             let mut fields = std::collections::HashMap::new();
             let mut last = String::new();
             for line in text.lines() {

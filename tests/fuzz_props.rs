@@ -277,7 +277,7 @@ fn fuzz_deb_reader_and_extraction_stay_inside_the_root() {
         std::fs::File::create(&deb)
             .and_then(|mut f| f.write_all(&bytes))
             .unwrap();
-        if let Err(e) = ingot::stage::install::deb::read_control(&deb) {
+        if let Err(e) = ingot::deb::read_control(&deb) {
             prop_assert!(e.to_string().contains("fuzz.deb"), "{e}");
         }
         let root = dir.path().join("root");

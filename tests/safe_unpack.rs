@@ -12,7 +12,7 @@ use std::os::unix::fs::{MetadataExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ingot::stage::install::deb::{DebMember, with_member};
+use ingot::deb::{DebMember, with_member};
 use ingot::stage::install::unpack::{UnpackError, extract_deb};
 use minidistro::{Compression, Member, write_deb};
 

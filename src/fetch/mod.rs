@@ -234,12 +234,11 @@ fn check_private_dir(dir: &Path, follow: bool) -> Result<(), FetchError> {
 /// the package, version and architecture the signed index lists: dpkg installs what the
 /// control file says.
 fn check_identity(path: &Path, pkg: &PlannedPackage, shown: &str) -> Result<(), FetchError> {
-    let control =
-        crate::stage::install::deb::read_control(path).map_err(|e| FetchError::BadDeb {
-            url: shown.to_string(),
-            package: pkg.name.clone(),
-            message: e.to_string(),
-        })?;
+    let control = crate::deb::read_control(path).map_err(|e| FetchError::BadDeb {
+        url: shown.to_string(),
+        package: pkg.name.clone(),
+        message: e.to_string(),
+    })?;
     let field = |name: &str| {
         control
             .lines()

@@ -16,7 +16,6 @@
 //! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
 //! caller (the stage).
 
-pub mod deb;
 pub mod unpack;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

@@ -28,7 +28,7 @@ use nix::sys::stat::{mknodat, utimensat};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 
-use super::deb::{DebError, DebMember, with_member};
+use crate::deb::{DebError, DebMember, with_member};
 use crate::stage::confined::{RootDir, clear_non_dir, components, file_type, open_subdir, other};
 
 /// A package member that could not be extracted safely.
@@ -422,7 +422,7 @@ fn image_id(what: &str, id: u64) -> io::Result<u32> {
 /// dpkg rounds per file) plus 1 MiB; `None` when the control file gives no size (the stream
 /// is then bounded only by the disk).
 fn installed_size_budget(deb: &Path) -> Option<u64> {
-    let control = super::deb::read_control(deb).ok()?;
+    let control = crate::deb::read_control(deb).ok()?;
     let kib: u64 = control
         .lines()
         .find_map(|l| l.strip_prefix("Installed-Size:"))?

@@ -2,7 +2,9 @@
 //! `control.tar*` / `data.tar*` members (none, gzip, xz, zstd).
 //!
 //! This module only reads and decompresses; it never writes to the filesystem. What a member
-//! contains is untrusted: extraction rules live in [`super::unpack`].
+//! contains is untrusted: extraction rules live in [`crate::stage::install::unpack`]. It sits
+//! outside the pipeline's stages because `fetch` (the identity check), `stage` (extraction)
+//! and the SBOM all read `.deb`s, and no stage may reach into a later one.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
