@@ -89,6 +89,17 @@ fn build_command(f: &Fixture, out: &Path) -> Command {
     c
 }
 
+/// Where a failed build keeps its log (the one thing it may leave in the output directory).
+const FAILED_LOGS: &str = "failed-builds";
+
+/// `dir` holds nothing but build logs.
+fn only_logs(dir: &Path) -> bool {
+    fs::read_dir(dir).is_ok_and(|d| {
+        d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .all(|n| n.ends_with(".log"))
+    })
+}
+
 /// Nothing left behind by a failed build: no staging tree, no mount under the fixture, no
 /// file under a final name or temp name in `out`, and every cache entry matches its name.
 fn assert_nothing_left(f: &Fixture, out: &Path) {
@@ -108,6 +119,7 @@ fn assert_nothing_left(f: &Fixture, out: &Path) {
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
                 .filter(|n| !n.starts_with(".mini-rootfs.lock") && n != "lost+found")
+                .filter(|n| n != FAILED_LOGS || !only_logs(&out.join(FAILED_LOGS)))
                 .collect()
         })
         .unwrap_or_default();
@@ -259,7 +271,10 @@ fn a_full_output_disk_is_reported_as_such_and_nothing_is_published() {
     let o = build_command(&f, &out).output().unwrap();
     let err = stderr_of(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    let last = err.lines().last().unwrap_or_default();
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("ingot: error:"))
+        .unwrap_or_default();
     assert!(
         last.contains("No space left on device") && last.contains(&*out.to_string_lossy()),
         "the error must be the full disk, naming the output: {last}"
@@ -363,6 +378,7 @@ fn after_a_sigkilled_build_the_next_build_takes_the_right_number() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| !n.starts_with(".mini-rootfs.lock"))
+        .filter(|n| n != FAILED_LOGS || !only_logs(&out.join(FAILED_LOGS)))
         .collect();
     names.sort();
     assert!(
@@ -413,7 +429,8 @@ fn sigterm_during_fetch_leaves_a_valid_cache() {
     let server = support::faulty_server(&f.dir.join("mirror"), ".deb", support::Fault::Stall);
     f.mirror = server.url.clone();
     let out = f.dir.join("out-fetch");
-    let (mut child, _) = start_until(&f, &out, "fetch: starting");
+    // The resolve step's line is the last one before the downloads begin.
+    let (mut child, _) = start_until(&f, &out, "resolve: ");
     // Signalled once a download is under way (its partial file exists).
     while server.faults() == 0 {
         std::thread::sleep(std::time::Duration::from_millis(10));
