@@ -67,13 +67,7 @@ fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixtur
 }
 
 fn require_build_privileges() {
-    let root = nix::unistd::geteuid().is_root();
-    let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
-    let me = std::env::var("USER").unwrap_or_default();
-    assert!(
-        root || subuid.lines().any(|l| l.starts_with(&format!("{me}:"))),
-        "a build needs root or a subordinate id range for {me:?} (/etc/subuid)"
-    );
+    support::privilege::require_build_privileges(INGOT);
 }
 
 fn build_command(f: &Fixture, out: &Path) -> Command {
