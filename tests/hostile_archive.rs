@@ -247,6 +247,24 @@ fn a_signature_by_an_expired_key_is_refused() {
 }
 
 #[test]
+fn a_signature_by_a_revoked_key_is_refused() {
+    let revoked = FixtureKey::generate_revoked("revoked");
+    let dir = tempfile::tempdir().unwrap();
+    let debs = debs(&dir.path().join("debs"));
+    let archive = FixtureArchive::build(
+        &dir.path().join("mirror"),
+        "stable",
+        &debs,
+        &revoked,
+        &FixtureOptions::default(),
+    );
+    let w = world("stable", FixtureOptions::default());
+    revoked.write_keyring(&w.recipe.join("trusted.gpg"));
+    let o = w.run("resolve", &archive.file_url(), &[], &[]);
+    assert_refused(&o, &["dists/stable/InRelease", "revoked"]);
+}
+
+#[test]
 fn a_valid_signature_over_altered_text_is_refused() {
     let w = world(
         "stable",
