@@ -66,6 +66,35 @@ fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixtur
     }
 }
 
+/// The mini recipe with `provision_script` and one more package, `extra`, included.
+fn fixture_with_package(provision_script: &str, extra: support::DebSpec) -> Fixture {
+    let scratch = tempfile::tempdir().unwrap();
+    let name = extra.name.clone();
+    let deb = extra.build(scratch.path());
+    let m = mini_recipe::mini_recipe(&[deb], &[name.as_str()], FixtureOptions::default());
+    fs::write(m.recipe.join("provision.sh"), provision_script).unwrap();
+    Fixture {
+        dir: m.dir.clone(),
+        recipe: m.recipe.clone(),
+        mirror: format!("file://{}", m.mirror.display()),
+        cache: m.dir.join("cache"),
+        _recipe: m,
+    }
+}
+
+/// `len` bytes that no compressor shrinks (a SHA-256 chain), so exporting them takes time.
+fn incompressible(len: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(b"ingot hostile export");
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = sha2::Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
+}
+
 fn require_build_privileges() {
     let root = nix::unistd::geteuid().is_root();
     let subuid = fs::read_to_string("/etc/subuid").unwrap_or_default();
@@ -107,7 +136,9 @@ fn assert_nothing_left(f: &Fixture, out: &Path) {
     let published: Vec<_> = fs::read_dir(out)
         .map(|d| {
             d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| !n.starts_with(".mini-rootfs.lock") && n != "lost+found")
+                .filter(|n| {
+                    !n.starts_with(".mini-rootfs.lock") && n != "lost+found" && n != "failed-builds"
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -115,6 +146,17 @@ fn assert_nothing_left(f: &Fixture, out: &Path) {
         published.is_empty(),
         "files left in the output: {published:?}"
     );
+    // A failed build keeps its log (and nothing else) under `failed-builds/`.
+    if let Ok(kept) = fs::read_dir(out.join("failed-builds")) {
+        let not_logs: Vec<String> = kept
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.ends_with(".log"))
+            .collect();
+        assert!(
+            not_logs.is_empty(),
+            "failed-builds/ holds more than logs: {not_logs:?}"
+        );
+    }
     if let Ok(entries) = fs::read_dir(f.cache.join("sha256")) {
         for e in entries {
             let e = e.unwrap();
@@ -308,7 +350,10 @@ fn two_next_builds_at_once_get_distinct_versions() {
 /// `marker` (with the lines seen).
 fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
     require_build_privileges();
+    // `--verbose`: the markers come from scripts and step starts, which only the streamed
+    // build log shows.
     let mut child: Child = build_command(f, out)
+        .arg("--verbose")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -324,10 +369,10 @@ fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
             break;
         }
     }
-    assert!(
-        seen.last().is_some_and(|l| l.contains(marker)),
-        "the build never reached {marker:?}: {seen:#?}"
-    );
+    if !seen.last().is_some_and(|l| l.contains(marker)) {
+        let status = child.wait();
+        panic!("the build never reached {marker:?} (it ended: {status:?}): {seen:#?}");
+    }
     // Keep draining stderr so that the build never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (child, seen)
@@ -444,4 +489,55 @@ fn sigterm_during_fetch_leaves_a_valid_cache() {
         partial.is_empty(),
         "partials of the killed run left: {partial:?}"
     );
+}
+
+/// Start a build whose image holds 64 MiB of incompressible data, and signal it once the
+/// export has written its first bytes to the output's temp file (the stage is still
+/// streaming: the data takes seconds to compress).
+fn interrupt_during_export(signal: nix::sys::signal::Signal) {
+    let f = fixture_with_package(
+        &provision("echo provision-done >&2"),
+        support::DebSpec::new("mini-big", "1.0")
+            .arch(&minidistro::host_arch())
+            .file("/var/lib/mini-big/noise", &incompressible(64 << 20), 0o644),
+    );
+    let out = f.dir.join(format!("out-export-{signal}"));
+    let (mut child, _) = start_until(&f, &out, "provision-done");
+    // The export is under way once the claim's temp file (`.mini-rootfs-v1….partial`) has
+    // bytes in it.
+    let writing = || {
+        fs::read_dir(&out).ok().is_some_and(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".mini-rootfs-v")
+                    && name.ends_with(".partial")
+                    && !name.contains(".log.")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    };
+    while !writing() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before its export wrote anything"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "a build interrupted during export must fail"
+    );
+    assert_nothing_left(&f, &out);
+}
+
+#[test]
+fn sigterm_during_export_leaves_nothing() {
+    interrupt_during_export(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_export_leaves_nothing() {
+    interrupt_during_export(nix::sys::signal::Signal::SIGINT);
 }
