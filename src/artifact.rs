@@ -289,7 +289,10 @@ impl OutputDir {
     fn remove_stale_partials(&self) -> Result<(), ArtifactError> {
         let prefix = format!(".{}-v", self.image);
         for name in self.file_names()? {
-            if name.starts_with(&prefix) && name.ends_with(PARTIAL_SUFFIX) {
+            if name.starts_with(&prefix)
+                && name.ends_with(PARTIAL_SUFFIX)
+                && !log_of_a_live_build(&name)
+            {
                 let path = self.dir.join(&name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
@@ -300,6 +303,16 @@ impl OutputDir {
         }
         Ok(())
     }
+}
+
+/// Whether `name` is a build log's temp file (`.<artifact>.log.<pid>.partial`, written by
+/// `build.rs`) whose process still runs. The log is published after the image, once the lock
+/// is released, so a build that takes the lock meanwhile must not sweep it.
+fn log_of_a_live_build(name: &str) -> bool {
+    name.strip_suffix(PARTIAL_SUFFIX)
+        .and_then(|rest| rest.rsplit_once(".log."))
+        .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
 }
 
 fn open_lock(dir: &Path, image: &str) -> Result<File, ArtifactError> {

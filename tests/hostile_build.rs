@@ -301,7 +301,11 @@ fn a_full_output_disk_is_reported_as_such_and_nothing_is_published() {
     let o = build_command(&f, &out).output().unwrap();
     let err = stderr_of(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
-    let last = err.lines().last().unwrap_or_default();
+    // The error line (the kept log's tail and path follow it).
+    let last = err
+        .lines()
+        .find(|l| l.starts_with("ingot: error:"))
+        .unwrap_or_default();
     assert!(
         last.contains("No space left on device") && last.contains(&*out.to_string_lossy()),
         "the error must be the full disk, naming the output: {last}"
