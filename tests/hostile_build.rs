@@ -44,34 +44,23 @@ fn fixture(provision_script: &str) -> Fixture {
 /// The mini distribution's recipe (`support/mini_recipe.rs`) with `provision_script`, plus a
 /// package `mini-slow` with these maintainer scripts (name, body) when any are given.
 fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixture {
-    let scratch = tempfile::tempdir().unwrap();
-    let mut extra = Vec::new();
-    let mut include = Vec::new();
-    if !slow_scripts.is_empty() {
-        let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
-        for (name, body) in slow_scripts {
-            slow = slow.script(name, body);
-        }
-        extra.push(slow.build(scratch.path()));
-        include.push("mini-slow");
+    if slow_scripts.is_empty() {
+        return fixture_with_packages(provision_script, Vec::new());
     }
-    let m = mini_recipe::mini_recipe(&extra, &include, FixtureOptions::default());
-    fs::write(m.recipe.join("provision.sh"), provision_script).unwrap();
-    Fixture {
-        dir: m.dir.clone(),
-        recipe: m.recipe.clone(),
-        mirror: format!("file://{}", m.mirror.display()),
-        cache: m.dir.join("cache"),
-        _recipe: m,
+    let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
+    for (name, body) in slow_scripts {
+        slow = slow.script(name, body);
     }
+    fixture_with_packages(provision_script, vec![slow])
 }
 
-/// The mini recipe with `provision_script` and one more package, `extra`, included.
-fn fixture_with_package(provision_script: &str, extra: support::DebSpec) -> Fixture {
+/// The mini recipe with `provision_script` and these packages added and included.
+fn fixture_with_packages(provision_script: &str, extra: Vec<support::DebSpec>) -> Fixture {
     let scratch = tempfile::tempdir().unwrap();
-    let name = extra.name.clone();
-    let deb = extra.build(scratch.path());
-    let m = mini_recipe::mini_recipe(&[deb], &[name.as_str()], FixtureOptions::default());
+    let names: Vec<String> = extra.iter().map(|d| d.name.clone()).collect();
+    let include: Vec<&str> = names.iter().map(String::as_str).collect();
+    let debs: Vec<PathBuf> = extra.iter().map(|d| d.build(scratch.path())).collect();
+    let m = mini_recipe::mini_recipe(&debs, &include, FixtureOptions::default());
     fs::write(m.recipe.join("provision.sh"), provision_script).unwrap();
     Fixture {
         dir: m.dir.clone(),
@@ -499,11 +488,13 @@ fn sigterm_during_fetch_leaves_a_valid_cache() {
 /// export has written its first bytes to the output's temp file (the stage is still
 /// streaming: the data takes seconds to compress).
 fn interrupt_during_export(signal: nix::sys::signal::Signal) {
-    let f = fixture_with_package(
+    let f = fixture_with_packages(
         &provision("echo provision-done >&2"),
-        support::DebSpec::new("mini-big", "1.0")
-            .arch(&minidistro::host_arch())
-            .file("/var/lib/mini-big/noise", &incompressible(64 << 20), 0o644),
+        vec![
+            support::DebSpec::new("mini-big", "1.0")
+                .arch(&minidistro::host_arch())
+                .file("/var/lib/mini-big/noise", &incompressible(64 << 20), 0o644),
+        ],
     );
     let out = f.dir.join(format!("out-export-{signal}"));
     let (mut child, _) = start_until(&f, &out, "provision-done");
