@@ -35,6 +35,21 @@ use crate::export::compress::Compression;
 pub const MANIFEST_VERSION: u32 = 1;
 /// Suffix of the claim's temp file (hidden: it starts with a dot).
 const PARTIAL_SUFFIX: &str = ".partial";
+/// Prefix of a build log being written: `.log.<artifact>.<pid>.partial`.
+const LOG_TEMP_PREFIX: &str = ".log.";
+
+/// The hidden name a build log is written under until it is published beside `artifact`.
+pub fn build_log_temp_name(artifact: &str, pid: u32) -> String {
+    format!("{LOG_TEMP_PREFIX}{artifact}.{pid}{PARTIAL_SUFFIX}")
+}
+
+fn process_alive(pid: i32) -> bool {
+    pid > 0
+        && !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+}
 /// Write buffer between the compressor and the temp file.
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -285,14 +300,19 @@ impl OutputDir {
         Ok(names)
     }
 
-    /// Temp files of this image left by a killed build; safe to delete under the lock.
+    /// Temp files of this image left by a killed build; safe to delete under the lock. Build
+    /// logs in the making are written outside the lock, so only those of dead processes go.
     fn remove_stale_partials(&self) -> Result<(), ArtifactError> {
         let prefix = format!(".{}-v", self.image);
+        let log_prefix = format!("{LOG_TEMP_PREFIX}{}-v", self.image);
         for name in self.file_names()? {
-            if name.starts_with(&prefix)
-                && name.ends_with(PARTIAL_SUFFIX)
-                && !log_of_a_live_build(&name)
-            {
+            let stale_log = name
+                .strip_prefix(&log_prefix)
+                .and_then(|rest| rest.strip_suffix(PARTIAL_SUFFIX))
+                .and_then(|rest| rest.rsplit_once('.'))
+                .and_then(|(_, pid)| pid.parse::<i32>().ok())
+                .is_some_and(|pid| !process_alive(pid));
+            if stale_log || (name.starts_with(&prefix) && name.ends_with(PARTIAL_SUFFIX)) {
                 let path = self.dir.join(&name);
                 match std::fs::remove_file(&path) {
                     Ok(()) => {}
@@ -303,16 +323,6 @@ impl OutputDir {
         }
         Ok(())
     }
-}
-
-/// Whether `name` is a build log's temp file (`.<artifact>.log.<pid>.partial`, written by
-/// `build.rs`) whose process still runs. The log is published after the image, once the lock
-/// is released, so a build that takes the lock meanwhile must not sweep it.
-fn log_of_a_live_build(name: &str) -> bool {
-    name.strip_suffix(PARTIAL_SUFFIX)
-        .and_then(|rest| rest.rsplit_once(".log."))
-        .and_then(|(_, pid)| pid.parse::<u32>().ok())
-        .is_some_and(|pid| Path::new("/proc").join(pid.to_string()).exists())
 }
 
 fn open_lock(dir: &Path, image: &str) -> Result<File, ArtifactError> {

@@ -468,10 +468,11 @@ fn build_recorded(
     };
     let mut claim = dir.claim(request, b.compression)?;
     let final_path = b.out.join(claim.file_name());
-    let temp_log = b.out.join(format!(
-        ".{}.log.{}.partial",
+    // Not a `.<image>-v….partial` name: a build that takes the directory's lock after this one
+    // releases it sweeps those, and this log is published only after the lock is released.
+    let temp_log = b.out.join(crate::artifact::build_log_temp_name(
         claim.file_name(),
-        std::process::id()
+        std::process::id(),
     ));
     open_log_file(recorder, &temp_log)?;
     *log_slot = LogSlot::Publish(final_path.clone());
@@ -560,21 +561,40 @@ fn build_recorded(
 }
 
 /// Refuse an output directory the artifact cannot be written to before anything is fetched or
-/// built: create it if needed, then create and remove a probe file in it.
+/// built, without creating anything: an existing directory must take a probe file; a missing
+/// one must be creatable (its nearest existing ancestor writable). The directory itself is
+/// created only once the recipe has been read and the archive verified.
 fn output_is_writable(out: &std::path::Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)
-        .and_then(|()| {
-            tempfile::Builder::new()
-                .prefix(".ingot-probe-")
-                .tempfile_in(out)
-                .map(drop)
-        })
-        .with_context(|| {
-            format!(
-                "output directory {}: not writable (expected a directory this user can create files in)",
-                out.display()
+    let refused = || {
+        format!(
+            "output directory {}: not writable (expected a directory this user can create files in)",
+            out.display()
+        )
+    };
+    if out.is_dir() {
+        return tempfile::Builder::new()
+            .prefix(".ingot-probe-")
+            .tempfile_in(out)
+            .map(drop)
+            .with_context(refused);
+    }
+    let absolute = std::path::absolute(out).with_context(refused)?;
+    let mut ancestor = absolute.parent();
+    while let Some(dir) = ancestor {
+        if dir.is_dir() {
+            return nix::unistd::access(
+                dir,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
             )
-        })
+            .map_err(std::io::Error::from)
+            .with_context(refused);
+        }
+        if dir.exists() {
+            anyhow::bail!("{}: {} is not a directory", refused(), dir.display());
+        }
+        ancestor = dir.parent();
+    }
+    anyhow::bail!(refused())
 }
 
 /// Counts the compressed bytes on their way into the artifact (the export bar).

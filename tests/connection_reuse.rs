@@ -14,6 +14,8 @@ use ingot::plan::{Plan, PlannedPackage};
 use ingot::progress::Silent;
 use sha2::{Digest, Sha256};
 
+mod support;
+
 const FILES: usize = 150;
 
 /// A minimal HTTP/1.1 server over `root` that keeps connections alive and counts them: every
@@ -78,13 +80,18 @@ fn write_files(dir: &Path) -> Vec<PlannedPackage> {
     (0..FILES)
         .map(|i| {
             let name = format!("pkg{i:03}");
-            let body = format!("{name} ").repeat(200 + i);
+            // Real packages: fetch checks each one's control against the index.
             let filename = format!("pool/{name}_1_amd64.deb");
-            let path = dir.join(&filename);
-            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::fs::File::create(&path)
-                .and_then(|mut f| f.write_all(body.as_bytes()))
-                .unwrap();
+            let content = format!("{name} ").repeat(200 + i);
+            let built = support::DebSpec::new(&name, "1")
+                .file(&format!("/usr/share/{name}"), content.as_bytes(), 0o644)
+                .build(&dir.join("pool"));
+            assert_eq!(
+                built,
+                dir.join(&filename),
+                "DebSpec names the file as the index does"
+            );
+            let body = std::fs::read(&built).unwrap();
             PlannedPackage {
                 name: name.clone(),
                 version: "1".into(),
@@ -92,7 +99,7 @@ fn write_files(dir: &Path) -> Vec<PlannedPackage> {
                 essential: false,
                 priority: None,
                 size: body.len() as u64,
-                sha256: hex::encode(Sha256::digest(body.as_bytes())),
+                sha256: hex::encode(Sha256::digest(&body)),
                 filename,
                 mirror: String::new(),
                 suite: "stable".into(),
