@@ -227,23 +227,33 @@ fn a_signature_by_an_unknown_key_is_refused() {
     assert_refused(&o, &["dists/stable/InRelease", "unknown key"]);
 }
 
-#[test]
-fn a_signature_by_an_expired_key_is_refused() {
-    let created = (unix_now() - 86400 * 400) as u32;
-    let expired = FixtureKey::generate_expiring("expired", created, 86400);
+/// An archive signed by `key`, which the recipe trusts, must be refused with `why`.
+fn assert_signer_refused(key: &FixtureKey, why: &str) {
     let dir = tempfile::tempdir().unwrap();
     let debs = debs(&dir.path().join("debs"));
     let archive = FixtureArchive::build(
         &dir.path().join("mirror"),
         "stable",
         &debs,
-        &expired,
+        key,
         &FixtureOptions::default(),
     );
     let w = world("stable", FixtureOptions::default());
-    expired.write_keyring(&w.recipe.join("trusted.gpg"));
+    key.write_keyring(&w.recipe.join("trusted.gpg"));
     let o = w.run("resolve", &archive.file_url(), &[], &[]);
-    assert_refused(&o, &["dists/stable/InRelease", "expired"]);
+    assert_refused(&o, &["dists/stable/InRelease", why]);
+}
+
+#[test]
+fn a_signature_by_an_expired_key_is_refused() {
+    let created = (unix_now() - 86400 * 400) as u32;
+    let expired = FixtureKey::generate_expiring("expired", created, 86400);
+    assert_signer_refused(&expired, "expired");
+}
+
+#[test]
+fn a_signature_by_a_revoked_key_is_refused() {
+    assert_signer_refused(&FixtureKey::generate_revoked("revoked"), "revoked");
 }
 
 #[test]

@@ -44,18 +44,23 @@ fn fixture(provision_script: &str) -> Fixture {
 /// The mini distribution's recipe (`support/mini_recipe.rs`) with `provision_script`, plus a
 /// package `mini-slow` with these maintainer scripts (name, body) when any are given.
 fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixture {
-    let scratch = tempfile::tempdir().unwrap();
-    let mut extra = Vec::new();
-    let mut include = Vec::new();
-    if !slow_scripts.is_empty() {
-        let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
-        for (name, body) in slow_scripts {
-            slow = slow.script(name, body);
-        }
-        extra.push(slow.build(scratch.path()));
-        include.push("mini-slow");
+    if slow_scripts.is_empty() {
+        return fixture_with_packages(provision_script, Vec::new());
     }
-    let m = mini_recipe::mini_recipe(&extra, &include, FixtureOptions::default());
+    let mut slow = support::DebSpec::new("mini-slow", "1.0").arch(&minidistro::host_arch());
+    for (name, body) in slow_scripts {
+        slow = slow.script(name, body);
+    }
+    fixture_with_packages(provision_script, vec![slow])
+}
+
+/// The mini recipe with `provision_script` and these packages added and included.
+fn fixture_with_packages(provision_script: &str, extra: Vec<support::DebSpec>) -> Fixture {
+    let scratch = tempfile::tempdir().unwrap();
+    let names: Vec<String> = extra.iter().map(|d| d.name.clone()).collect();
+    let include: Vec<&str> = names.iter().map(String::as_str).collect();
+    let debs: Vec<PathBuf> = extra.iter().map(|d| d.build(scratch.path())).collect();
+    let m = mini_recipe::mini_recipe(&debs, &include, FixtureOptions::default());
     fs::write(m.recipe.join("provision.sh"), provision_script).unwrap();
     Fixture {
         dir: m.dir.clone(),
@@ -64,6 +69,19 @@ fn fixture_with(provision_script: &str, slow_scripts: &[(&str, &str)]) -> Fixtur
         cache: m.dir.join("cache"),
         _recipe: m,
     }
+}
+
+/// `len` bytes that no compressor shrinks (a SHA-256 chain), so exporting them takes time.
+fn incompressible(len: usize) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::with_capacity(len + 32);
+    let mut block = sha2::Sha256::digest(b"ingot hostile export");
+    while out.len() < len {
+        out.extend_from_slice(&block);
+        block = sha2::Sha256::digest(block);
+    }
+    out.truncate(len);
+    out
 }
 
 fn require_build_privileges() {
@@ -265,6 +283,7 @@ fn a_full_output_disk_is_reported_as_such_and_nothing_is_published() {
     let o = build_command(&f, &out).output().unwrap();
     let err = stderr_of(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
+    // The error line (the kept log's tail and path follow it).
     let last = err
         .lines()
         .find(|l| l.starts_with("ingot: error:"))
@@ -317,7 +336,10 @@ fn two_next_builds_at_once_get_distinct_versions() {
 /// `marker` (with the lines seen).
 fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
     require_build_privileges();
+    // `--verbose`: the markers come from scripts and step starts, which only the streamed
+    // build log shows.
     let mut child: Child = build_command(f, out)
+        .arg("--verbose")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -333,10 +355,10 @@ fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
             break;
         }
     }
-    assert!(
-        seen.last().is_some_and(|l| l.contains(marker)),
-        "the build never reached {marker:?}: {seen:#?}"
-    );
+    if !seen.last().is_some_and(|l| l.contains(marker)) {
+        let status = child.wait();
+        panic!("the build never reached {marker:?} (it ended: {status:?}): {seen:#?}");
+    }
     // Keep draining stderr so that the build never blocks on a full pipe.
     std::thread::spawn(move || lines.for_each(drop));
     (child, seen)
@@ -455,4 +477,57 @@ fn sigterm_during_fetch_leaves_a_valid_cache() {
         partial.is_empty(),
         "partials of the killed run left: {partial:?}"
     );
+}
+
+/// Start a build whose image holds 64 MiB of incompressible data, and signal it once the
+/// export has written its first bytes to the output's temp file (the stage is still
+/// streaming: the data takes seconds to compress).
+fn interrupt_during_export(signal: nix::sys::signal::Signal) {
+    let f = fixture_with_packages(
+        &provision("echo provision-done >&2"),
+        vec![
+            support::DebSpec::new("mini-big", "1.0")
+                .arch(&minidistro::host_arch())
+                .file("/var/lib/mini-big/noise", &incompressible(64 << 20), 0o644),
+        ],
+    );
+    let out = f.dir.join(format!("out-export-{signal}"));
+    let (mut child, _) = start_until(&f, &out, "provision-done");
+    // The export is under way once the claim's temp file (`.mini-rootfs-v1….partial`) has
+    // bytes in it.
+    let writing = || {
+        fs::read_dir(&out).ok().is_some_and(|d| {
+            d.filter_map(Result::ok).any(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.starts_with(".mini-rootfs-v")
+                    && name.ends_with(".partial")
+                    && !name.contains(".log.")
+                    && e.metadata().is_ok_and(|m| m.len() > 0)
+            })
+        })
+    };
+    while !writing() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the build ended before its export wrote anything"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        !status.success(),
+        "a build interrupted during export must fail"
+    );
+    assert_nothing_left(&f, &out);
+}
+
+#[test]
+fn sigterm_during_export_leaves_nothing() {
+    interrupt_during_export(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_export_leaves_nothing() {
+    interrupt_during_export(nix::sys::signal::Signal::SIGINT);
 }

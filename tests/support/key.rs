@@ -142,6 +142,30 @@ impl FixtureKey {
         }
     }
 
+    /// A key whose primary carries a valid key-revocation signature (type 0x20) made by
+    /// itself: it still signs, but no verifier may accept what it signs.
+    pub fn generate_revoked(name: &str) -> FixtureKey {
+        let mut key = FixtureKey::generate(name);
+        let pk = key.secret.primary_key.public_key().clone();
+        let mut config = SignatureConfig::v4(
+            SignatureType::KeyRevocation,
+            pk.algorithm(),
+            HashAlgorithm::Sha256,
+        );
+        config.hashed_subpackets = vec![
+            Subpacket::regular(SubpacketData::SignatureCreationTime(Timestamp::now()))
+                .expect("subpacket"),
+            Subpacket::regular(SubpacketData::IssuerFingerprint(pk.fingerprint()))
+                .expect("subpacket"),
+        ];
+        let revocation = config
+            .sign_key(&key.secret.primary_key, &Password::empty(), &pk)
+            .expect("key revocation signature");
+        key.secret.details.revocation_signatures.push(revocation);
+        key.public = SignedPublicKey::from(key.secret.clone());
+        key
+    }
+
     /// Uppercase hex fingerprint of the primary key.
     pub fn fingerprint(&self) -> String {
         hex::encode_upper(self.public.primary_key.fingerprint().as_bytes())
