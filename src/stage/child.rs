@@ -5,8 +5,11 @@
 //! its id maps, and is then root in the namespace. For a build it forks once: the *worker*
 //! becomes pid 1 of the build's pid namespace and assembles the tree; the supervisor waits,
 //! and whatever happened (success, failure, a signal, a crash) unmounts everything under the
-//! staging root and moves or removes the staging tree. Killing the worker (SIGKILL) ends every
-//! process of the build at once, so teardown never races a leftover daemon.
+//! staging root and moves or removes the staging tree — except a finished tar build's, which
+//! it leaves to the parent: removing it is slow on a disk that discards synchronously, and
+//! only a process outside the build's pid namespace can do it with threads (the `Remove`
+//! task, [`confined::remove_tree`]). Killing the worker (SIGKILL) ends every process of the
+//! build at once, so teardown never races a leftover daemon.
 //!
 //! Logs go to stderr as `ingot: stage: …` lines; a failure ends with one
 //! `ingot: stage: error: …` line that the parent reports. Within them, the start of each step
@@ -26,6 +29,7 @@ use nix::sys::wait::WaitStatus;
 use nix::unistd::ForkResult;
 use serde::{Deserialize, Serialize};
 
+use super::confined;
 use super::mounts::{self, ChrootEnv};
 use super::sandbox::Network;
 use super::scripts::{self, ScriptKind};
@@ -117,9 +121,8 @@ pub(crate) fn child_entry(job_path: &Path, export: super::TreeExporter) -> i32 {
     }
     match job.task {
         ChildTask::Build { spec, staging } => supervise_build(&spec, &staging, export),
-        ChildTask::Remove { path } => match std::fs::remove_dir_all(&path) {
+        ChildTask::Remove { path } => match remove_tree(&path) {
             Ok(()) => 0,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
             Err(e) => fail(&format!("removing {}: {e}", path.display())),
         },
         ChildTask::Probe => probe(),
@@ -292,6 +295,10 @@ fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter
                 remove_or_keep(staging, &root, None);
             }
         }
+        // A finished tar build's tree is left for the parent, which removes it from a fresh
+        // user namespace with several threads (see [`confined::remove_tree`]); this process
+        // cannot start a thread (its children's pid namespace is the worker's, now gone).
+        (StageOutput::Tar, true) if spec.keep_staging.is_none() => {}
         _ => remove_or_keep(staging, &root, spec.keep_staging.as_deref()),
     }
     code
@@ -333,6 +340,18 @@ fn remove_or_keep(staging: &Path, root: &Path, keep: Option<&Path>) {
             ));
         }
     }
+}
+
+/// Remove the tree at `path` (nothing there is fine) with [`confined::remove_tree`], whose
+/// threads overlap the disk's waits (this process has no pid namespace of its own, so it may
+/// start threads).
+fn remove_tree(path: &Path) -> Result<(), String> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err("not a removable path".into());
+    };
+    let dir =
+        std::fs::File::open(parent).map_err(|e| format!("opening {}: {e}", parent.display()))?;
+    confined::remove_tree(&dir, name, &name.to_string_lossy()).map_err(|e| e.to_string())
 }
 
 /// The worker: pid 1 of the build's pid namespace, root in its user namespace.

@@ -202,6 +202,107 @@ pub fn remove_all_at(
     }
 }
 
+/// Threads [`remove_tree`] uses: removing is waiting, not computing (see there).
+const REMOVE_THREADS: usize = 16;
+/// How many directory levels [`remove_tree`] opens itself to split the work.
+const REMOVE_SPLIT_DEPTH: usize = 3;
+
+/// One piece of work for [`remove_tree`]: `name` in the directory `parent`.
+struct Doomed {
+    parent: std::sync::Arc<OwnedFd>,
+    name: std::ffi::OsString,
+    shown: String,
+}
+
+/// Remove `name` from `dir` and everything below it, as [`remove_all_at`] does (descriptors
+/// only, a symlink anywhere is removed, never followed), with several threads on separate
+/// subtrees.
+///
+/// Why threads: on ext4 mounted with `discard` (as on the development machine), freeing a
+/// file's blocks when its inode is evicted issues a *synchronous* discard to the disk, so
+/// removing a built tree whose data has already been written back is a long series of waits
+/// (measured: 8–12 s for the golden tree on a loaded 2-core VM, the supervisor using 0.2 s of
+/// CPU). Waits overlap; the first levels are opened here and every entry below them is handed
+/// to a pool. The first error is returned after every other entry has been tried.
+pub fn remove_tree(dir: &impl AsFd, name: &OsStr, shown_as: &str) -> Result<(), ConfinedError> {
+    use std::sync::Arc;
+    let st = match fstatat(dir.as_fd(), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(e) => return Err(err("inspecting", shown_as)(e)),
+    };
+    if file_type(&st) != SFlag::S_IFDIR {
+        return remove_all_at(dir, name, shown_as);
+    }
+    let top = Arc::new(
+        dir.as_fd()
+            .try_clone_to_owned()
+            .map_err(|e| err("opening", shown_as)(io_errno(&e)))?,
+    );
+    // Directories opened here, parents first: removed in reverse once their contents are gone.
+    let mut skeleton: Vec<Doomed> = Vec::new();
+    let mut frontier = vec![Doomed {
+        parent: top,
+        name: name.to_os_string(),
+        shown: shown_as.to_string(),
+    }];
+    let mut work: Vec<Doomed> = Vec::new();
+    for _ in 0..REMOVE_SPLIT_DEPTH {
+        let mut next = Vec::new();
+        for d in frontier {
+            let sub = Arc::new(open_subdir(&*d.parent, &d.name).map_err(err("opening", &d.shown))?);
+            for child in list_at(&*sub, &d.shown)? {
+                let shown = format!("{}/{}", d.shown, child.to_string_lossy());
+                let is_dir = fstatat(sub.as_fd(), child.as_os_str(), AtFlags::AT_SYMLINK_NOFOLLOW)
+                    .map(|st| file_type(&st) == SFlag::S_IFDIR)
+                    .map_err(err("inspecting", &shown))?;
+                let doomed = Doomed {
+                    parent: Arc::clone(&sub),
+                    name: child,
+                    shown,
+                };
+                if is_dir {
+                    next.push(doomed)
+                } else {
+                    work.push(doomed)
+                }
+            }
+            skeleton.push(d);
+        }
+        frontier = next;
+    }
+    work.extend(frontier);
+    let next_item = std::sync::atomic::AtomicUsize::new(0);
+    let first_error: std::sync::Mutex<Option<ConfinedError>> = std::sync::Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..REMOVE_THREADS.min(work.len()) {
+            scope.spawn(|| {
+                loop {
+                    let i = next_item.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(d) = work.get(i) else { break };
+                    if let Err(e) = remove_all_at(&*d.parent, &d.name, &d.shown)
+                        && let Ok(mut slot) = first_error.lock()
+                    {
+                        slot.get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().ok().flatten() {
+        return Err(e);
+    }
+    for d in skeleton.iter().rev() {
+        unlinkat(
+            d.parent.as_fd(),
+            d.name.as_os_str(),
+            UnlinkatFlags::RemoveDir,
+        )
+        .map_err(err("removing", &d.shown))?;
+    }
+    Ok(())
+}
+
 /// A directory used as `/` for every path operation: nothing resolved through it can leave it.
 #[derive(Debug)]
 pub struct RootDir {
@@ -495,5 +596,35 @@ pub(crate) fn open_subdir(parent: &impl AsFd, name: &OsStr) -> nix::Result<Owned
 impl AsFd for RootDir {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod remove_tree_tests {
+    use super::*;
+
+    #[test]
+    fn remove_tree_removes_everything_and_never_follows_a_symlink() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = d.path().join("outside");
+        std::fs::create_dir(&outside).unwrap();
+        std::fs::write(outside.join("marker"), b"keep").unwrap();
+        let tree = d.path().join("tree");
+        // Deeper than the split depth, wider than the thread count, symlinks at every level.
+        for i in 0..40 {
+            let dir = tree.join(format!("a{i}/b/c/d/e"));
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("f"), b"x").unwrap();
+            std::os::unix::fs::symlink(&outside, tree.join(format!("a{i}/b/link"))).unwrap();
+            std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, tree.join("top-link")).unwrap();
+        std::fs::write(tree.join("top-file"), b"x").unwrap();
+        let parent = File::open(d.path()).unwrap();
+        remove_tree(&parent, OsStr::new("tree"), "tree").unwrap();
+        assert!(std::fs::symlink_metadata(&tree).is_err());
+        assert_eq!(std::fs::read(outside.join("marker")).unwrap(), b"keep");
+        // Nothing there is fine.
+        remove_tree(&parent, OsStr::new("tree"), "tree").unwrap();
     }
 }

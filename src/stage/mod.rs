@@ -302,8 +302,13 @@ impl StageBinary {
         drop(forwarding);
 
         let kept = spec.keep_staging.is_some();
+        // A finished tar build's tree is ours to remove (see child.rs: the supervisor cannot
+        // remove it with threads); anything else left behind is unexpected.
+        let handed_over = tar && status.success() && interrupted.is_none();
         let leftover = if !kept && std::fs::symlink_metadata(&staging).is_ok() {
-            reporter.message("the stage child left its staging tree; removing it");
+            if !handed_over {
+                reporter.message("the stage child left its staging tree; removing it");
+            }
             self.remove_tree(&staging).err()
         } else {
             None
