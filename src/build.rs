@@ -116,13 +116,7 @@ pub struct Resolved {
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
     let recipe = o.load_recipe()?;
     let transport = Transport::for_jobs(o.jobs);
-    let opts = ArchiveOptions {
-        allow_expired: recipe.source.allow_expired,
-        now: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    };
+    let opts = ArchiveOptions::now(recipe.source.allow_expired);
     let t0 = Instant::now();
     reporter.begin("archive", None);
     let results: Vec<Result<SuiteIndex, ArchiveError>> = std::thread::scope(|s| {

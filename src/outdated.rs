@@ -131,13 +131,7 @@ pub fn baseline(recipe: &Recipe, out: &Path) -> anyhow::Result<Baseline> {
 /// Every stanza of today's archive for the recipe's suites, verified as a build verifies them.
 fn today(recipe: &Recipe, reporter: &dyn Reporter) -> anyhow::Result<Vec<BinaryPackage>> {
     let transport = Transport::new();
-    let opts = ArchiveOptions {
-        allow_expired: recipe.source.allow_expired,
-        now: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i64)
-            .unwrap_or(0),
-    };
+    let opts = ArchiveOptions::now(recipe.source.allow_expired);
     reporter.begin("archive", None);
     let mut universe = Vec::new();
     for suite in &recipe.source.suites {

@@ -114,6 +114,19 @@ pub struct ArchiveOptions {
     pub now: i64,
 }
 
+impl ArchiveOptions {
+    /// The options of a build or check run now, by the system clock.
+    pub fn now(allow_expired: bool) -> ArchiveOptions {
+        ArchiveOptions {
+            allow_expired,
+            now: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0),
+        }
+    }
+}
+
 /// Why an archive was refused; every variant names the URL (or file) at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
