@@ -45,6 +45,10 @@ grep -q "^root:100000:65536" /etc/subuid || echo "root:100000:65536" >> /etc/sub
 grep -q "^root:100000:65536" /etc/subgid || echo "root:100000:65536" >> /etc/subgid
 USER_HOME=$(getent passwd "$BUILD_USER" | cut -d: -f6)
 CACHE=$USER_HOME/.cache/ingot
+# Root builds use a cache of root's own: ingot refuses a cache owned by another user (a user
+# who can write it could plant what root then installs).
+ROOT_CACHE=$WORK/root-cache
+install -d -m 0700 "$ROOT_CACHE"
 # The user must be able to read the checkout and run the binary.
 install -m 0755 "$INGOT" /usr/local/bin/ingot-e2e
 RECIPE_COPY=$WORK/recipe-src
@@ -70,7 +74,7 @@ do_build() {
 do_reproducible() {
   # Real root, another TZ and umask, another output directory, same cache: same bytes.
   (umask 077; TZ=Asia/Tokyo "$INGOT" build "$RECIPE_COPY" --out "$WORK/root-out" --next \
-      --mirror "$MIRROR" --cache-dir "$CACHE") || return 1
+      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE") || return 1
   ROOT_IMAGE=$(ls "$WORK"/root-out/*-v1.tar.gz)
   local a b
   a=$(sha256sum < "$USER_IMAGE"); b=$(sha256sum < "$ROOT_IMAGE")
@@ -128,12 +132,12 @@ do_mmdebstrap() {
 
 do_versions() {
   local out=$WORK/mk
-  make -s image.build-next OUT="$out" RECIPE="$RECIPE_COPY" INGOT_MIRROR="$MIRROR" INGOT_CACHE_DIR="$CACHE" >/dev/null || return 1
-  make -s image.build-next OUT="$out" RECIPE="$RECIPE_COPY" INGOT_MIRROR="$MIRROR" INGOT_CACHE_DIR="$CACHE" >/dev/null || return 1
+  make -s image.build-next OUT="$out" RECIPE="$RECIPE_COPY" INGOT_MIRROR="$MIRROR" INGOT_CACHE_DIR="$ROOT_CACHE" >/dev/null || return 1
+  make -s image.build-next OUT="$out" RECIPE="$RECIPE_COPY" INGOT_MIRROR="$MIRROR" INGOT_CACHE_DIR="$ROOT_CACHE" >/dev/null || return 1
   ls "$out"
   local v1; v1=$(ls "$out"/*-v1.tar.gz); [ -f "$(ls "$out"/*-v2.tar.gz)" ] || return 1
   local before; before=$(sha256sum < "$v1")
-  if "$INGOT" build "$RECIPE_COPY" --out "$out" --version 1 --mirror "$MIRROR" --cache-dir "$CACHE" -q; then
+  if "$INGOT" build "$RECIPE_COPY" --out "$out" --version 1 --mirror "$MIRROR" --cache-dir "$ROOT_CACHE" -q; then
     echo "--version 1 over an existing v1 was accepted"; return 1
   fi
   [ "$(sha256sum < "$v1")" = "$before" ] || { echo "v1 changed"; return 1; }
@@ -141,7 +145,7 @@ do_versions() {
 }
 
 do_sandbox() {
-  scripts/e2e/sandbox-probe.sh "$INGOT" "$RECIPE_COPY" "$WORK" "$BUILD_USER" "$MIRROR" "$CACHE"
+  scripts/e2e/sandbox-probe.sh "$INGOT" "$RECIPE_COPY" "$WORK" "$BUILD_USER" "$MIRROR" "$ROOT_CACHE"
 }
 
 do_boot() {

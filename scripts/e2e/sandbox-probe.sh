@@ -6,7 +6,8 @@
 # by address. Then checks on the host: the secret file neither read nor written, no connection
 # to the loopback listener.
 #
-# Usage: sandbox-probe.sh INGOT RECIPE_DIR WORK BUILD_USER MIRROR CACHE
+# Usage: sandbox-probe.sh INGOT RECIPE_DIR WORK BUILD_USER MIRROR ROOT_CACHE
+# (-v: the probe's lines are script output, which only the build log and -v show)
 set -euo pipefail
 INGOT=$1 RECIPE=$2 WORK=$3 BUILD_USER=$4 MIRROR=$5 CACHE=$6
 # The binary as the build user runs it (run.sh installs it there).
@@ -70,9 +71,9 @@ check_host() { # check_host WHO LOG
 }
 
 install -d -o "$BUILD_USER" -g "$BUILD_USER" "$S/user-out"
-su "$BUILD_USER" -s /bin/sh -c "cd /tmp && $USER_INGOT build '$R' --out '$S/user-out' --mirror '$MIRROR'" \
+su "$BUILD_USER" -s /bin/sh -c "cd /tmp && $USER_INGOT build '$R' --out '$S/user-out' --mirror '$MIRROR' -v" \
   > "$S/user.log" 2>&1 || { tail -30 "$S/user.log"; echo "the build as $BUILD_USER failed"; exit 1; }
 check_host "$BUILD_USER" "$S/user.log"
-"$INGOT" build "$R" --out "$S/root-out" --mirror "$MIRROR" --cache-dir "$CACHE" > "$S/root.log" 2>&1 \
+"$INGOT" build "$R" --out "$S/root-out" --mirror "$MIRROR" --cache-dir "$CACHE" -v > "$S/root.log" 2>&1 \
   || { tail -30 "$S/root.log"; echo "the build as root failed"; exit 1; }
 check_host root "$S/root.log"
