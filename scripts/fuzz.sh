@@ -18,10 +18,13 @@ targets=(fuzz_release_parser fuzz_packages_parser fuzz_version_comparator_is_a_t
   fuzz_deb_reader_and_extraction_stay_inside_the_root fuzz_tar_path_normaliser
   fuzz_sshd_config_evaluator)
 for t in "${targets[@]}"; do
-  if ! INGOT_FUZZ_SECONDS="$seconds" cargo test --quiet --test fuzz_props -- --exact "$t" \
+  # A hang is a finding too: the budget is checked between cases, so one case that never ends
+  # would otherwise hold CI until its own limit.
+  if ! INGOT_FUZZ_SECONDS="$seconds" timeout --kill-after=10 $((seconds * 2 + 120)) \
+      cargo test --quiet --test fuzz_props -- --exact "$t" \
       --nocapture >"${TMPDIR:-/tmp}/ingot-fuzz-$t.log" 2>&1; then
     grep -E '^fuzz |panicked|input:' "${TMPDIR:-/tmp}/ingot-fuzz-$t.log" >&2 || true
-    echo "fuzz.sh: $t crashed (full log: ${TMPDIR:-/tmp}/ingot-fuzz-$t.log)" >&2
+    echo "fuzz.sh: $t crashed or hung (full log: ${TMPDIR:-/tmp}/ingot-fuzz-$t.log)" >&2
     exit 1
   fi
   grep -E '^fuzz ' "${TMPDIR:-/tmp}/ingot-fuzz-$t.log"

@@ -13,6 +13,11 @@ const MAIN: &str = "etc/ssh/sshd_config";
 /// sshd's own limit on nested includes.
 const MAX_DEPTH: usize = 16;
 
+/// At most this many configuration files are read for one evaluation: `Include` globs that
+/// match several files, nested 16 deep, would otherwise fan out exponentially (found by the
+/// fuzzer). Past it the effective settings cannot be proven, which is a violation.
+const MAX_FILES: usize = 256;
+
 /// One setting's effective value and where it came from.
 #[derive(Debug, Clone)]
 struct Setting {
@@ -24,6 +29,8 @@ struct Effective<'a> {
     image: &'a Image,
     settings: HashMap<&'static str, Setting>,
     problems: Vec<String>,
+    /// Configuration files read so far (bounded by [`MAX_FILES`]).
+    files_read: usize,
 }
 
 /// The keywords the contract looks at, with the aliases sshd maps onto them.
@@ -170,6 +177,15 @@ fn class(p: &[u8], at: usize, c: u8) -> Option<(bool, usize)> {
 
 impl<'a> Effective<'a> {
     fn parse(&mut self, path: &str, in_match: bool, depth: usize) {
+        self.files_read += 1;
+        if self.files_read > MAX_FILES {
+            if self.files_read == MAX_FILES + 1 {
+                self.problems.push(format!(
+                    "/{path}: the Includes name more than {MAX_FILES} files; the effective settings cannot be evaluated"
+                ));
+            }
+            return;
+        }
         let text = match self.image.content(path) {
             Content::Text(t) => t,
             Content::Missing => {
@@ -266,6 +282,7 @@ pub(super) fn check(image: &Image, out: &mut Vec<Violation>) {
         image,
         settings: HashMap::new(),
         problems: Vec::new(),
+        files_read: 0,
     };
     eff.parse(MAIN, false, 0);
     for problem in eff.problems {
