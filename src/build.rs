@@ -85,6 +85,8 @@ pub struct BuildOptions {
     pub keep_staging: Option<PathBuf>,
     /// Neither restore nor store the configured tree in the base cache.
     pub no_base_cache: bool,
+    /// Where the staging tree lives (see [`crate::stage::staging`]).
+    pub staging: crate::stage::staging::StagingMedium,
     /// JSON output.
     pub json: bool,
     /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
@@ -411,7 +413,18 @@ fn build_recorded(
         seed: None,
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
         base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
+        staging_tmpfs: None,
     };
+    let persistent_tree = StageOutput::Dir(PathBuf::new());
+    spec.staging_tmpfs = stage::staging::decide(
+        b.staging,
+        &spec.debs,
+        match b.format {
+            OutputFormat::Tar => &spec.output,
+            OutputFormat::Dir => &persistent_tree,
+        },
+        b.keep_staging.is_some(),
+    )?;
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;
 
