@@ -385,6 +385,12 @@ fn build_recorded(
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
     }
+    let persistent_tree = StageOutput::Dir(PathBuf::new());
+    let staged_output = match b.format {
+        OutputFormat::Tar => &StageOutput::Tar,
+        OutputFormat::Dir => &persistent_tree,
+    };
+    stage::staging::check(b.staging, staged_output, b.keep_staging.is_some())?;
     let (r, cache, debs, _) = resolve_and_fetch(o, recorder, b.locked)?;
     recorder.expect_packages(debs.len());
     let first_round = r.plan.essential_closure();
@@ -415,14 +421,10 @@ fn build_recorded(
         base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
         staging_tmpfs: None,
     };
-    let persistent_tree = StageOutput::Dir(PathBuf::new());
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,
         &spec.debs,
-        match b.format {
-            OutputFormat::Tar => &spec.output,
-            OutputFormat::Dir => &persistent_tree,
-        },
+        staged_output,
         b.keep_staging.is_some(),
     )?;
     std::fs::create_dir_all(&spec.staging_parent)
@@ -638,6 +640,8 @@ pub fn one_line(e: &anyhow::Error) -> String {
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
+            || c.downcast_ref::<crate::stage::staging::StagingError>()
+                .is_some()
             || matches!(
                 c.downcast_ref::<verify::VerifyError>(),
                 Some(verify::VerifyError::Open { .. })

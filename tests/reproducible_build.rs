@@ -152,7 +152,7 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
         &f,
         &f.mirror_file,
         &f.dir.join("out-a"),
-        "--next",
+        "--next --staging disk",
         "022",
         "UTC",
     );
@@ -173,6 +173,10 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
         sha256(&pb),
         "same inputs must give the same bytes"
     );
+    // One tree was staged on disk, the other (the default for a tree this small) on a tmpfs.
+    let log_of = |image: &Path| fs::read_to_string(format!("{}.log", image.display())).unwrap();
+    assert!(!log_of(&pa).contains("staging on a private tmpfs"));
+    assert!(log_of(&pb).contains("staging on a private tmpfs"));
 
     // The manifest and checksum are beside it, and sha256sum agrees.
     let check = Command::new("sha256sum")

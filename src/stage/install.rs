@@ -282,7 +282,9 @@ impl Scaffolding<'_> {
             }
             // Recorded first, so a half-made placeholder is removed too.
             self.host_key_placeholders.push(key);
-            self.root.write_file(key, b"", 0o600).map_err(setup_err(key))?;
+            self.root
+                .write_file(key, b"", 0o600)
+                .map_err(setup_err(key))?;
         }
         Ok(())
     }

@@ -64,6 +64,28 @@ pub enum StagingError {
     },
 }
 
+/// Refuse a tmpfs asked for a tree that must outlive the build (checked before anything is
+/// fetched; [`decide`] checks it again).
+pub fn check(
+    choice: StagingMedium,
+    output: &StageOutput,
+    keep_staging: bool,
+) -> Result<(), StagingError> {
+    match (choice, must_persist(output, keep_staging)) {
+        (StagingMedium::Tmpfs, Some(why)) => Err(StagingError::MustPersist(why)),
+        _ => Ok(()),
+    }
+}
+
+/// Which option makes the tree outlive the build, if any.
+fn must_persist(output: &StageOutput, keep_staging: bool) -> Option<&'static str> {
+    match (output, keep_staging) {
+        (StageOutput::Dir(_), _) => Some("--format dir"),
+        (_, true) => Some("--keep-staging"),
+        _ => None,
+    }
+}
+
 /// The size cap of the staging tmpfs in bytes, or `None` for a directory on disk.
 pub fn decide(
     choice: StagingMedium,
@@ -71,16 +93,9 @@ pub fn decide(
     output: &StageOutput,
     keep_staging: bool,
 ) -> Result<Option<u64>, StagingError> {
-    let must_persist = match (output, keep_staging) {
-        (StageOutput::Dir(_), _) => Some("--format dir"),
-        (_, true) => Some("--keep-staging"),
-        _ => None,
-    };
-    match (choice, must_persist) {
-        (StagingMedium::Disk, _) => return Ok(None),
-        (StagingMedium::Auto, Some(_)) => return Ok(None),
-        (StagingMedium::Tmpfs, Some(why)) => return Err(StagingError::MustPersist(why)),
-        _ => {}
+    check(choice, output, keep_staging)?;
+    if choice == StagingMedium::Disk || must_persist(output, keep_staging).is_some() {
+        return Ok(None);
     }
     let need = estimated_tree_bytes(debs);
     let available = mem_available().unwrap_or(0);
@@ -148,7 +163,8 @@ mod tests {
 
     #[test]
     fn mem_available_is_read_from_meminfo() {
-        let text = "MemTotal:       24684096 kB\nMemFree:        1000 kB\nMemAvailable:   2048 kB\n";
+        let text =
+            "MemTotal:       24684096 kB\nMemFree:        1000 kB\nMemAvailable:   2048 kB\n";
         assert_eq!(parse_mem_available(text), Some(2048 * 1024));
         assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
     }
