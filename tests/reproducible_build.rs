@@ -511,6 +511,28 @@ fn base_cache_restores_the_configured_tree_and_the_image_is_byte_identical() {
     );
     assert!(staging_is_empty(&f));
 
+    // A torn entry (entries are not fsynced: a crash can cut one short) is dropped, the
+    // packages are installed instead, the image is the same, and a whole entry replaces it.
+    let entry = &stored_entries[0];
+    let whole = fs::read(entry).unwrap();
+    fs::write(entry, &whole[..whole.len() / 2]).unwrap();
+    let (torn, log) = run("out-torn", "--next");
+    assert!(log.contains("removed the entry"), "{log}");
+    assert!(log.contains("installing "), "{log}");
+    assert_eq!(
+        sha256(&plain),
+        sha256(&torn),
+        "a torn entry changed the image"
+    );
+    // Stored anew (its mtimes are the new build's, so not the same bytes); the next build
+    // (the provision loop below) restores from it.
+    let stored_again = fs::metadata(entry).map(|m| m.len()).unwrap_or(0);
+    assert!(
+        stored_again > (whole.len() / 2) as u64,
+        "the entry was not stored anew ({stored_again} bytes)"
+    );
+    assert!(staging_is_empty(&f));
+
     // The provision loop: another provision.sh, same plan: restored, and provisioned anew.
     fs::write(
         f.recipe.join("provision.sh"),
