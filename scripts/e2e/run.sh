@@ -72,9 +72,10 @@ do_build() {
 }
 
 do_reproducible() {
-  # Real root, another TZ and umask, another output directory, same cache: same bytes.
+  # Real root, another TZ and umask, another output directory, the staging tree on disk
+  # (the rootless build's was on a tmpfs): same bytes.
   (umask 077; TZ=Asia/Tokyo "$INGOT" build "$RECIPE_COPY" --out "$WORK/root-out" --next \
-      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE") || return 1
+      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE" --staging disk) || return 1
   ROOT_IMAGE=$(ls "$WORK"/root-out/*-v1.tar.gz)
   local a b
   a=$(sha256sum < "$USER_IMAGE"); b=$(sha256sum < "$ROOT_IMAGE")
