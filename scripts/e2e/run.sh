@@ -68,7 +68,9 @@ do_build() {
     || return 1
   ls -l "$WORK/user-out"
   USER_IMAGE=$(ls "$WORK"/user-out/*-v1.tar.gz)
-  [ -f "$USER_IMAGE" ]
+  [ -f "$USER_IMAGE" ] || return 1
+  grep -q "staging on a private tmpfs" "$USER_IMAGE.log" \
+    || { echo "the rootless build did not stage on a tmpfs (see $USER_IMAGE.log)"; return 1; }
 }
 
 do_reproducible() {
