@@ -139,10 +139,58 @@ fn installed_bytes(deb: &Path) -> u64 {
     }
 }
 
-/// `MemAvailable` from `/proc/meminfo`, in bytes.
+/// The memory this process may still use, in bytes: `MemAvailable` from `/proc/meminfo`, or
+/// less where a memory cgroup (v2 `memory.max`, v1 `memory.limit_in_bytes`, at this process's
+/// cgroup or any ancestor) leaves less headroom — a tmpfs's pages are charged to the cgroup of
+/// the process that writes them.
 fn mem_available() -> Option<u64> {
     let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    parse_mem_available(&text)
+    let host = parse_mem_available(&text)?;
+    let cgroups = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    Some(
+        cgroup_headroom(&cgroups, |p| std::fs::read_to_string(p).ok())
+            .map_or(host, |c| c.min(host)),
+    )
+}
+
+/// The least headroom (limit minus usage) over the memory cgroups of `proc_self_cgroup`'s
+/// text and their ancestors, reading control files through `read`; `None` if no limit is set
+/// or visible.
+fn cgroup_headroom(proc_self_cgroup: &str, read: impl Fn(&Path) -> Option<String>) -> Option<u64> {
+    let number = |p: &Path| read(p).and_then(|t| t.trim().parse::<u64>().ok());
+    let mut least: Option<u64> = None;
+    for line in proc_self_cgroup.lines() {
+        let mut fields = line.splitn(3, ':');
+        let (Some(_), Some(controllers), Some(path)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let (base, limit_file, usage_file) = match controllers {
+            "" => ("/sys/fs/cgroup", "memory.max", "memory.current"),
+            c if c.split(',').any(|c| c == "memory") => (
+                "/sys/fs/cgroup/memory",
+                "memory.limit_in_bytes",
+                "memory.usage_in_bytes",
+            ),
+            _ => continue,
+        };
+        let mut dir = Path::new(base).join(path.trim_start_matches('/'));
+        loop {
+            // "max" (v2) or a page-rounded i64::MAX (v1) parse as no limit.
+            if let (Some(limit), Some(usage)) =
+                (number(&dir.join(limit_file)), number(&dir.join(usage_file)))
+                && limit < (1 << 60)
+            {
+                let headroom = limit.saturating_sub(usage);
+                least = Some(least.map_or(headroom, |l| l.min(headroom)));
+            }
+            if dir == Path::new(base) || !dir.pop() {
+                break;
+            }
+        }
+    }
+    least
 }
 
 fn parse_mem_available(meminfo: &str) -> Option<u64> {
@@ -167,6 +215,33 @@ mod tests {
             "MemTotal:       24684096 kB\nMemFree:        1000 kB\nMemAvailable:   2048 kB\n";
         assert_eq!(parse_mem_available(text), Some(2048 * 1024));
         assert_eq!(parse_mem_available("MemTotal: 1 kB\n"), None);
+    }
+
+    #[test]
+    fn a_memory_cgroup_limit_bounds_the_tmpfs() {
+        let files = |p: &Path| -> Option<String> {
+            match p.to_str()? {
+                "/sys/fs/cgroup/ci/job/memory.max" => Some("max\n".into()),
+                "/sys/fs/cgroup/ci/job/memory.current" => Some("100\n".into()),
+                "/sys/fs/cgroup/ci/memory.max" => Some("4096\n".into()),
+                "/sys/fs/cgroup/ci/memory.current" => Some("1024\n".into()),
+                "/sys/fs/cgroup/memory/runner/memory.limit_in_bytes" => Some("9000\n".into()),
+                "/sys/fs/cgroup/memory/runner/memory.usage_in_bytes" => Some("1000\n".into()),
+                "/sys/fs/cgroup/memory/memory.limit_in_bytes" => {
+                    Some("9223372036854771712\n".into())
+                }
+                "/sys/fs/cgroup/memory/memory.usage_in_bytes" => Some("5\n".into()),
+                _ => None,
+            }
+        };
+        // v2: the parent's 4096 - 1024 binds; the job's own "max" does not.
+        assert_eq!(cgroup_headroom("0::/ci/job\n", files), Some(3072));
+        // v1: the runner's limit; the root's page-rounded i64::MAX is no limit.
+        assert_eq!(
+            cgroup_headroom("4:memory:/runner\n1:cpu:/\n", files),
+            Some(8000)
+        );
+        assert_eq!(cgroup_headroom("0::/\n", files), None);
     }
 
     #[test]
