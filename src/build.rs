@@ -23,6 +23,7 @@ use crate::net::Transport;
 use crate::plan::{self, Plan, Selection};
 use crate::progress::{Recorder, Reporter, StageTime};
 use crate::recipe::{Recipe, RecipeOverrides};
+use crate::signal_hold::SignalHold;
 use crate::stage::{self, StageDeb, StageOutput, StageSpec};
 use crate::verify;
 
@@ -264,7 +265,14 @@ pub fn build_image(
 ) -> Result<Built, BuildFailure> {
     let recorder = Recorder::new(reporter);
     let mut log_slot = LogSlot::None;
-    let result = build_recorded(o, b, &recorder, &mut log_slot);
+    // Set once the stage is over; held until the log is published or kept (see
+    // `crate::signal_hold`).
+    let mut hold: Option<SignalHold> = None;
+    let result = build_recorded(o, b, &recorder, &mut log_slot, &mut hold);
+    if let Err(error) = &result {
+        // Into the log before it is closed: a kept log says why the build failed.
+        recorder.log(&format!("error: {}", one_line(error)));
+    }
     let log = recorder.close_log();
     match result {
         Ok(mut built) => {
@@ -279,15 +287,20 @@ pub fn build_image(
                 (_, log) => log,
             };
             built.stages = recorder.times();
+            if let Some(signal) = hold.as_ref().and_then(SignalHold::received) {
+                reporter.message(&format!(
+                    "{signal} arrived while publishing {}: the publish was finished first",
+                    built.path.display()
+                ));
+            }
             Ok(built)
         }
         Err(error) => {
-            recorder.log(&format!("error: {}", one_line(&error)));
-            let kept = match (log_slot, recorder.close_log()) {
-                (LogSlot::Publish(final_path), _) => log
+            let kept = match log_slot {
+                LogSlot::Publish(final_path) => log
                     .as_deref()
                     .and_then(|temp| keep_failed_log(temp, &final_path).ok()),
-                (_, _) => log,
+                _ => log,
             };
             Err(BuildFailure {
                 error,
@@ -379,6 +392,7 @@ fn build_recorded(
     b: &BuildOptions,
     recorder: &Recorder,
     log_slot: &mut LogSlot,
+    hold: &mut Option<SignalHold>,
 ) -> anyhow::Result<Built> {
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
@@ -490,6 +504,9 @@ fn build_recorded(
         },
         recorder,
     );
+    // From here to the end of the publish a signal must not end the process between two
+    // files: it is held, and acted on just before the first rename.
+    let hold = hold.insert(SignalHold::begin());
     // The first error is the one reported: when writing the output failed (a full disk), the
     // stage child was stopped because of it, and its exit is a consequence, not the cause. A
     // signal the user sent still wins.
@@ -508,6 +525,7 @@ fn build_recorded(
         .with_context(|| format!("writing {written}"))?;
 
     recorder.begin("verify", None);
+    crate::signal_hold::pause_for_test("verify");
     let report = verify::verify_tarball(claim.temp_path())?;
     if !report.ok() {
         anyhow::bail!(
@@ -544,6 +562,14 @@ fn build_recorded(
         stages: recorder.times(),
     };
     let sbom = crate::sbom::describe_packages(&debs)?;
+    // The decision point: a signal held until now abandons the build (the claim's temp file
+    // goes with it); one that comes after is acted on once the publish is complete.
+    if let Some(signal) = hold.received() {
+        anyhow::bail!(
+            "interrupted by {signal} before {} was published: nothing was published",
+            claim.file_name()
+        );
+    }
     let published = claim.publish_with_sbom(inputs, &sbom)?;
     recorder.log(&format!("published {}", published.path.display()));
     Ok(Built {
