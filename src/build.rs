@@ -44,9 +44,20 @@ pub struct CommonOptions {
     pub jobs: usize,
     /// No progress.
     pub quiet: bool,
+    /// Trust only the CA certificates of this PEM file for `https://` mirrors.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl CommonOptions {
+    /// The transport these options ask for: `jobs` connections per host, and the CA of
+    /// `--ca-file` as the only trust root when one is given.
+    pub fn transport(&self) -> Result<Transport, crate::net::CaFileError> {
+        match &self.ca_file {
+            Some(ca_file) => Transport::for_jobs_trusting(self.jobs, ca_file),
+            None => Ok(Transport::for_jobs(self.jobs)),
+        }
+    }
+
     /// The recipe these options name, with `--mirror` and `--allow-expired` applied.
     pub fn load_recipe(&self) -> Result<Recipe, crate::recipe::RecipeError> {
         Recipe::load(
@@ -116,7 +127,7 @@ pub struct Resolved {
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
     let recipe = o.load_recipe()?;
-    let transport = Transport::for_jobs(o.jobs);
+    let transport = o.transport()?;
     let opts = ArchiveOptions::now(recipe.source.allow_expired);
     let t0 = Instant::now();
     reporter.begin("archive", None);
@@ -647,10 +658,11 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// The exit code for an error: 2 for bad input (a recipe that is missing or invalid, a bad
-/// mirror URL, a tarball that does not exist), 1 for everything else (a failed build or check).
+/// mirror URL, a tarball that does not exist, an unusable `--ca-file`), 1 for everything else (a failed build or check).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
+            || c.downcast_ref::<crate::net::CaFileError>().is_some()
             || matches!(
                 c.downcast_ref::<verify::VerifyError>(),
                 Some(verify::VerifyError::Open { .. })
