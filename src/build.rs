@@ -505,6 +505,11 @@ fn build_recorded(
                 reporter: recorder,
             };
             let res = compress::compress_stream(b.compression, tar, &mut counted);
+            // The image is written: from here to the end of the publish a signal must not
+            // end the process between two files (nor leave the temp file). It is held (the
+            // stage child, whose stream is over, is no longer told) and acted on just before
+            // the publish begins.
+            hold.get_or_insert_with(SignalHold::begin);
             let failed = res.is_err();
             compressed = Some(res);
             if failed {
@@ -515,9 +520,8 @@ fn build_recorded(
         },
         recorder,
     );
-    // From here to the end of the publish a signal must not end the process between two
-    // files: it is held, and acted on just before the first rename.
-    let hold = hold.insert(SignalHold::begin());
+    // Held already unless the stage ended before its stream did.
+    let hold = hold.get_or_insert_with(SignalHold::begin);
     // The first error is the one reported: when writing the output failed (a full disk), the
     // stage child was stopped because of it, and its exit is a consequence, not the cause. A
     // signal the user sent still wins.

@@ -1,21 +1,23 @@
-//! Signals held at the end of a build: from the moment the stage returns until the artifact
-//! and its sidecars are published (or a failed build has cleaned up), SIGINT, SIGTERM and
-//! SIGHUP must not take their default action — that would end the process between two
-//! renames (sidecars published without their image) or before the hidden temp files are
-//! removed. While a [`SignalHold`] lives they are recorded instead, and the build acts on them
-//! at one decision point, just before the publish begins:
+//! Signals held at the end of a build: from the moment the image's tar stream has been
+//! written (the stage child is then only tearing down) until the artifact and its sidecars
+//! are published (or a failed build has cleaned up), SIGINT, SIGTERM and SIGHUP must not take
+//! their default action — that would end the process between two renames (sidecars published
+//! without their image) or before the hidden temp files are removed. While a [`SignalHold`]
+//! lives they are recorded instead, and the build acts on them at one decision point, just
+//! before the publish begins:
 //!
-//! - a signal received before it (during verification) abandons the build cleanly: the temp
-//!   files are removed, nothing appears under a final name, the build fails (exit 1) saying
-//!   which signal stopped it;
+//! - a signal received before it (stage teardown, verification) abandons the build cleanly:
+//!   the temp files are removed, nothing appears under a final name, the build fails (exit 1)
+//!   saying which signal stopped it;
 //! - a signal received once the publish began is acted on after it: a publish is a few small
 //!   files and renames, and finishing it is what keeps the set whole. The build then succeeds
 //!   (the exit status says whether the image was published) and a line says the signal came.
 //!
 //! This module owns only that recording. The stage's own handler (which forwards signals to
 //! the stage's children, see `stage/signals.rs`) is replaced while a hold lives and restored
-//! when it ends. SIGKILL cannot be held: what a kill mid-publish can leave is described in
-//! [`crate::artifact`].
+//! when it ends: a signal that comes while the stage child finishes its teardown is held, not
+//! forwarded, and the build is abandoned once the stage has returned. SIGKILL cannot be held:
+//! what a kill mid-publish can leave is described in [`crate::artifact`].
 //!
 //! For tests only: `INGOT_TEST_PAUSE_AT=verify` or `=publish` makes the build stop at that
 //! point (`verify`: the stage is over, verification not begun; `publish`: the first sidecar is
