@@ -151,8 +151,12 @@ fn fixture() -> (mini_recipe::MiniRecipe, PrivatePki) {
     (m, pki)
 }
 
-fn stderr_of(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
+/// The refusal's stderr, after checking that it is one line and `o` exited with `code`.
+fn one_line_refusal(o: &Output, code: i32) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(code), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
 }
 
 /// `ingot resolve` of the fixture's recipe against `mirror`, with these extra arguments.
@@ -178,9 +182,7 @@ fn an_https_mirror_redirecting_to_plain_http_is_refused_before_any_http_request(
     let plain = serve(&m.mirror, None, None);
     let https = serve(&m.mirror, Some(pki.server), Some(plain.url.clone()));
     let o = resolve(&m, &https.url, &["--ca-file", arg(&pki.ca_pem)]);
-    let err = stderr_of(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let err = one_line_refusal(&o, 1);
     let inrelease = format!("{}/dists/mini/InRelease", https.url);
     assert!(
         err.contains(&inrelease) && err.contains("refusing to downgrade"),
@@ -226,9 +228,7 @@ fn an_https_mirror_under_a_private_ca_is_refused_without_its_ca_file() {
     let (m, pki) = fixture();
     let https = serve(&m.mirror, Some(pki.server), None);
     let o = resolve(&m, &https.url, &[]);
-    let err = stderr_of(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let err = one_line_refusal(&o, 1);
     let inrelease = format!("{}/dists/mini/InRelease", https.url);
     assert!(
         err.contains(&inrelease)
@@ -250,9 +250,7 @@ fn a_ca_file_without_a_certificate_is_refused_as_bad_input() {
     let https = serve(&m.mirror, Some(pki.server), None);
     let not_pem = m.recipe.join("recipe.toml");
     let o = resolve(&m, &https.url, &["--ca-file", arg(&not_pem)]);
-    let err = stderr_of(&o);
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    let err = one_line_refusal(&o, 2);
     assert!(
         err.contains(&*not_pem.to_string_lossy()) && err.contains("no PEM certificate"),
         "{err}"
