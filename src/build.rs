@@ -281,8 +281,9 @@ pub fn build_image(
     let mut hold: Option<SignalHold> = None;
     let result = build_recorded(o, b, &recorder, &mut log_slot, &mut hold);
     if let Err(error) = &result {
-        // Into the log before it is closed: a kept log says why the build failed.
-        recorder.log(&format!("error: {}", one_line(error)));
+        // Into the log before it is closed: a kept log ends with what the user was told (the
+        // whole chain; a stage child's own `error:` line may precede it).
+        recorder.log(&format!("ingot: error: {}", one_line(error)));
     }
     let log = recorder.close_log();
     match result {

@@ -612,7 +612,7 @@ fn signal_during_verify(signal: nix::sys::signal::Signal) {
     );
     assert!(o.stdout.is_empty(), "nothing published, no path printed");
     assert_nothing_left(&f, &out);
-    // The error (stderr is drained by start_until_with) as the kept log records it.
+    // The error (stderr is drained by start_until_with) as the kept log ends with it.
     let logs: Vec<PathBuf> = fs::read_dir(out.join(FAILED_LOGS))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -621,7 +621,8 @@ fn signal_during_verify(signal: nix::sys::signal::Signal) {
     let log = fs::read_to_string(&logs[0]).unwrap();
     let error = log
         .lines()
-        .find(|l| l.starts_with("error: "))
+        .last()
+        .filter(|l| l.starts_with("ingot: error: "))
         .unwrap_or_else(|| panic!("no error line in the kept log: {log}"));
     assert!(
         error.contains(&format!("interrupted by {signal}"))
