@@ -112,3 +112,34 @@ pub fn pause_for_test(point: &str) {
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The disposition of `sig`, as text (`SigHandler` has no `PartialEq`).
+    fn current_handler(sig: Signal) -> String {
+        let probe = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: sigaction(2) read back at once: the disposition is put back unchanged.
+        unsafe {
+            let old = signal::sigaction(sig, &probe).unwrap();
+            signal::sigaction(sig, &old).unwrap();
+            format!("{:?}", old.handler())
+        }
+    }
+
+    #[test]
+    fn a_held_signal_is_recorded_not_acted_on_and_the_old_action_comes_back() {
+        // SIGHUP: the test harness does not use it; its default action would end this process,
+        // so the test fails loudly if the hold does not hold.
+        let before = current_handler(Signal::SIGHUP);
+        let hold = SignalHold::begin();
+        assert_eq!(hold.received(), None);
+        signal::raise(Signal::SIGHUP).unwrap();
+        assert_eq!(hold.received(), Some(Signal::SIGHUP));
+        drop(hold);
+        assert_eq!(current_handler(Signal::SIGHUP), before);
+        let again = SignalHold::begin();
+        assert_eq!(again.received(), None, "a new hold starts clean");
+    }
+}
