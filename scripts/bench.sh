@@ -10,9 +10,18 @@
 #    warm-base (everything cached). Medians of wall time, user+sys CPU and peak RSS (GNU time),
 #    ratios to mmdebstrap, and ingot's per-stage medians from its manifests.
 #
+# 3. (LEVERS=1) Each of ingot's levers turned off on its own, warm .debs without the base
+#    cache, alternating with the build that has them all: the staging tmpfs (--staging
+#    disk), --force-unsafe-io (safe-io), deferred triggers (triggers-each-run) and skipping
+#    the SSH host keys the contract deletes (host-keys).
+#
+# mmdebstrap runs twice a round: as it comes (its temporary tree in $TMPDIR, /tmp, here on
+# disk) and with TMPDIR on a tmpfs (/dev/shm), the like-for-like row for ingot's tmpfs staging.
+#
 # Usage: scripts/bench.sh [RECIPE] [MIRROR]
 # Environment: BENCH_USER (default benchuser; created with a subordinate id range if missing,
-# BENCH_SUBIDS default 600000-665535), ROUNDS (default 3), INGOT (default target/release/ingot).
+# BENCH_SUBIDS default 600000-665535), ROUNDS (default 3), INGOT (default target/release/ingot),
+# LEVERS (default 0).
 # Needs: mmdebstrap, GNU time (package `time`), python3, uidmap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +31,7 @@ MIRROR=${2:-${INGOT_MIRROR:-http://archive.ubuntu.com/ubuntu}}
 BENCH_USER=${BENCH_USER:-benchuser}
 BENCH_SUBIDS=${BENCH_SUBIDS:-600000-665535}
 ROUNDS=${ROUNDS:-3}
+LEVERS=${LEVERS:-0}
 
 die() { echo "bench: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (the builds themselves run as $BENCH_USER)"
@@ -98,21 +108,35 @@ timed() { # NAME ROUND COMMAND…: one run as the user, GNU time's figures to re
   fi
   printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$round" "$wall" "$user" "$sys" "$rss" >> "$WORK/results.tsv"
 }
-ingot_build() { # NAME ROUND: a build into a fresh out dir, its manifest kept
+ingot_build() { # NAME ROUND [ENV/OPTIONS…]: a build into a fresh out dir, its manifest kept
+  local name=$1 round=$2; shift 2
+  local envs=() opts=()
+  for a in "$@"; do case $a in *=*) envs+=("$a");; *) opts+=("$a");; esac; done
   rm -rf "$WORK/out"
-  timed "$1" "$2" "./ingot -q build recipes/r --mirror '$MIRROR' --cache-dir cache --out out --next"
-  cp "$WORK"/out/*.manifest.json "$WORK/manifest-$1-$2.json"
+  timed "$name" "$round" "env ${envs[*]} ./ingot -q build recipes/r --mirror '$MIRROR' --cache-dir cache --out out --next ${opts[*]}"
+  cp "$WORK"/out/*.manifest.json "$WORK/manifest-$name-$round.json"
 }
+mkdir -p /dev/shm/ingot-bench-mm && chown "$BENCH_USER:" /dev/shm/ingot-bench-mm
+trap 'rm -rf "$WORK" "$KEYS" /dev/shm/ingot-bench-mm' EXIT
 
 : > "$WORK/results.tsv"
 for round in $(seq 1 "$ROUNDS"); do
   rm -f "$WORK/mm.tar.gz"
   timed mmdebstrap "$round" "bash mm.sh"
+  rm -f "$WORK/mm.tar.gz"
+  timed mmdebstrap-tmpfs "$round" "env TMPDIR=/dev/shm/ingot-bench-mm bash mm.sh"
   rm -rf "$WORK/cache"
   ingot_build cold "$round"
   rm -rf "$WORK/cache/base"
   ingot_build warm-debs "$round"
   ingot_build warm-base "$round"
+  if [ "$LEVERS" = 1 ]; then
+    ingot_build all-levers "$round" --no-base-cache
+    ingot_build no-tmpfs "$round" --no-base-cache --staging disk
+    ingot_build no-unsafe-io "$round" --no-base-cache INGOT_BENCH_DPKG=safe-io
+    ingot_build no-deferred-triggers "$round" --no-base-cache INGOT_BENCH_DPKG=triggers-each-run
+    ingot_build no-host-key-skip "$round" --no-base-cache INGOT_BENCH_DPKG=host-keys
+  fi
   echo "bench: round $round of $ROUNDS done" >&2
 done
 
@@ -120,7 +144,9 @@ python3 - "$WORK" <<'PY'
 import json, glob, os, statistics as st, sys
 work = sys.argv[1]
 rows = [l.split('\t') for l in open(os.path.join(work, 'results.tsv')).read().splitlines()]
-names = ['mmdebstrap', 'cold', 'warm-debs', 'warm-base']
+names = ['mmdebstrap', 'mmdebstrap-tmpfs', 'cold', 'warm-debs', 'warm-base',
+         'all-levers', 'no-tmpfs', 'no-unsafe-io', 'no-deferred-triggers', 'no-host-key-skip']
+names = [n for n in names if any(x[0] == n for x in rows)]
 med = {}
 for n in names:
     r = [x for x in rows if x[0] == n]
@@ -128,12 +154,18 @@ for n in names:
               st.median(float(x[3]) + float(x[4]) for x in r),
               st.median(int(x[5]) for x in r) / 1024, len(r))
 mm = med['mmdebstrap']
-print(f"{'build':<12} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'wall/mm':>8} {'cpu/mm':>8}  (medians of {mm[3]} rounds)")
+mt = med.get('mmdebstrap-tmpfs', mm)
+print(f"{'build':<22} {'wall s':>7} {'cpu s':>7} {'peak MB':>8} {'wall/mm':>8} {'cpu/mm':>7} {'wall/mm-tmpfs':>14}  (medians of {mm[3]} rounds)")
 for n in names:
     w, c, m, _ = med[n]
-    print(f"{n:<12} {w:8.1f} {c:8.1f} {m:8.1f} {w/mm[0]:8.2f} {c/mm[1]:8.2f}")
+    print(f"{n:<22} {w:7.1f} {c:7.1f} {m:8.1f} {w/mm[0]:8.2f} {c/mm[1]:7.2f} {w/mt[0]:14.2f}")
+if 'all-levers' in med:
+    base = med['all-levers'][0]
+    print("levers (warm .debs, no base cache): what turning each one off costs")
+    for n in names[names.index('all-levers') + 1:]:
+        print(f"  {n:<22} {med[n][0]:6.1f} s  (+{med[n][0] - base:.1f} s over all levers on, {base:.1f} s)")
 print("ingot per-stage medians (s), from the manifests:")
-for n in names[1:]:
+for n in [n for n in names if not n.startswith('mmdebstrap')]:
     per = {}
     order = []
     for f in sorted(glob.glob(os.path.join(work, f'manifest-{n}-*.json'))):

@@ -97,6 +97,8 @@ pub struct BuildOptions {
     pub keep_staging: Option<PathBuf>,
     /// Neither restore nor store the configured tree in the base cache.
     pub no_base_cache: bool,
+    /// Where the staging tree lives (see [`crate::stage::staging`]).
+    pub staging: crate::stage::staging::StagingMedium,
     /// JSON output.
     pub json: bool,
     /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
@@ -409,6 +411,12 @@ fn build_recorded(
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
     }
+    let persistent_tree = StageOutput::Dir(PathBuf::new());
+    let staged_output = match b.format {
+        OutputFormat::Tar => &StageOutput::Tar,
+        OutputFormat::Dir => &persistent_tree,
+    };
+    stage::staging::check(b.staging, staged_output, b.keep_staging.is_some())?;
     let (r, cache, debs, _) = resolve_and_fetch(o, recorder, b.locked)?;
     recorder.expect_packages(debs.len());
     let first_round = r.plan.essential_closure();
@@ -437,7 +445,14 @@ fn build_recorded(
         seed: None,
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
         base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
+        staging_tmpfs: None,
     };
+    spec.staging_tmpfs = stage::staging::decide(
+        b.staging,
+        &spec.debs,
+        staged_output,
+        b.keep_staging.is_some(),
+    )?;
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;
 
@@ -668,6 +683,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
             || c.downcast_ref::<crate::net::CaFileError>().is_some()
+            || c.downcast_ref::<crate::stage::staging::StagingError>()
+                .is_some()
             || matches!(
                 c.downcast_ref::<verify::VerifyError>(),
                 Some(verify::VerifyError::Open { .. })

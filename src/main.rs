@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use ingot::build::{self, BuildOptions, CommonOptions, OutputFormat};
+use ingot::stage::staging::StagingMedium;
 
 /// `ingot --version`: the crate version and the commit it was built from (see `build.rs`).
 const VERSION: &str = concat!(
@@ -113,6 +114,10 @@ enum Command {
         /// Neither restore nor store the configured tree (after dpkg) in the cache.
         #[arg(long, env = "INGOT_NO_BASE_CACHE")]
         no_base_cache: bool,
+        /// Where the staging tree lives: `auto` puts a tar build's tree on a private tmpfs
+        /// when it fits in a quarter of the available memory, else on disk.
+        #[arg(long, value_enum, default_value_t = StagingMedium::Auto, env = "INGOT_STAGING")]
+        staging: StagingMedium,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -307,6 +312,7 @@ fn main() -> ExitCode {
             compression,
             keep_staging,
             no_base_cache,
+            staging,
             json,
             locked,
         } => cli::build(
@@ -319,6 +325,7 @@ fn main() -> ExitCode {
                 compression,
                 keep_staging,
                 no_base_cache,
+                staging,
                 json,
                 locked,
             },

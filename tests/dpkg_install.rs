@@ -164,6 +164,53 @@ fn a_failing_postinst_names_the_package_and_status() {
     assert!(!root.join("usr/sbin/start-stop-daemon.REAL").exists());
 }
 
+#[test]
+fn no_ssh_host_keys_are_generated_while_packages_are_configured() {
+    privilege::require_root("chroot, and packages owned by other users");
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("debs");
+    let mut debs = minidistro::build(&out);
+    // Like openssh-server's postinst: make each host key that is missing, note each present.
+    let postinst = "#!/bin/sh\nset -e\nmkdir -p /var/lib/mini-sshd\n\
+        for k in /etc/ssh/ssh_host_rsa_key /etc/ssh/ssh_host_ecdsa_key /etc/ssh/ssh_host_ed25519_key; do\n\
+        if [ -f \"$k\" ]; then echo \"present $k\"; else echo \"generated $k\"; echo key > \"$k\"; fi\n\
+        done >> /var/lib/mini-sshd/seen\n";
+    debs.push(minidistro::build_package(
+        &out,
+        &minidistro::PackageSpec {
+            name: "mini-sshd",
+            essential: false,
+            depends: &["mini-base"],
+            pre_depends: &[],
+            scripts: &[("postinst", postinst)],
+            conffiles: &[],
+            compression: "gzip",
+        },
+        |tree| {
+            fs::create_dir_all(tree.join("etc/ssh")).unwrap();
+            fs::write(tree.join("etc/ssh/moduli"), "# moduli\n").unwrap();
+        },
+    ));
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    let mut lines = Vec::new();
+    install_packages(&root, &debs, &mut |l| lines.push(l.to_string()))
+        .unwrap_or_else(|e| panic!("install failed: {e}\n{}", lines.join("\n")));
+    let seen = fs::read_to_string(root.join("var/lib/mini-sshd/seen")).unwrap();
+    assert_eq!(
+        seen,
+        "present /etc/ssh/ssh_host_rsa_key\npresent /etc/ssh/ssh_host_ecdsa_key\n\
+         present /etc/ssh/ssh_host_ed25519_key\n",
+        "the postinst generated host keys"
+    );
+    // The placeholders are gone: what comes next (provision) sees no host key at all.
+    let left: Vec<String> = fs::read_dir(root.join("etc/ssh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["moduli"]);
+}
+
 /// The real thing: `INGOT_E2E_DEBS=DIR` holds the `.deb`s of a package set (e.g. what
 /// `mmdebstrap --variant=essential --include=apt --skip=essential/unlink
 /// --skip=cleanup/apt/cache` left in `var/cache/apt/archives`); `INGOT_E2E_REFERENCE=DIR`

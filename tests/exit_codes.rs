@@ -201,6 +201,31 @@ fn exit_2_an_unknown_recipe_key() {
 }
 
 #[test]
+fn exit_2_a_staging_tmpfs_for_a_tree_that_must_outlive_the_build() {
+    let f = fixture("");
+    let cache = f.dir.join("cache");
+    let o = ingot(&[
+        "build",
+        s(&f.recipe),
+        "--mirror",
+        &f.mirror,
+        "--cache-dir",
+        s(&cache),
+        "--out",
+        s(&f.dir.join("out")),
+        "--staging",
+        "tmpfs",
+        "--keep-staging",
+        s(&f.dir.join("kept")),
+    ]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "--keep-staging");
+    // Refused before anything was fetched or staged.
+    assert!(!cache.join("sha256").exists() && !cache.join("staging").exists());
+    assert!(!f.dir.join("out").exists() && !f.dir.join("kept").exists());
+}
+
+#[test]
 fn exit_2_a_bad_url_scheme() {
     let f = fixture("");
     let o = ingot(&[

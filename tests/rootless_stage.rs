@@ -60,6 +60,7 @@ fn spec(dir: &Path, output: StageOutput) -> StageSpec {
         seed: Some(seed(dir)),
         apt_extended_states: None,
         base_cache: None,
+        staging_tmpfs: None,
     }
 }
 

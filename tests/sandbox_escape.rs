@@ -139,6 +139,7 @@ fn base_spec(dir: &Path, out: &Path) -> StageSpec {
         seed: None,
         apt_extended_states: None,
         base_cache: None,
+        staging_tmpfs: None,
     }
 }
 

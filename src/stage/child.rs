@@ -242,6 +242,14 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
 
 fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter) -> i32 {
     signals::install_supervisor_handlers();
+    let on_tmpfs = match mount_staging_tmpfs(spec, staging) {
+        Ok(on) => on,
+        Err(e) => {
+            let _ = fail(&e);
+            remove_or_keep(staging, &staging.join("root"), None);
+            return 1;
+        }
+    };
     // The image's root, inside the private staging directory.
     let root = staging.join("root");
     if let Err(e) = std::fs::create_dir(&root) {
@@ -298,10 +306,41 @@ fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter
         // A finished tar build's tree is left for the parent, which removes it from a fresh
         // user namespace with several threads (see [`confined::remove_tree`]); this process
         // cannot start a thread (its children's pid namespace is the worker's, now gone).
-        (StageOutput::Tar, true) if spec.keep_staging.is_none() => {}
+        // On a tmpfs the unmount above took the tree with it: only the empty directory is left.
+        (StageOutput::Tar, true) if spec.keep_staging.is_none() && !on_tmpfs => {}
         _ => remove_or_keep(staging, &root, spec.keep_staging.as_deref()),
     }
     code
+}
+
+/// Mount the staging tmpfs the spec asks for on `staging` (see [`super::staging`]); true if
+/// mounted. Only this mount namespace (and the sandboxes below it) sees it; it disappears with
+/// the namespace, so even a SIGKILL leaves no tree behind.
+fn mount_staging_tmpfs(spec: &StageSpec, staging: &Path) -> Result<bool, String> {
+    let Some(bytes) = spec.staging_tmpfs else {
+        return Ok(false);
+    };
+    if !matches!(spec.output, StageOutput::Tar) || spec.keep_staging.is_some() {
+        return Err("a staging tmpfs was asked for a tree that must outlive the build".into());
+    }
+    nix::mount::mount(
+        Some("ingot-staging"),
+        staging,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("mode=0700,size={bytes}").as_str()),
+    )
+    .map_err(|e| {
+        format!(
+            "mounting the staging tmpfs on {}: {e} (--staging disk builds on disk)",
+            staging.display()
+        )
+    })?;
+    log(&format!(
+        "staging on a private tmpfs (at most {} MiB)",
+        bytes >> 20
+    ));
+    Ok(true)
 }
 
 fn rename_noreplace(from: &Path, to: &Path) -> nix::Result<()> {

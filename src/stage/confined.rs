@@ -490,6 +490,13 @@ impl RootDir {
             .is_some_and(|st| file_type(&st) == SFlag::S_IFREG))
     }
 
+    /// Whether `rel` is a directory (not following its last component).
+    pub fn is_dir(&self, rel: &str) -> io::Result<bool> {
+        Ok(self
+            .stat(rel)?
+            .is_some_and(|st| file_type(&st) == SFlag::S_IFDIR))
+    }
+
     /// Remove the non-directory `rel` inside the root; a missing file is not an error.
     pub fn remove_file(&self, rel: &str) -> io::Result<()> {
         let parts = Self::checked(rel)?;

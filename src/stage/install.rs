@@ -61,14 +61,30 @@ const FAKE_START_STOP_DAEMON: &str =
 /// (`--force-unsafe-io`), and triggers deferred (`--no-triggers`) from every run but the last
 /// `--configure --pending`, which processes each pending trigger once, as apt does. Neither
 /// changes what ends up in the tree.
+///
+/// And one for the image's contract: a golden image ships no SSH host keys (the cleanup
+/// invariants delete them), so generating them while packages are configured is wasted work —
+/// openssh-server's postinst spends over a second on the RSA key alone. While dpkg configures,
+/// an empty placeholder stands at each host-key path that is missing (the postinst creates
+/// only missing keys); they are removed before the provision scripts run, so those see what
+/// the image will hold: no host keys.
 #[derive(Debug, Clone, Copy)]
 struct Levers {
     unsafe_io: bool,
     defer_triggers: bool,
+    skip_host_keys: bool,
 }
 
+/// The SSH host keys openssh-server's postinst generates when they are missing.
+const HOST_KEYS: &[&str] = &[
+    "etc/ssh/ssh_host_rsa_key",
+    "etc/ssh/ssh_host_dsa_key",
+    "etc/ssh/ssh_host_ecdsa_key",
+    "etc/ssh/ssh_host_ed25519_key",
+];
+
 /// Turns levers off for measuring them (scripts/bench.sh only): `INGOT_BENCH_DPKG` holds
-/// `safe-io` and/or `triggers-each-run`, comma-separated.
+/// `safe-io`, `triggers-each-run` and/or `host-keys`, comma-separated.
 const BENCH_DPKG_ENV: &str = "INGOT_BENCH_DPKG";
 
 /// The dpkg options in effect, as text: part of the base cache's key.
@@ -83,6 +99,7 @@ impl Levers {
         Levers {
             unsafe_io: !off.contains(&"safe-io"),
             defer_triggers: !off.contains(&"triggers-each-run"),
+            skip_host_keys: !off.contains(&"host-keys"),
         }
     }
 
@@ -246,10 +263,36 @@ struct Scaffolding<'a> {
     /// File names copied into [`DEB_DIR`] (the directory exists iff this is `Some`).
     debs_copied: Option<Vec<String>>,
     fake_ssd: bool,
+    /// Host-key placeholders this build created (see [`Levers`]).
+    host_key_placeholders: Vec<&'static str>,
 }
 
 impl Scaffolding<'_> {
+    /// Put an empty placeholder at each missing host-key path once `etc/ssh` exists, so that
+    /// the configure run that follows generates no key (see [`Levers`]).
+    fn hold_host_keys(&mut self, levers: Levers) -> Result<(), InstallError> {
+        if !levers.skip_host_keys || !self.root.is_dir("etc/ssh").map_err(setup_err("etc/ssh"))? {
+            return Ok(());
+        }
+        for key in HOST_KEYS {
+            if self.host_key_placeholders.contains(key)
+                || self.root.exists(key).map_err(setup_err(key))?
+            {
+                continue;
+            }
+            // Recorded first, so a half-made placeholder is removed too.
+            self.host_key_placeholders.push(key);
+            self.root
+                .write_file(key, b"", 0o600)
+                .map_err(setup_err(key))?;
+        }
+        Ok(())
+    }
+
     fn undo(&mut self) -> Result<(), InstallError> {
+        for key in std::mem::take(&mut self.host_key_placeholders) {
+            self.root.remove_file(key).map_err(setup_err(key))?;
+        }
         if self.fake_ssd {
             self.fake_ssd = false;
             self.root
@@ -356,6 +399,7 @@ pub fn configure_packages(
         root: &root_dir,
         debs_copied: None,
         fake_ssd: false,
+        host_key_placeholders: Vec::new(),
     };
     copy_debs(&root_dir, debs, &mut scaffolding)?;
     fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
@@ -368,7 +412,7 @@ pub fn configure_packages(
         let args = levers.args(&["--install", "--force-depends"], rest.is_empty());
         run_dpkg(root, &args, &essential, log)?;
     }
-    install_rest(root, &essential, &rest, debs, levers, log)?;
+    install_rest(root, &essential, &rest, debs, levers, &mut scaffolding, log)?;
     scaffolding.undo()
 }
 
@@ -543,6 +587,7 @@ fn install_rest(
     rest: &[&StageDeb],
     all: &[StageDeb],
     levers: Levers,
+    scaffolding: &mut Scaffolding<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
     if rest.is_empty() {
@@ -564,11 +609,13 @@ fn install_rest(
                     "configuring {} (Pre-Depends of later packages)",
                     names.join(", ")
                 ));
+                scaffolding.hold_host_keys(levers)?;
                 run_dpkg_names(root, &levers.args(&["--configure"], false), &debs, log)?;
             }
         }
     }
     log("configuring the remaining packages");
+    scaffolding.hold_host_keys(levers)?;
     let args = levers.args(&["--configure", "--pending"], true);
     run_dpkg_names(root, &args, &[], log)
 }

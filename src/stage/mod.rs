@@ -95,6 +95,10 @@ pub struct StageSpec {
     /// store it there ([`base_cache`]). `None` (`--no-base-cache`, or a seeded build): neither.
     #[serde(default)]
     pub base_cache: Option<PathBuf>,
+    /// Put the staging tree on a private tmpfs of at most this many bytes, mounted in the
+    /// build's mount namespace ([`staging`]); `None`: a directory on disk.
+    #[serde(default)]
+    pub staging_tmpfs: Option<u64>,
 }
 
 pub mod base_cache;
@@ -109,6 +113,7 @@ pub mod sandbox;
 pub mod scripts;
 mod signals;
 mod spawn;
+pub mod staging;
 
 pub use doctor::Check;
 
