@@ -339,7 +339,19 @@ fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
 }
 
 /// [`start_until`] with the build command given.
-fn start_until_with(marker: &str, mut command: Command) -> (Child, Vec<String>) {
+fn start_until_with(marker: &str, command: Command) -> (Child, Vec<String>) {
+    let (child, seen, lines) = spawn_until(marker, command);
+    // Keep draining stderr so that the build never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, seen)
+}
+
+/// The rest of a build's stderr, line by line.
+type StderrLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// Spawn `command` (verbose, output piped) and read its stderr until a line shows `marker`;
+/// returns the child, the lines seen and the rest of its stderr, which the caller must read.
+fn spawn_until(marker: &str, mut command: Command) -> (Child, Vec<String>, StderrLines) {
     require_build_privileges();
     // `--verbose`: the markers come from scripts and step starts, which only the streamed
     // build log shows.
@@ -364,9 +376,7 @@ fn start_until_with(marker: &str, mut command: Command) -> (Child, Vec<String>) 
         let status = child.wait();
         panic!("the build never reached {marker:?} (it ended: {status:?}): {seen:#?}");
     }
-    // Keep draining stderr so that the build never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, seen)
+    (child, seen, lines)
 }
 
 /// Start a build, wait until its progress output shows `marker`, send `signal`, and check
@@ -541,11 +551,23 @@ fn sigint_during_export_leaves_nothing() {
 
 /// Start a build that stops at `point` (`verify` or `publish`, the test pause of
 /// `ingot::signal_hold`) and return it once it says so.
-fn start_paused(f: &Fixture, out: &Path, point: &str) -> Child {
+fn start_paused(f: &Fixture, out: &Path, point: &str) -> (Child, StderrLines) {
     let mut command = build_command(f, out);
     command.env(ingot::signal_hold::TEST_PAUSE_ENV, point);
-    let (child, _) = start_until_with(&format!("ingot: test pause at {point}"), command);
-    child
+    let (child, _, rest) = spawn_until(&format!("ingot: test pause at {point}"), command);
+    (child, rest)
+}
+
+/// Send `signal` to the paused build and wait for it: its output, with the stderr lines that
+/// came after the pause.
+fn signal_paused(
+    child: Child,
+    rest: StderrLines,
+    signal: nix::sys::signal::Signal,
+) -> (Output, Vec<String>) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let stderr: Vec<String> = rest.map(Result::unwrap_or_default).collect();
+    (child.wait_with_output().unwrap(), stderr)
 }
 
 /// Every name in `out` but the lock file and the kept logs of failed builds, sorted.
@@ -602,9 +624,8 @@ fn assert_next_build_publishes(f: &Fixture, out: &Path, expected: &str) {
 fn signal_during_verify(signal: nix::sys::signal::Signal) {
     let f = fixture(&provision(""));
     let out = f.dir.join(format!("out-verify-{signal}"));
-    let child = start_paused(&f, &out, "verify");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-    let o = child.wait_with_output().unwrap();
+    let (child, rest) = start_paused(&f, &out, "verify");
+    let (o, stderr) = signal_paused(child, rest, signal);
     assert_eq!(
         o.status.code(),
         Some(1),
@@ -612,7 +633,17 @@ fn signal_during_verify(signal: nix::sys::signal::Signal) {
     );
     assert!(o.stdout.is_empty(), "nothing published, no path printed");
     assert_nothing_left(&f, &out);
-    // The error (stderr is drained by start_until_with) as the kept log ends with it.
+    let told = stderr
+        .iter()
+        .find(|l| l.starts_with("ingot: error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr:#?}"));
+    assert!(
+        told.contains(&format!("interrupted by {signal}"))
+            && told.contains("mini-rootfs-v1.tar.gz")
+            && told.contains("nothing was published"),
+        "{told}"
+    );
+    // The kept log ends with the same line.
     let logs: Vec<PathBuf> = fs::read_dir(out.join(FAILED_LOGS))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -624,12 +655,7 @@ fn signal_during_verify(signal: nix::sys::signal::Signal) {
         .last()
         .filter(|l| l.starts_with("ingot: error: "))
         .unwrap_or_else(|| panic!("no error line in the kept log: {log}"));
-    assert!(
-        error.contains(&format!("interrupted by {signal}"))
-            && error.contains("mini-rootfs-v1.tar.gz")
-            && error.contains("nothing was published"),
-        "{error}"
-    );
+    assert_eq!(error, told);
     assert_next_build_publishes(&f, &out, "mini-rootfs-v1.tar.gz");
     assert_complete_sets(&out, &[1]);
 }
@@ -654,7 +680,7 @@ fn sighup_during_verify_publishes_nothing() {
 fn signal_during_publish(signal: nix::sys::signal::Signal) {
     let f = fixture(&provision(""));
     let out = f.dir.join(format!("out-publish-{signal}"));
-    let child = start_paused(&f, &out, "publish");
+    let (child, rest) = start_paused(&f, &out, "publish");
     assert_eq!(
         names_in(&out)
             .into_iter()
@@ -663,9 +689,17 @@ fn signal_during_publish(signal: nix::sys::signal::Signal) {
         ["mini-rootfs-v1.tar.gz.sha256"],
         "paused after the first rename"
     );
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-    let o = child.wait_with_output().unwrap();
-    assert!(o.status.success(), "the image was published: {o:?}");
+    let (o, stderr) = signal_paused(child, rest, signal);
+    assert!(
+        o.status.success(),
+        "the image was published: {o:?} {stderr:#?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains(&format!("{signal} arrived while publishing"))),
+        "the held signal is reported: {stderr:#?}"
+    );
     let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(path.ends_with("mini-rootfs-v1.tar.gz"), "{path}");
     assert_complete_sets(&out, &[1]);
@@ -687,7 +721,7 @@ fn sigint_during_publish_finishes_the_whole_set() {
 fn sigkill_during_publish_overwrites_nothing_and_the_next_build_skips_its_number() {
     let f = fixture(&provision(""));
     let out = f.dir.join("out-publish-kill");
-    let mut child = start_paused(&f, &out, "publish");
+    let (mut child, _) = start_paused(&f, &out, "publish");
     child.kill().unwrap();
     child.wait().unwrap();
     let orphan = out.join("mini-rootfs-v1.tar.gz.sha256");
