@@ -257,3 +257,35 @@ fn a_ca_file_without_a_certificate_is_refused_as_bad_input() {
     );
     assert_eq!(https.connections(), 0, "refused before connecting");
 }
+
+#[test]
+fn a_build_from_an_https_mirror_under_a_private_ca_records_its_https_urls() {
+    support::privilege::require_build_privileges(mini_recipe::INGOT);
+    let (m, pki) = fixture();
+    let https = serve(&m.mirror, Some(pki.server), None);
+    let (cache, out) = (m.dir.join("cache"), m.dir.join("out"));
+    let o = ingot(&[
+        "build",
+        arg(&m.recipe),
+        "--mirror",
+        &https.url,
+        "--ca-file",
+        arg(&pki.ca_pem),
+        "--cache-dir",
+        arg(&cache),
+        "--out",
+        arg(&out),
+    ]);
+    assert_ok(&o);
+    let image = mini_recipe::stdout_path(&o);
+    assert!(image.is_file(), "{}", image.display());
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(format!("{}.manifest.json", image.display())).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        manifest["suites"][0]["inrelease_url"],
+        format!("{}/dists/mini/InRelease", https.url),
+        "the suite was read over HTTPS"
+    );
+}
