@@ -68,6 +68,23 @@ fn ingot(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// `ingot build` of the fixture's recipe from its mirror into `<dir>/cache` and `<dir>/out`.
+fn build(f: &Fixture, extra: &[&str]) -> Output {
+    let (cache, out) = (f.dir.join("cache"), f.dir.join("out"));
+    let mut args = vec![
+        "build",
+        s(&f.recipe),
+        "--mirror",
+        &f.mirror,
+        "--cache-dir",
+        s(&cache),
+        "--out",
+        s(&out),
+    ];
+    args.extend_from_slice(extra);
+    ingot(&args)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -111,17 +128,7 @@ fn exit_1_a_build_that_fails_on_a_bad_archive_signature() {
     let f = fixture("");
     // Trust another key: the archive's signature no longer verifies.
     FixtureKey::generate("some other key").write_keyring(&f.recipe.join("trusted.gpg"));
-    let out = f.dir.join("out");
-    let o = ingot(&[
-        "build",
-        s(&f.recipe),
-        "--mirror",
-        &f.mirror,
-        "--cache-dir",
-        s(&f.dir.join("cache")),
-        "--out",
-        s(&out),
-    ]);
+    let o = build(&f, &[]);
     assert_exit(&o, 1);
     assert_one_error_line(&o, "InRelease");
     assert!(o.stdout.is_empty());
@@ -204,25 +211,13 @@ fn exit_2_an_unknown_recipe_key() {
 fn exit_2_a_staging_tmpfs_for_a_tree_that_must_outlive_the_build() {
     let f = fixture("");
     let cache = f.dir.join("cache");
-    let o = ingot(&[
-        "build",
-        s(&f.recipe),
-        "--mirror",
-        &f.mirror,
-        "--cache-dir",
-        s(&cache),
-        "--out",
-        s(&f.dir.join("out")),
-        "--staging",
-        "tmpfs",
-        "--keep-staging",
-        s(&f.dir.join("kept")),
-    ]);
+    let kept = f.dir.join("kept");
+    let o = build(&f, &["--staging", "tmpfs", "--keep-staging", s(&kept)]);
     assert_exit(&o, 2);
     assert_one_error_line(&o, "--keep-staging");
     // Refused before anything was fetched or staged.
     assert!(!cache.join("sha256").exists() && !cache.join("staging").exists());
-    assert!(!f.dir.join("out").exists() && !f.dir.join("kept").exists());
+    assert!(!f.dir.join("out").exists() && !kept.exists());
 }
 
 #[test]

@@ -68,13 +68,16 @@ do_build() {
     || return 1
   ls -l "$WORK/user-out"
   USER_IMAGE=$(ls "$WORK"/user-out/*-v1.tar.gz)
-  [ -f "$USER_IMAGE" ]
+  [ -f "$USER_IMAGE" ] || return 1
+  grep -q "staging on a private tmpfs" "$USER_IMAGE.log" \
+    || { echo "the rootless build did not stage on a tmpfs (see $USER_IMAGE.log)"; return 1; }
 }
 
 do_reproducible() {
-  # Real root, another TZ and umask, another output directory, same cache: same bytes.
+  # Real root, another TZ and umask, another output directory, the staging tree on disk
+  # (the rootless build's was on a tmpfs): same bytes.
   (umask 077; TZ=Asia/Tokyo "$INGOT" build "$RECIPE_COPY" --out "$WORK/root-out" --next \
-      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE") || return 1
+      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE" --staging disk) || return 1
   ROOT_IMAGE=$(ls "$WORK"/root-out/*-v1.tar.gz)
   local a b
   a=$(sha256sum < "$USER_IMAGE"); b=$(sha256sum < "$ROOT_IMAGE")
