@@ -20,8 +20,8 @@
 //! failed publish removes the sidecars it created. Earlier versions are never touched: this
 //! module only ever creates names that do not exist.
 //!
-//! Signals: a build holds SIGINT/SIGTERM/SIGHUP from the end of its stage to the end of its
-//! publish ([`crate::signal_hold`]), so they never cut a publish short. SIGKILL can: killed
+//! Signals: a build holds SIGINT/SIGTERM/SIGHUP from the end of its tar stream to the end of
+//! its publish ([`crate::signal_hold`]), so they never cut a publish short. SIGKILL can: killed
 //! between two renames, the sidecars renamed so far stay without their image, and the
 //! claim's temp file stays hidden. The next build of the image removes the temp file (under
 //! the lock) and, since a sidecar `<image>-v<N>.tar*.sha256` counts as version N, skips N:

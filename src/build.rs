@@ -278,8 +278,8 @@ pub fn build_image(
 ) -> Result<Built, BuildFailure> {
     let recorder = Recorder::new(reporter);
     let mut log_slot = LogSlot::None;
-    // Set once the stage is over; held until the log is published or kept (see
-    // `crate::signal_hold`).
+    // Set once the image's tar stream is written; held until the log is published or kept
+    // (see `crate::signal_hold`).
     let mut hold: Option<SignalHold> = None;
     let result = build_recorded(o, b, &recorder, &mut log_slot, &mut hold);
     if let Err(error) = &result {
@@ -678,7 +678,8 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// The exit code for an error: 2 for bad input (a recipe that is missing or invalid, a bad
-/// mirror URL, a tarball that does not exist, an unusable `--ca-file`), 1 for everything else (a failed build or check).
+/// mirror URL, a tarball that does not exist, an unusable `--ca-file`), 1 for everything else
+/// (a failed build or check).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
