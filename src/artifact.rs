@@ -19,6 +19,13 @@
 //! Dropping a [`Claim`] without publishing (any error on the way) removes the temp file; a
 //! failed publish removes the sidecars it created. Earlier versions are never touched: this
 //! module only ever creates names that do not exist.
+//!
+//! Signals: a build holds SIGINT/SIGTERM/SIGHUP from the end of its tar stream to the end of
+//! its publish ([`crate::signal_hold`]), so they never cut a publish short. SIGKILL can: killed
+//! between two renames, the sidecars renamed so far stay without their image, and the
+//! claim's temp file stays hidden. The next build of the image removes the temp file (under
+//! the lock) and, since a sidecar `<image>-v<N>.tar*.sha256` counts as version N, skips N:
+//! nothing is overwritten and no number is used twice.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -517,6 +524,9 @@ impl Claim<'_> {
             for (path, bytes) in sidecars {
                 self.dir.write_new(path, bytes)?;
                 created.push(path.clone());
+                if created.len() == 1 {
+                    crate::signal_hold::pause_for_test("publish");
+                }
             }
             temp.persist_noclobber(&final_path)
                 .map_err(|e| ArtifactError::Publish {

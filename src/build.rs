@@ -23,6 +23,7 @@ use crate::net::Transport;
 use crate::plan::{self, Plan, Selection};
 use crate::progress::{Recorder, Reporter, StageTime};
 use crate::recipe::{Recipe, RecipeOverrides};
+use crate::signal_hold::SignalHold;
 use crate::stage::{self, StageDeb, StageOutput, StageSpec};
 use crate::verify;
 
@@ -43,9 +44,20 @@ pub struct CommonOptions {
     pub jobs: usize,
     /// No progress.
     pub quiet: bool,
+    /// Trust only the CA certificates of this PEM file for `https://` mirrors.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl CommonOptions {
+    /// The transport these options ask for: `jobs` connections per host, and the CA of
+    /// `--ca-file` as the only trust root when one is given.
+    pub fn transport(&self) -> Result<Transport, crate::net::CaFileError> {
+        match &self.ca_file {
+            Some(ca_file) => Transport::for_jobs_trusting(self.jobs, ca_file),
+            None => Ok(Transport::for_jobs(self.jobs)),
+        }
+    }
+
     /// The recipe these options name, with `--mirror` and `--allow-expired` applied.
     pub fn load_recipe(&self) -> Result<Recipe, crate::recipe::RecipeError> {
         Recipe::load(
@@ -117,7 +129,7 @@ pub struct Resolved {
 /// Load the recipe, verify every suite of the archive, and resolve the package set.
 pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
     let recipe = o.load_recipe()?;
-    let transport = Transport::for_jobs(o.jobs);
+    let transport = o.transport()?;
     let opts = ArchiveOptions::now(recipe.source.allow_expired);
     let t0 = Instant::now();
     reporter.begin("archive", None);
@@ -266,7 +278,15 @@ pub fn build_image(
 ) -> Result<Built, BuildFailure> {
     let recorder = Recorder::new(reporter);
     let mut log_slot = LogSlot::None;
-    let result = build_recorded(o, b, &recorder, &mut log_slot);
+    // Set once the image's tar stream is written; held until the log is published or kept
+    // (see `crate::signal_hold`).
+    let mut hold: Option<SignalHold> = None;
+    let result = build_recorded(o, b, &recorder, &mut log_slot, &mut hold);
+    if let Err(error) = &result {
+        // Into the log before it is closed: a kept log ends with what the user was told (the
+        // whole chain; a stage child's own `error:` line may precede it).
+        recorder.log(&format!("ingot: error: {}", one_line(error)));
+    }
     let log = recorder.close_log();
     match result {
         Ok(mut built) => {
@@ -281,15 +301,20 @@ pub fn build_image(
                 (_, log) => log,
             };
             built.stages = recorder.times();
+            if let Some(signal) = hold.as_ref().and_then(SignalHold::received) {
+                reporter.message(&format!(
+                    "{signal} arrived while publishing {}: the publish was finished first",
+                    built.path.display()
+                ));
+            }
             Ok(built)
         }
         Err(error) => {
-            recorder.log(&format!("error: {}", one_line(&error)));
-            let kept = match (log_slot, recorder.close_log()) {
-                (LogSlot::Publish(final_path), _) => log
+            let kept = match log_slot {
+                LogSlot::Publish(final_path) => log
                     .as_deref()
                     .and_then(|temp| keep_failed_log(temp, &final_path).ok()),
-                (_, _) => log,
+                _ => log,
             };
             Err(BuildFailure {
                 error,
@@ -381,6 +406,7 @@ fn build_recorded(
     b: &BuildOptions,
     recorder: &Recorder,
     log_slot: &mut LogSlot,
+    hold: &mut Option<SignalHold>,
 ) -> anyhow::Result<Built> {
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
@@ -495,6 +521,11 @@ fn build_recorded(
                 reporter: recorder,
             };
             let res = compress::compress_stream(b.compression, tar, &mut counted);
+            // The image is written: from here to the end of the publish a signal must not
+            // end the process between two files (nor leave the temp file). It is held (the
+            // stage child, whose stream is over, is no longer told) and acted on just before
+            // the publish begins.
+            hold.get_or_insert_with(SignalHold::begin);
             let failed = res.is_err();
             compressed = Some(res);
             if failed {
@@ -505,6 +536,8 @@ fn build_recorded(
         },
         recorder,
     );
+    // Held already unless the stage ended before its stream did.
+    let hold = hold.get_or_insert_with(SignalHold::begin);
     // The first error is the one reported: when writing the output failed (a full disk), the
     // stage child was stopped because of it, and its exit is a consequence, not the cause. A
     // signal the user sent still wins.
@@ -523,6 +556,7 @@ fn build_recorded(
         .with_context(|| format!("writing {written}"))?;
 
     recorder.begin("verify", None);
+    crate::signal_hold::pause_for_test("verify");
     let report = verify::verify_tarball(claim.temp_path())?;
     if !report.ok() {
         anyhow::bail!(
@@ -559,6 +593,14 @@ fn build_recorded(
         stages: recorder.times(),
     };
     let sbom = crate::sbom::describe_packages(&debs)?;
+    // The decision point: a signal held until now abandons the build (the claim's temp file
+    // goes with it); one that comes after is acted on once the publish is complete.
+    if let Some(signal) = hold.received() {
+        anyhow::bail!(
+            "interrupted by {signal} before {} was published: nothing was published",
+            claim.file_name()
+        );
+    }
     let published = claim.publish_with_sbom(inputs, &sbom)?;
     recorder.log(&format!("published {}", published.path.display()));
     Ok(Built {
@@ -636,10 +678,12 @@ pub fn one_line(e: &anyhow::Error) -> String {
 }
 
 /// The exit code for an error: 2 for bad input (a recipe that is missing or invalid, a bad
-/// mirror URL, a tarball that does not exist), 1 for everything else (a failed build or check).
+/// mirror URL, a tarball that does not exist, an unusable `--ca-file`), 1 for everything else
+/// (a failed build or check).
 pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
+            || c.downcast_ref::<crate::net::CaFileError>().is_some()
             || c.downcast_ref::<crate::stage::staging::StagingError>()
                 .is_some()
             || matches!(

@@ -25,6 +25,7 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod sbom;
+pub mod signal_hold;
 pub mod stage;
 pub mod upload;
 pub mod verify;

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::archive::{self, ArchiveError, keyring::Keyring};
 use crate::build::{self, CommonOptions, Resolved};
 use crate::epoch::{BuildEpoch, EpochSource};
-use crate::net::{Transport, TransportError, join_url};
+use crate::net::{TransportError, join_url};
 use crate::plan::{self, PlannedPackage, Selection};
 use crate::progress::Reporter;
 use crate::recipe::{Recipe, SuiteSource};
@@ -433,7 +433,7 @@ pub fn resolve_locked(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Res
     let recipe = o.load_recipe()?;
     let (lock, path) = read_for(&recipe)?;
     lock.check_recipe(&recipe, &path)?;
-    let transport = Transport::for_jobs(o.jobs);
+    let transport = o.transport()?;
     reporter.begin("archive", None);
     let mut releases = Vec::new();
     let mut universe = Vec::new();

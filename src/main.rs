@@ -59,6 +59,10 @@ struct SourceArgs {
     /// Parallel downloads.
     #[arg(long, short = 'j', env = "INGOT_JOBS", default_value_t = 8)]
     jobs: usize,
+    /// Trust only the CA certificates of this PEM file for https:// mirrors (an internal
+    /// mirror under a private CA), e.g. --ca-file /etc/ssl/private-mirror-ca.pem.
+    #[arg(long, env = "INGOT_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -280,6 +284,7 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
         cache_dir: s.cache_dir.clone(),
         jobs: s.jobs,
         quiet,
+        ca_file: s.ca_file.clone(),
     }
 }
 

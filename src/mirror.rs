@@ -19,7 +19,6 @@ use crate::archive;
 use crate::build::CommonOptions;
 use crate::fetch::{self, Cache};
 use crate::lock;
-use crate::net::Transport;
 use crate::progress;
 
 /// Why a mirror could not be written.
@@ -116,9 +115,14 @@ pub fn write_mirror(
     let (lockfile, lock_path) = lock::read_for(&recipe)?;
     let origin = lock_path.display().to_string();
     let cache = Cache::new(o.cache_dir.clone().unwrap_or_else(Cache::default_root));
-    let transport = Transport::new();
-    let (debs, _) = fetch::fetch_plan(&transport, &resolved.plan, &cache, o.jobs, reporter)
-        .map_err(lock::explain_fetch_error)?;
+    let (debs, _) = fetch::fetch_plan(
+        &resolved.transport,
+        &resolved.plan,
+        &cache,
+        o.jobs,
+        reporter,
+    )
+    .map_err(lock::explain_fetch_error)?;
 
     let mut summary = MirrorSummary::default();
     for (release, inrelease) in lock::verified_suites(o, &recipe, &lockfile)? {
@@ -127,7 +131,7 @@ pub fn write_mirror(
         put(&dists.join("InRelease"), &inrelease)?;
         for component in &recipe.source.components {
             let index = archive::fetch_index_file(
-                &transport,
+                &resolved.transport,
                 &release,
                 component,
                 &recipe.source.architecture,

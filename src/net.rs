@@ -5,6 +5,11 @@
 //! truncated bodies) are retried with exponential backoff, permanent ones (404, 403, bad
 //! scheme) are not. This module knows nothing of Debian: verification is the caller's job.
 //!
+//! Trust: `https://` servers are checked against the Mozilla roots built into ingot, or only
+//! against the CA certificates of a PEM file ([`Transport::for_jobs_trusting`], `--ca-file`:
+//! an internal mirror under a private CA); an untrusted certificate is an error of its own,
+//! never retried. A transfer that starts on `https://` never continues on plain HTTP.
+//!
 //! Name lookups: ureq 3 asks its resolver on *every* request, a pooled connection or not, so
 //! a resolver that stalls now and then stalls a build over and over. The agent therefore uses
 //! [`CachingResolver`]: one lookup per host and port for the transport's lifetime (one build),
@@ -19,6 +24,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 
@@ -59,6 +66,17 @@ pub enum TransportError {
         /// The URL asked for.
         url: String,
         /// Where the redirect led, as the HTTP client words it.
+        message: String,
+    },
+    /// The server's TLS certificate is not trusted (or not valid for its name).
+    #[error(
+        "{url}: the server's certificate is not trusted ({message}); for a mirror under a \
+         private CA pass its certificate with --ca-file (INGOT_CA_FILE)"
+    )]
+    Certificate {
+        /// The URL asked for.
+        url: String,
+        /// What the TLS library says is wrong with the certificate.
         message: String,
     },
     /// The body was larger than the caller allowed.
@@ -156,8 +174,27 @@ impl Transport {
 
     /// A transport with 4 retries, a 30 s connect timeout, one lookup per host, and a pool
     /// that keeps `jobs` idle connections per host (so `jobs` parallel downloads each keep
-    /// their connection) for up to a minute.
+    /// their connection) for up to a minute. HTTPS servers are checked against the Mozilla
+    /// roots built into ingot.
     pub fn for_jobs(jobs: usize) -> Self {
+        Self::with_tls(jobs, ureq::tls::TlsConfig::default())
+    }
+
+    /// [`Transport::for_jobs`], with HTTPS servers checked against the CA certificates of the
+    /// PEM file `ca_file` *instead of* the built-in roots: an internal mirror under a private
+    /// CA. (To trust both, give a file holding both, e.g. the system bundle plus the CA.)
+    pub fn for_jobs_trusting(jobs: usize, ca_file: &Path) -> Result<Self, CaFileError> {
+        let roots: Vec<ureq::tls::Certificate<'static>> = read_ca_file(ca_file)?
+            .iter()
+            .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned())
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build();
+        Ok(Self::with_tls(jobs, tls))
+    }
+
+    fn with_tls(jobs: usize, tls: ureq::tls::TlsConfig) -> Self {
         let jobs = jobs.max(1);
         let config = ureq::Agent::config_builder()
             .timeout_connect(Some(Duration::from_secs(30)))
@@ -168,6 +205,7 @@ impl Transport {
             .max_idle_age(Duration::from_secs(60))
             .http_status_as_error(false)
             .user_agent(concat!("ingot/", env!("CARGO_PKG_VERSION")))
+            .tls_config(tls)
             .build();
         let resolver = CachingResolver::default();
         let lookups = Arc::clone(&resolver.lookups);
@@ -323,12 +361,67 @@ impl Transport {
                     url: url.to_string(),
                     message: format!("to {to}"),
                 },
-                e => TransportError::Io {
-                    url: url.to_string(),
-                    message: e.to_string(),
+                e => match certificate_problem(&e) {
+                    Some(message) => TransportError::Certificate {
+                        url: url.to_string(),
+                        message,
+                    },
+                    None => TransportError::Io {
+                        url: url.to_string(),
+                        message: e.to_string(),
+                    },
                 },
             })
     }
+}
+
+/// What is wrong with the server's certificate, when that is why `e` happened (rustls reports
+/// it directly or inside the I/O error of the handshake).
+fn certificate_problem(e: &ureq::Error) -> Option<String> {
+    let tls = match e {
+        ureq::Error::Rustls(tls) => Some(tls),
+        ureq::Error::Io(io) => io.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()),
+        _ => None,
+    };
+    match tls? {
+        rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+        _ => None,
+    }
+}
+
+/// A CA file that cannot serve as a TLS trust root.
+#[derive(Debug, thiserror::Error)]
+#[error("CA file {path}: {reason}")]
+pub struct CaFileError {
+    /// The file.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+/// The certificates of the PEM file `path` (one or more `BEGIN CERTIFICATE` blocks), each
+/// checked to be usable as a trust anchor; a file without any is refused. Shared by the
+/// archive transport and `upload`.
+pub fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, CaFileError> {
+    let bad = |reason: String| CaFileError {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut certs = Vec::new();
+    let mut anchors = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
+        let cert = cert.map_err(|e| bad(e.to_string()))?;
+        anchors
+            .add(cert.clone())
+            .map_err(|e| bad(format!("certificate {}: {e}", certs.len() + 1)))?;
+        certs.push(cert);
+    }
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate in it (expected -----BEGIN CERTIFICATE----- blocks)".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 fn copy_limited(

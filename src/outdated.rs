@@ -129,14 +129,17 @@ pub fn baseline(recipe: &Recipe, out: &Path) -> anyhow::Result<Baseline> {
 }
 
 /// Every stanza of today's archive for the recipe's suites, verified as a build verifies them.
-fn today(recipe: &Recipe, reporter: &dyn Reporter) -> anyhow::Result<Vec<BinaryPackage>> {
-    let transport = Transport::new();
+fn today(
+    recipe: &Recipe,
+    transport: &Transport,
+    reporter: &dyn Reporter,
+) -> anyhow::Result<Vec<BinaryPackage>> {
     let opts = ArchiveOptions::now(recipe.source.allow_expired);
     reporter.begin("archive", None);
     let mut universe = Vec::new();
     for suite in &recipe.source.suites {
         let idx = archive::load_suite(
-            &transport,
+            transport,
             &recipe.source.keyring,
             suite,
             &recipe.source.components,
@@ -200,7 +203,7 @@ pub fn cmd_outdated(
 ) -> anyhow::Result<ExitCode> {
     let recipe = o.load_recipe()?;
     let base = baseline(&recipe, out_dir)?;
-    let universe = today(&recipe, reporter)?;
+    let universe = today(&recipe, &o.transport()?, reporter)?;
     let outdated = compare(&base, &universe);
     let due = !outdated.is_empty();
     let mut out = std::io::stdout().lock();

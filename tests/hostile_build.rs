@@ -335,10 +335,27 @@ fn two_next_builds_at_once_get_distinct_versions() {
 /// Start a `--next` build of `f` into `out` and return it once its progress output shows
 /// `marker` (with the lines seen).
 fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
+    start_until_with(marker, build_command(f, out))
+}
+
+/// [`start_until`] with the build command given.
+fn start_until_with(marker: &str, command: Command) -> (Child, Vec<String>) {
+    let (child, seen, lines) = spawn_until(marker, command);
+    // Keep draining stderr so that the build never blocks on a full pipe.
+    std::thread::spawn(move || lines.for_each(drop));
+    (child, seen)
+}
+
+/// The rest of a build's stderr, line by line.
+type StderrLines = std::io::Lines<BufReader<std::process::ChildStderr>>;
+
+/// Spawn `command` (verbose, output piped) and read its stderr until a line shows `marker`;
+/// returns the child, the lines seen and the rest of its stderr, which the caller must read.
+fn spawn_until(marker: &str, mut command: Command) -> (Child, Vec<String>, StderrLines) {
     require_build_privileges();
     // `--verbose`: the markers come from scripts and step starts, which only the streamed
     // build log shows.
-    let mut child: Child = build_command(f, out)
+    let mut child: Child = command
         .arg("--verbose")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -359,9 +376,7 @@ fn start_until(f: &Fixture, out: &Path, marker: &str) -> (Child, Vec<String>) {
         let status = child.wait();
         panic!("the build never reached {marker:?} (it ended: {status:?}): {seen:#?}");
     }
-    // Keep draining stderr so that the build never blocks on a full pipe.
-    std::thread::spawn(move || lines.for_each(drop));
-    (child, seen)
+    (child, seen, lines)
 }
 
 /// Start a build, wait until its progress output shows `marker`, send `signal`, and check
@@ -530,4 +545,203 @@ fn sigterm_during_export_leaves_nothing() {
 #[test]
 fn sigint_during_export_leaves_nothing() {
     interrupt_during_export(nix::sys::signal::Signal::SIGINT);
+}
+
+// ---- signals after the stage: verify and publish ----------------------------------------------
+
+/// Start a build that stops at `point` (`verify` or `publish`, the test pause of
+/// `ingot::signal_hold`) and return it once it says so.
+fn start_paused(f: &Fixture, out: &Path, point: &str) -> (Child, StderrLines) {
+    let mut command = build_command(f, out);
+    command.env(ingot::signal_hold::TEST_PAUSE_ENV, point);
+    let (child, _, rest) = spawn_until(&format!("ingot: test pause at {point}"), command);
+    (child, rest)
+}
+
+/// Send `signal` to the paused build and wait for it: its output, with the stderr lines that
+/// came after the pause.
+fn signal_paused(
+    child: Child,
+    rest: StderrLines,
+    signal: nix::sys::signal::Signal,
+) -> (Output, Vec<String>) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    let stderr: Vec<String> = rest.map(Result::unwrap_or_default).collect();
+    (child.wait_with_output().unwrap(), stderr)
+}
+
+/// Every name in `out` but the lock file and the kept logs of failed builds, sorted.
+fn names_in(out: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with(".mini-rootfs.lock"))
+        .filter(|n| n != FAILED_LOGS || !only_logs(&out.join(FAILED_LOGS)))
+        .collect();
+    names.sort();
+    names
+}
+
+/// The complete set of version `n`: the image and all its sidecars, nothing else.
+fn complete_set(n: u32) -> Vec<String> {
+    let image = format!("mini-rootfs-v{n}.tar.gz");
+    let mut set: Vec<String> = ["", ".log", ".manifest.json", ".sha256", ".spdx.json"]
+        .iter()
+        .map(|s| format!("{image}{s}"))
+        .collect();
+    set.sort();
+    set
+}
+
+/// `out` holds exactly the complete sets of `versions`, and each image matches its `.sha256`.
+fn assert_complete_sets(out: &Path, versions: &[u32]) {
+    let mut expected: Vec<String> = versions.iter().flat_map(|&n| complete_set(n)).collect();
+    expected.sort();
+    assert_eq!(
+        names_in(out),
+        expected,
+        "the output must hold whole sets only"
+    );
+    for n in versions {
+        let image = out.join(format!("mini-rootfs-v{n}.tar.gz"));
+        let (sha, _) = ingot::fetch::hash_file(&image).unwrap();
+        let line = fs::read_to_string(out.join(format!("mini-rootfs-v{n}.tar.gz.sha256"))).unwrap();
+        assert_eq!(line, format!("{sha}  mini-rootfs-v{n}.tar.gz\n"));
+    }
+}
+
+/// One more `--next` build into `out`: it must succeed and publish `expected`.
+fn assert_next_build_publishes(f: &Fixture, out: &Path, expected: &str) {
+    let next = build_command(f, out).output().unwrap();
+    assert!(next.status.success(), "{}", stderr_of(&next));
+    let path = String::from_utf8_lossy(&next.stdout).trim().to_string();
+    assert!(path.ends_with(expected), "{path}, expected {expected}");
+}
+
+/// A signal while the image is being verified (the stage is over, nothing renamed yet): the
+/// build is abandoned, its error names the signal and the image, nothing is left, and the
+/// number is not used up.
+fn signal_during_verify(signal: nix::sys::signal::Signal) {
+    let f = fixture(&provision(""));
+    let out = f.dir.join(format!("out-verify-{signal}"));
+    let (child, rest) = start_paused(&f, &out, "verify");
+    let (o, stderr) = signal_paused(child, rest, signal);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "an interrupted build fails: {o:?}"
+    );
+    assert!(o.stdout.is_empty(), "nothing published, no path printed");
+    assert_nothing_left(&f, &out);
+    let told = stderr
+        .iter()
+        .find(|l| l.starts_with("ingot: error: "))
+        .unwrap_or_else(|| panic!("no error line: {stderr:#?}"));
+    assert!(
+        told.contains(&format!("interrupted by {signal}"))
+            && told.contains("mini-rootfs-v1.tar.gz")
+            && told.contains("nothing was published"),
+        "{told}"
+    );
+    // The kept log ends with the same line.
+    let logs: Vec<PathBuf> = fs::read_dir(out.join(FAILED_LOGS))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = fs::read_to_string(&logs[0]).unwrap();
+    let error = log
+        .lines()
+        .last()
+        .filter(|l| l.starts_with("ingot: error: "))
+        .unwrap_or_else(|| panic!("no error line in the kept log: {log}"));
+    assert_eq!(error, told);
+    assert_next_build_publishes(&f, &out, "mini-rootfs-v1.tar.gz");
+    assert_complete_sets(&out, &[1]);
+}
+
+#[test]
+fn sigterm_during_verify_publishes_nothing() {
+    signal_during_verify(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_verify_publishes_nothing() {
+    signal_during_verify(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sighup_during_verify_publishes_nothing() {
+    signal_during_verify(nix::sys::signal::Signal::SIGHUP);
+}
+
+/// A signal in the middle of the publish (the `.sha256` is under its final name, the image
+/// not yet): the publish is finished first, so the set is whole, and the build succeeds.
+fn signal_during_publish(signal: nix::sys::signal::Signal) {
+    let f = fixture(&provision(""));
+    let out = f.dir.join(format!("out-publish-{signal}"));
+    let (child, rest) = start_paused(&f, &out, "publish");
+    assert_eq!(
+        names_in(&out)
+            .into_iter()
+            .filter(|n| !n.starts_with('.'))
+            .collect::<Vec<_>>(),
+        ["mini-rootfs-v1.tar.gz.sha256"],
+        "paused after the first rename"
+    );
+    let (o, stderr) = signal_paused(child, rest, signal);
+    assert!(
+        o.status.success(),
+        "the image was published: {o:?} {stderr:#?}"
+    );
+    assert!(
+        stderr
+            .iter()
+            .any(|l| l.contains(&format!("{signal} arrived while publishing"))),
+        "the held signal is reported: {stderr:#?}"
+    );
+    let path = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(path.ends_with("mini-rootfs-v1.tar.gz"), "{path}");
+    assert_complete_sets(&out, &[1]);
+    assert_next_build_publishes(&f, &out, "mini-rootfs-v2.tar.gz");
+    assert_complete_sets(&out, &[1, 2]);
+}
+
+#[test]
+fn sigterm_during_publish_finishes_the_whole_set() {
+    signal_during_publish(nix::sys::signal::Signal::SIGTERM);
+}
+
+#[test]
+fn sigint_during_publish_finishes_the_whole_set() {
+    signal_during_publish(nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn sigkill_during_publish_overwrites_nothing_and_the_next_build_skips_its_number() {
+    let f = fixture(&provision(""));
+    let out = f.dir.join("out-publish-kill");
+    let (mut child, _) = start_paused(&f, &out, "publish");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let orphan = out.join("mini-rootfs-v1.tar.gz.sha256");
+    let orphan_bytes = fs::read(&orphan).unwrap();
+    assert!(
+        names_in(&out).iter().any(|n| n.ends_with(".partial")),
+        "a kill leaves the claim's hidden temp file: {:?}",
+        names_in(&out)
+    );
+    assert_next_build_publishes(&f, &out, "mini-rootfs-v2.tar.gz");
+    assert_eq!(
+        fs::read(&orphan).unwrap(),
+        orphan_bytes,
+        "never overwritten"
+    );
+    let mut expected = complete_set(2);
+    expected.insert(0, "mini-rootfs-v1.tar.gz.sha256".to_string());
+    assert_eq!(
+        names_in(&out),
+        expected,
+        "the killed build's temp files are swept, its sidecar kept, v2 whole"
+    );
 }

@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use sha2::{Digest, Sha256};
@@ -49,19 +48,11 @@ pub fn client_config(trust: &Trust) -> Result<Arc<ClientConfig>, UploadError> {
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::CaFile(path) => {
-            let bad = |why: String| UploadError::Config {
-                message: format!("--ca-file {}: {why}", path.display()),
-            };
+            let certs = crate::net::read_ca_file(path).map_err(|e| UploadError::Config {
+                message: format!("--ca-file {}: {}", path.display(), e.reason),
+            })?;
             let mut roots = RootCertStore::empty();
-            for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))? {
-                let cert = cert.map_err(|e| bad(e.to_string()))?;
-                roots.add(cert).map_err(|e| bad(e.to_string()))?;
-            }
-            if roots.is_empty() {
-                return Err(bad(
-                    "no PEM certificate in it (expected the cluster's pve-root-ca.pem)".into(),
-                ));
-            }
+            roots.add_parsable_certificates(certs);
             builder.with_root_certificates(roots).with_no_client_auth()
         }
         Trust::Fingerprint(expected) => builder
