@@ -49,18 +49,8 @@ fn write_script(dir: &Path, name: &str, body: &str) -> PathBuf {
 
 fn spec(dir: &Path, output: StageOutput) -> StageSpec {
     StageSpec {
-        debs: Vec::new(),
-        provision: Vec::new(),
-        provision_network: false,
-        cleanup: Vec::new(),
-        staging_parent: dir.join("staging"),
-        keep_staging: None,
-        epoch: BuildEpoch(1_700_000_000),
-        output,
         seed: Some(seed(dir)),
-        apt_extended_states: None,
-        base_cache: None,
-        staging_tmpfs: None,
+        ..StageSpec::new(dir.join("staging"), output, BuildEpoch(1_700_000_000))
     }
 }
 
@@ -189,8 +179,18 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
 
 #[test]
 fn tar_output_carries_the_image_owners() {
+    tar_output_carries_the_image_owners_staged_on(None);
+}
+
+#[test]
+fn a_tmpfs_staged_tar_output_carries_the_image_owners() {
+    tar_output_carries_the_image_owners_staged_on(Some(64 << 20));
+}
+
+fn tar_output_carries_the_image_owners_staged_on(staging_tmpfs: Option<u64>) {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), StageOutput::Tar);
+    s.staging_tmpfs = staging_tmpfs;
     s.provision.push(write_script(
         dir.path(),
         "provision.sh",
@@ -467,9 +467,20 @@ fn parent_of(pid: u32) -> Option<u32> {
 
 #[test]
 fn a_killed_namespaced_child_is_cleaned_up_by_the_parent() {
+    kill_the_namespaced_child(None, 200_000);
+}
+
+/// On a staging tmpfs nothing is left to clean up: the tree died with the namespace.
+#[test]
+fn a_killed_namespaced_child_leaves_nothing_of_a_tmpfs_staging() {
+    kill_the_namespaced_child(Some(64 << 20), 400_000);
+}
+
+fn kill_the_namespaced_child(staging_tmpfs: Option<u64>, token_base: u32) {
     let dir = tempfile::tempdir().unwrap();
     let mut s = spec(dir.path(), StageOutput::Tar);
-    let token = format!("{}", 200_000 + std::process::id());
+    s.staging_tmpfs = staging_tmpfs;
+    let token = format!("{}", token_base + std::process::id());
     s.provision.push(write_script(
         dir.path(),
         "provision.sh",

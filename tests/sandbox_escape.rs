@@ -127,20 +127,11 @@ fn seed(dir: &Path) -> PathBuf {
 }
 
 fn base_spec(dir: &Path, out: &Path) -> StageSpec {
-    StageSpec {
-        debs: Vec::new(),
-        provision: Vec::new(),
-        provision_network: false,
-        cleanup: Vec::new(),
-        staging_parent: dir.join("staging"),
-        keep_staging: None,
-        epoch: BuildEpoch(1_700_000_000),
-        output: StageOutput::Dir(out.to_path_buf()),
-        seed: None,
-        apt_extended_states: None,
-        base_cache: None,
-        staging_tmpfs: None,
-    }
+    StageSpec::new(
+        dir.join("staging"),
+        StageOutput::Dir(out.to_path_buf()),
+        BuildEpoch(1_700_000_000),
+    )
 }
 
 /// A spec seeded with busybox and the probe whose one provision script is `script`.

@@ -101,6 +101,27 @@ pub struct StageSpec {
     pub staging_tmpfs: Option<u64>,
 }
 
+impl StageSpec {
+    /// A spec with no packages, scripts, seed or caches, staged on disk under
+    /// `staging_parent`: fill in what a build needs (`StageSpec { debs, ..StageSpec::new(…) }`).
+    pub fn new(staging_parent: PathBuf, output: StageOutput, epoch: BuildEpoch) -> StageSpec {
+        StageSpec {
+            debs: Vec::new(),
+            provision: Vec::new(),
+            provision_network: false,
+            cleanup: Vec::new(),
+            staging_parent,
+            keep_staging: None,
+            epoch,
+            output,
+            seed: None,
+            apt_extended_states: None,
+            base_cache: None,
+            staging_tmpfs: None,
+        }
+    }
+}
+
 pub mod base_cache;
 mod child;
 pub mod confined;
