@@ -4,8 +4,13 @@
 //! Owns, for a fresh staging root: the directories and dpkg database files mmdebstrap's setup
 //! creates (`var/lib/dpkg/{status,arch,info,…}`, `tmp` 1777, …), the extraction of the
 //! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
-//! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
-//! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
+//! `.deb`s inside the root, and every dpkg run. The Essential set is unpacked once, by the
+//! extraction: [`register`] then records each package in dpkg's database exactly as `dpkg
+//! --unpack` would have (its `preinst` run, `info/`, `status`, trigger interests, conffiles
+//! waiting as `.dpkg-new`) and `dpkg --configure --force-depends` configures them (with the
+//! `double-unpack` bench lever, or a database it cannot take, `dpkg --install
+//! --force-depends` unpacks them a second time instead, as before). Then `dpkg --unpack` of
+//! the rest in rounds ordered by Pre-Depends with the needed
 //! `dpkg --configure`s between them, then one `dpkg --configure --pending`, each run in the
 //! [`sandbox`](crate::stage::sandbox) without network. Every run uses `--force-unsafe-io` (the
 //! staging tree is thrown away if the build dies) and every run but the last `--no-triggers`,
@@ -16,6 +21,7 @@
 //! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
 //! caller (the stage).
 
+pub mod register;
 pub mod unpack;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -60,7 +66,9 @@ const FAKE_START_STOP_DAEMON: &str =
 /// The dpkg levers for a tree that is thrown away if the build fails: no `fsync` per file
 /// (`--force-unsafe-io`), and triggers deferred (`--no-triggers`) from every run but the last
 /// `--configure --pending`, which processes each pending trigger once, as apt does. Neither
-/// changes what ends up in the tree.
+/// changes what ends up in the tree. Nor does the third: the Essential set, extracted from
+/// Rust, is registered with dpkg and only configured (`register_essential`), not unpacked by
+/// `dpkg --install` a second time.
 ///
 /// And one for the image's contract: a golden image ships no SSH host keys (the cleanup
 /// invariants delete them), so generating them while packages are configured is wasted work —
@@ -71,6 +79,7 @@ const FAKE_START_STOP_DAEMON: &str =
 #[derive(Debug, Clone, Copy)]
 struct Levers {
     unsafe_io: bool,
+    register_essential: bool,
     defer_triggers: bool,
     skip_host_keys: bool,
 }
@@ -84,7 +93,7 @@ const HOST_KEYS: &[&str] = &[
 ];
 
 /// Turns levers off for measuring them (scripts/bench.sh only): `INGOT_BENCH_DPKG` holds
-/// `safe-io`, `triggers-each-run` and/or `host-keys`, comma-separated.
+/// `safe-io`, `triggers-each-run`, `host-keys` and/or `double-unpack`, comma-separated.
 const BENCH_DPKG_ENV: &str = "INGOT_BENCH_DPKG";
 
 /// The dpkg options in effect, as text: part of the base cache's key.
@@ -98,6 +107,7 @@ impl Levers {
         let off: Vec<&str> = off.split(',').map(str::trim).collect();
         Levers {
             unsafe_io: !off.contains(&"safe-io"),
+            register_essential: !off.contains(&"double-unpack"),
             defer_triggers: !off.contains(&"triggers-each-run"),
             skip_host_keys: !off.contains(&"host-keys"),
         }
@@ -409,11 +419,78 @@ pub fn configure_packages(
             "installing {} essential packages",
             essential.len()
         ));
-        let args = levers.args(&["--install", "--force-depends"], rest.is_empty());
-        run_dpkg(root, &args, &essential, log)?;
+        let last = rest.is_empty();
+        install_essential(root, &essential, debs, levers, last, &scaffolding, log)?;
     }
     install_rest(root, &essential, &rest, debs, levers, &mut scaffolding, log)?;
     scaffolding.undo()
+}
+
+/// The Essential set, extracted by [`extract_essential`] already: registered in dpkg's
+/// database as `dpkg --unpack` would leave it ([`register`]), then `dpkg --configure
+/// --force-depends`, so that no package is unpacked twice. With the `double-unpack` bench
+/// lever, or a database [`register::unsupported`] cannot take, `dpkg --install
+/// --force-depends` unpacks them again instead.
+fn install_essential(
+    root: &Path,
+    essential: &[&StageDeb],
+    all: &[StageDeb],
+    levers: Levers,
+    last: bool,
+    scaffolding: &Scaffolding<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    let root_dir = scaffolding.root;
+    let dpkg_version = all.iter().find(|d| d.name == "dpkg").map(|d| {
+        d.version
+            .rsplit_once(':')
+            .map_or(d.version.as_str(), |(_, v)| v)
+    });
+    let why_not = if !levers.register_essential {
+        Some("the double-unpack lever is set".to_string())
+    } else if dpkg_version.is_none() {
+        Some("no dpkg package in the plan".to_string())
+    } else {
+        register::unsupported(root_dir, essential)?
+    };
+    if let Some(why) = why_not {
+        log(&format!("dpkg unpacks the essential set again: {why}"));
+        let args = levers.args(&["--install", "--force-depends"], last);
+        return run_dpkg(root, &args, essential, log);
+    }
+    let mut force = String::from("security-mac,downgrade");
+    if levers.unsafe_io {
+        force.push_str(",unsafe-io");
+    }
+    force.push_str(",depends");
+    log(&format!(
+        "registering {} extracted essential packages with dpkg",
+        essential.len()
+    ));
+    register::register_unpacked(
+        root,
+        root_dir,
+        essential,
+        dpkg_version.unwrap_or_default(),
+        &force,
+        &mut |deb| {
+            // dpkg's unpack of dpkg puts the real start-stop-daemon over the fake one.
+            if deb.name == "dpkg" && scaffolding.fake_ssd {
+                let real = root_dir
+                    .stat(START_STOP_DAEMON_REAL)
+                    .map_err(setup_err(START_STOP_DAEMON_REAL))?
+                    .map_or(0o755, |st| st.st_mode & 0o7777);
+                let bytes = register::read_in_root(root_dir, START_STOP_DAEMON_REAL)?;
+                root_dir
+                    .write_file(START_STOP_DAEMON, &bytes, real)
+                    .map_err(setup_err(START_STOP_DAEMON))?;
+            }
+            Ok(())
+        },
+        log,
+    )?;
+    let args = levers.args(&["--configure", "--force-depends"], last);
+    run_dpkg_names(root, &args, essential, log)
 }
 
 fn copy_debs(
