@@ -420,7 +420,7 @@ pub fn configure_packages(
             essential.len()
         ));
         let last = rest.is_empty();
-        install_essential(root, &essential, debs, levers, last, &scaffolding, log)?;
+        install_essential(root, &essential, levers, last, &scaffolding, log)?;
     }
     install_rest(root, &essential, &rest, debs, levers, &mut scaffolding, log)?;
     scaffolding.undo()
@@ -434,22 +434,21 @@ pub fn configure_packages(
 fn install_essential(
     root: &Path,
     essential: &[&StageDeb],
-    all: &[StageDeb],
     levers: Levers,
     last: bool,
     scaffolding: &Scaffolding<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
     let root_dir = scaffolding.root;
-    let dpkg_version = all.iter().find(|d| d.name == "dpkg").map(|d| {
-        d.version
-            .rsplit_once(':')
-            .map_or(d.version.as_str(), |(_, v)| v)
-    });
+    let dpkg_version = if levers.register_essential {
+        running_dpkg_version(root)
+    } else {
+        None
+    };
     let why_not = if !levers.register_essential {
         Some("the double-unpack lever is set".to_string())
     } else if dpkg_version.is_none() {
-        Some("no dpkg package in the plan".to_string())
+        Some("`dpkg --robot --version` did not say which dpkg runs".to_string())
     } else {
         register::unsupported(root_dir, essential)?
     };
@@ -471,7 +470,7 @@ fn install_essential(
         root,
         root_dir,
         essential,
-        dpkg_version.unwrap_or_default(),
+        dpkg_version.as_deref().unwrap_or_default(),
         &force,
         &mut |deb| {
             // dpkg's unpack of dpkg puts the real start-stop-daemon over the fake one.
@@ -491,6 +490,23 @@ fn install_essential(
     )?;
     let args = levers.args(&["--configure", "--force-depends"], last);
     run_dpkg_names(root, &args, essential, log)
+}
+
+/// The version the target's dpkg gives its maintainer scripts as `DPKG_RUNNING_VERSION`
+/// (its `PACKAGE_VERSION`, e.g. `1.22.6` for Ubuntu's 1.22.6ubuntu6.5), as it prints it.
+fn running_dpkg_version(root: &Path) -> Option<String> {
+    let mut out = Vec::new();
+    let finished = sandbox::run(
+        root,
+        "/usr/bin/dpkg",
+        ["--robot", "--version"],
+        Network::Loopback,
+        0,
+        &mut |line| out.push(line.to_string()),
+    )
+    .ok()?;
+    let version = out.first()?.split_whitespace().next()?.to_string();
+    (finished.status.success() && !version.is_empty()).then_some(version)
 }
 
 fn copy_debs(
