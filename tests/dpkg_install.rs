@@ -535,8 +535,14 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
     // dpkg unpacked the others (so its "Unpacking" lines are in the log) but no Essential one.
     assert!(log.contains("Unpacking mini-hello"), "{log}");
     for name in essential {
-        assert!(!log.contains(&format!("Unpacking {name} ")), "{name}:\n{log}");
-        assert!(log.contains(&format!("Setting up {name} ")), "{name}:\n{log}");
+        assert!(
+            !log.contains(&format!("Unpacking {name} ")),
+            "{name}:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("Setting up {name} ")),
+            "{name}:\n{log}"
+        );
     }
 
     // dpkg's view: nothing half-installed, everything "ii", conffile recorded with its md5.
@@ -604,7 +610,14 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
     // Byte for byte the same tree (dpkg's log has times; the environment's order differs),
     // same owners, modes and types, and the preinst saw the same environment.
     let diff = Command::new("diff")
-        .args(["-r", "--no-dereference", "-x", "dpkg.log", "-x", "preinst-env"])
+        .args([
+            "-r",
+            "--no-dereference",
+            "-x",
+            "dpkg.log",
+            "-x",
+            "preinst-env",
+        ])
         .arg(&twice)
         .arg(&root)
         .output()
@@ -617,5 +630,9 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
     );
     assert_eq!(metadata_listing(&twice), metadata_listing(&root));
     assert_eq!(dpkg_env(&twice), dpkg_env(&root));
-    assert!(dpkg_env(&root).iter().any(|l| l == "DPKG_MAINTSCRIPT_NAME=preinst"));
+    assert!(
+        dpkg_env(&root)
+            .iter()
+            .any(|l| l == "DPKG_MAINTSCRIPT_NAME=preinst")
+    );
 }
