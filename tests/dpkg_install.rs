@@ -14,6 +14,22 @@ use std::process::Command;
 use ingot::stage::install::{InstallError, install_packages};
 use ingot::stage::sandbox::{self, Network};
 
+/// dpkg's own view of `root`: nothing half-installed, every package of `debs` "ii".
+fn assert_all_installed(root: &Path, debs: &[ingot::stage::StageDeb]) {
+    let (ok, audit) = in_sandbox(root, "/usr/bin/dpkg", &["--audit"]);
+    assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
+    let (ok, status) = in_sandbox(
+        root,
+        "/usr/bin/dpkg-query",
+        &["-W", "-f", "${Package} ${db:Status-Abbrev}\n"],
+    );
+    assert!(ok, "{status}");
+    let mut names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
+    names.sort();
+    let expected: String = names.iter().map(|n| format!("{n} ii \n")).collect();
+    assert_eq!(status, expected);
+}
+
 fn in_sandbox(root: &Path, prog: &str, args: &[&str]) -> (bool, String) {
     let mut text = String::new();
     let finished = sandbox::run(root, prog, args, Network::Loopback, 0, &mut |l| {
@@ -35,19 +51,7 @@ fn installs_the_mini_distribution_with_its_own_dpkg() {
     install_packages(&root, &debs, &mut |l| lines.push(l.to_string()))
         .unwrap_or_else(|e| panic!("install failed: {e}\n{}", lines.join("\n")));
 
-    // dpkg's own view: nothing half-installed, everything "ii".
-    let (ok, audit) = in_sandbox(&root, "/usr/bin/dpkg", &["--audit"]);
-    assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
-    let (ok, status) = in_sandbox(
-        &root,
-        "/usr/bin/dpkg-query",
-        &["-W", "-f", "${Package} ${db:Status-Abbrev}\n"],
-    );
-    assert!(ok, "{status}");
-    let mut names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
-    names.sort();
-    let expected: String = names.iter().map(|n| format!("{n} ii \n")).collect();
-    assert_eq!(status, expected);
+    assert_all_installed(&root, &debs);
 
     // The database layout mmdebstrap's setup starts from.
     assert_eq!(
@@ -546,18 +550,7 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
     }
 
     // dpkg's view: nothing half-installed, everything "ii", conffile recorded with its md5.
-    let (ok, audit) = in_sandbox(&root, "/usr/bin/dpkg", &["--audit"]);
-    assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
-    let (ok, status) = in_sandbox(
-        &root,
-        "/usr/bin/dpkg-query",
-        &["-W", "-f", "${Package} ${db:Status-Abbrev}\n"],
-    );
-    assert!(ok, "{status}");
-    assert!(
-        status.lines().all(|l| l.ends_with(" ii ")) && status.lines().count() == debs.len(),
-        "{status}"
-    );
+    assert_all_installed(&root, &debs);
     let (ok, conffiles) = in_sandbox(
         &root,
         "/usr/bin/dpkg-query",

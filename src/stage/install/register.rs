@@ -234,18 +234,11 @@ pub(super) fn read_in_root(root: &RootDir, rel: &str) -> Result<Vec<u8>, Install
     let Some((name, parent)) = parts.split_last() else {
         return Ok(Vec::new());
     };
-    let dir = match root.dir(parent, false) {
+    let dir = match root.open_dir_at(parent, OFlag::O_RDONLY) {
         Ok(dir) => dir,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(setup_err(rel)(e)),
+        Err(nix::errno::Errno::ENOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(setup_err(rel)(e.into())),
     };
-    let dir = nix::fcntl::openat(
-        dir.as_fd(),
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| setup_err(rel)(e.into()))?;
     match read_at(&dir, &String::from_utf8_lossy(name), rel) {
         Ok(bytes) => Ok(bytes),
         Err(e) if e.errno == nix::errno::Errno::ENOENT => Ok(Vec::new()),
@@ -508,14 +501,9 @@ fn remove_tmp_ci(root: &RootDir) -> Result<(), InstallError> {
         return Ok(());
     }
     let parts = RootDir::checked(ADMINDIR).map_err(setup_err(ADMINDIR))?;
-    let admin = root.dir(&parts, false).map_err(setup_err(ADMINDIR))?;
-    let admin = nix::fcntl::openat(
-        admin.as_fd(),
-        ".",
-        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| setup_err(ADMINDIR)(e.into()))?;
+    let admin = root
+        .open_dir_at(&parts, OFlag::O_RDONLY)
+        .map_err(|e| setup_err(ADMINDIR)(e.into()))?;
     crate::stage::confined::remove_tree(&admin, std::ffi::OsStr::new("tmp.ci"), TMP_CI)
         .map_err(|e| setup_err(TMP_CI)(io::Error::other(e.to_string())))
 }
