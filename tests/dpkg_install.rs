@@ -629,3 +629,25 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
             .any(|l| l == "DPKG_MAINTSCRIPT_NAME=preinst")
     );
 }
+
+#[test]
+fn an_essential_deb_changed_after_verification_is_refused_before_extraction() {
+    privilege::require_root("chroot, and packages owned by other users");
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = minidistro::build(&tmp.path().join("debs"));
+    // dpkg never unpacks the Essential set again: the extracted bytes are all there is.
+    let passwd = debs.iter().find(|d| d.name == "mini-passwd").unwrap();
+    assert!(passwd.essential);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(&passwd.path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"\n").unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    match install_packages(&root, &debs, &mut |_| {}) {
+        Err(InstallError::Tampered { package, .. }) => assert_eq!(package, "mini-passwd"),
+        other => panic!("expected the changed .deb to be refused, got {other:?}"),
+    }
+    assert!(!root.join("etc/passwd").exists());
+}

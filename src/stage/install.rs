@@ -173,7 +173,7 @@ pub enum InstallError {
     },
     /// The copy of a `.deb` made for dpkg does not have the SHA-256 of the signed index.
     #[error(
-        "{path}: the .deb of {package} changed after it was verified: SHA-256 {actual} while copying it into the root, the signed index says {expected}"
+        "{path}: the .deb of {package} changed after it was verified: SHA-256 {actual} while copying or extracting it, the signed index says {expected}"
     )]
     Tampered {
         /// The package.
@@ -384,11 +384,40 @@ pub fn extract_essential(
         essential.len()
     ));
     for deb in &essential {
-        for member in unpack::extract_deb(root, &deb.name, &deb.path)? {
+        // dpkg never unpacks these, so what is extracted must be the verified bytes: read
+        // once, checked against the signed index, extracted from a private copy in memory.
+        let verified = verified_copy(deb)?;
+        let path = crate::stage::confined::fd_path(&verified);
+        for member in unpack::extract_deb(root, &deb.name, &path)? {
             log(&format!("{}: skipped {member}", deb.name));
         }
     }
     Ok(())
+}
+
+/// The bytes of `deb` in an anonymous in-memory file, after checking their SHA-256 against
+/// the signed index (nothing can change them between the check and their extraction).
+fn verified_copy(deb: &StageDeb) -> Result<std::os::fd::OwnedFd, InstallError> {
+    let cache_err = |source| InstallError::Setup {
+        path: deb.path.display().to_string(),
+        source,
+    };
+    let bytes = std::fs::read(&deb.path).map_err(cache_err)?;
+    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+    if actual != deb.sha256 {
+        return Err(InstallError::Tampered {
+            package: deb.name.clone(),
+            path: deb.path.display().to_string(),
+            expected: deb.sha256.clone(),
+            actual,
+        });
+    }
+    let fd =
+        nix::sys::memfd::memfd_create(deb.name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| cache_err(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, &bytes).map_err(cache_err)?;
+    Ok(file.into())
 }
 
 /// Second half, mmdebstrap's essential and install steps, with the target's own dpkg in a
