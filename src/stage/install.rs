@@ -185,6 +185,16 @@ pub enum InstallError {
         /// SHA-256 of the bytes copied.
         actual: String,
     },
+    /// dpkg's unpack of an Essential package would not leave what its extraction left.
+    #[error(
+        "cannot register {package} with dpkg after extracting it: {reason}, so dpkg would unpack it differently"
+    )]
+    CannotRegister {
+        /// The package.
+        package: String,
+        /// What dpkg would do differently.
+        reason: String,
+    },
     /// No package says which architecture the target is.
     #[error("no package has a native architecture (all are Architecture: all)")]
     NoNativeArchitecture,

@@ -255,6 +255,8 @@ struct Listing {
     /// The directories that hold a non-directory member: dpkg unpacks each such member as
     /// `<name>.dpkg-new` there and renames it into place, which changes their mtime.
     parents: std::collections::BTreeSet<String>,
+    /// The non-directory members (as in `list`).
+    files: Vec<String>,
 }
 
 /// The [`Listing`] of `deb`'s `data.tar`; md5sums only when `want_md5` is set.
@@ -270,6 +272,7 @@ fn data_listing(deb: &StageDeb, want_md5: bool) -> Result<Listing, InstallError>
         let mut list = Vec::new();
         let mut md5sums = String::new();
         let mut parents = std::collections::BTreeSet::new();
+        let mut files = Vec::new();
         let mut hashes: std::collections::HashMap<String, String> = Default::default();
         let mut archive = tar::Archive::new(r);
         for entry in archive.entries()? {
@@ -300,12 +303,16 @@ fn data_listing(deb: &StageDeb, want_md5: bool) -> Result<Listing, InstallError>
             {
                 parents.insert(parent.trim_start_matches('/').to_string());
             }
+            if !kind.is_dir() {
+                files.push(name.clone());
+            }
             list.push(name);
         }
         Ok::<_, io::Error>(Listing {
             list,
             md5sums,
             parents,
+            files,
         })
     });
     match result {
@@ -363,6 +370,7 @@ pub fn register_unpacked(
     let mut file_interests =
         String::from_utf8_lossy(&read_in_root(root_dir, &format!("{TRIGGERS}/File"))?).into_owned();
     let mut names = Vec::new();
+    let mut owners = std::collections::HashMap::new();
     for deb in debs {
         let control = Control::read(deb)?;
         let info = control.info_name();
@@ -425,7 +433,15 @@ pub fn register_unpacked(
             list,
             md5sums,
             parents,
+            files,
         } = data_listing(deb, !has_md5sums)?;
+        refuse_what_dpkg_would_unpack_differently(
+            root_dir,
+            &control.name,
+            &list,
+            &files,
+            &mut owners,
+        )?;
         let list_rel = format!("{INFO}/{info}.list");
         let mut list_text = list.join("\n");
         list_text.push('\n');
@@ -456,6 +472,41 @@ pub fn register_unpacked(
         unpacked(deb)?;
     }
     Ok(names)
+}
+
+/// The two things dpkg's unpack would do differently from the extraction, refused rather
+/// than registered wrongly: a path another package's `preinst` diverted (dpkg would unpack it
+/// under the diverted name), and a file an earlier package of the set ships too (dpkg would
+/// take it over with `Replaces` or fail). Neither happens in Ubuntu's or Debian's Essential
+/// sets today.
+fn refuse_what_dpkg_would_unpack_differently(
+    root: &RootDir,
+    package: &str,
+    list: &[String],
+    files: &[String],
+    owners: &mut std::collections::HashMap<String, String>,
+) -> Result<(), InstallError> {
+    let refuse = |reason: String| InstallError::CannotRegister {
+        package: package.to_string(),
+        reason,
+    };
+    let diversions = read_in_root(root, &format!("{ADMINDIR}/diversions"))?;
+    let diversions = String::from_utf8_lossy(&diversions);
+    let lines: Vec<&str> = diversions.lines().collect();
+    for triple in lines.chunks(3) {
+        if let [from, to, by] = triple
+            && *by != package
+            && list.iter().any(|p| p == from)
+        {
+            return Err(refuse(format!("{from} is diverted to {to} by {by}")));
+        }
+    }
+    for file in files {
+        if let Some(other) = owners.insert(file.clone(), package.to_string()) {
+            return Err(refuse(format!("{file} is shipped by {other} too")));
+        }
+    }
+    Ok(())
 }
 
 /// Set the mtime of each directory (in-root path, symlinks resolved inside the root as dpkg's
