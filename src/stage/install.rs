@@ -405,6 +405,19 @@ pub fn extract_essential(
     Ok(())
 }
 
+/// `actual` (the SHA-256 of bytes about to be used) is the one the signed index gave `deb`.
+fn check_verified(deb: &StageDeb, actual: String) -> Result<(), InstallError> {
+    if actual == deb.sha256 {
+        return Ok(());
+    }
+    Err(InstallError::Tampered {
+        package: deb.name.clone(),
+        path: deb.path.display().to_string(),
+        expected: deb.sha256.clone(),
+        actual,
+    })
+}
+
 /// The bytes of `deb` in an anonymous in-memory file, after checking their SHA-256 against
 /// the signed index (nothing can change them between the check and their extraction).
 fn verified_copy(deb: &StageDeb) -> Result<std::os::fd::OwnedFd, InstallError> {
@@ -413,15 +426,10 @@ fn verified_copy(deb: &StageDeb) -> Result<std::os::fd::OwnedFd, InstallError> {
         source,
     };
     let bytes = std::fs::read(&deb.path).map_err(cache_err)?;
-    let actual = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
-    if actual != deb.sha256 {
-        return Err(InstallError::Tampered {
-            package: deb.name.clone(),
-            path: deb.path.display().to_string(),
-            expected: deb.sha256.clone(),
-            actual,
-        });
-    }
+    check_verified(
+        deb,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+    )?;
     let fd =
         nix::sys::memfd::memfd_create(deb.name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
             .map_err(|e| cache_err(e.into()))?;
@@ -569,15 +577,7 @@ fn copy_debs(
         // file by path minutes earlier.
         let mut hashing = HashingReader::new(source);
         io::copy(&mut hashing, &mut copy).map_err(setup_err(&rel))?;
-        let actual = hashing.hex();
-        if actual != deb.sha256 {
-            return Err(InstallError::Tampered {
-                package: deb.name.clone(),
-                path: deb.path.display().to_string(),
-                expected: deb.sha256.clone(),
-                actual,
-            });
-        }
+        check_verified(deb, hashing.hex())?;
     }
     Ok(())
 }

@@ -23,8 +23,11 @@
 //! `info/<pkg>` is `<pkg>:<arch>` for `Multi-Arch: same` packages, as dpkg names them.
 //!
 //! Only for a fresh database: [`unsupported`] says why a set cannot be registered (a `status`
-//! that is not empty, conffile flags, a `list` control member), and the caller then has dpkg
-//! install it instead. Must never: write outside the root (every path goes through
+//! that is not empty, conffile flags, a conffile that is not a regular file, a `list` control
+//! member), and the caller then has dpkg install it instead. What only shows while
+//! registering (a path another package's `preinst` diverted, a file two packages ship) fails
+//! the build ([`InstallError::CannotRegister`]) rather than being registered wrongly. Must
+//! never: write outside the root (every path goes through
 //! [`RootDir`]), or run anything but the package's own `preinst` (through the sandbox).
 
 use std::io::{self, Read};
