@@ -14,6 +14,22 @@ use std::process::Command;
 use ingot::stage::install::{InstallError, install_packages};
 use ingot::stage::sandbox::{self, Network};
 
+/// dpkg's own view of `root`: nothing half-installed, every package of `debs` "ii".
+fn assert_all_installed(root: &Path, debs: &[ingot::stage::StageDeb]) {
+    let (ok, audit) = in_sandbox(root, "/usr/bin/dpkg", &["--audit"]);
+    assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
+    let (ok, status) = in_sandbox(
+        root,
+        "/usr/bin/dpkg-query",
+        &["-W", "-f", "${Package} ${db:Status-Abbrev}\n"],
+    );
+    assert!(ok, "{status}");
+    let mut names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
+    names.sort();
+    let expected: String = names.iter().map(|n| format!("{n} ii \n")).collect();
+    assert_eq!(status, expected);
+}
+
 fn in_sandbox(root: &Path, prog: &str, args: &[&str]) -> (bool, String) {
     let mut text = String::new();
     let finished = sandbox::run(root, prog, args, Network::Loopback, 0, &mut |l| {
@@ -35,19 +51,7 @@ fn installs_the_mini_distribution_with_its_own_dpkg() {
     install_packages(&root, &debs, &mut |l| lines.push(l.to_string()))
         .unwrap_or_else(|e| panic!("install failed: {e}\n{}", lines.join("\n")));
 
-    // dpkg's own view: nothing half-installed, everything "ii".
-    let (ok, audit) = in_sandbox(&root, "/usr/bin/dpkg", &["--audit"]);
-    assert!(ok && audit.trim().is_empty(), "dpkg --audit: {audit}");
-    let (ok, status) = in_sandbox(
-        &root,
-        "/usr/bin/dpkg-query",
-        &["-W", "-f", "${Package} ${db:Status-Abbrev}\n"],
-    );
-    assert!(ok, "{status}");
-    let mut names: Vec<&str> = debs.iter().map(|d| d.name.as_str()).collect();
-    names.sort();
-    let expected: String = names.iter().map(|n| format!("{n} ii \n")).collect();
-    assert_eq!(status, expected);
+    assert_all_installed(&root, &debs);
 
     // The database layout mmdebstrap's setup starts from.
     assert_eq!(
@@ -435,4 +439,215 @@ fn stage_debs_from_dir(dir: &Path) -> Vec<ingot::stage::StageDeb> {
         .collect();
     debs.sort_by(|a, b| a.name.cmp(&b.name));
     debs
+}
+
+/// Set only in the child process `essential_packages_are_unpacked_once_and_registered_like_dpkg`
+/// starts: the root to install into with the `double-unpack` lever, and the packages (JSON).
+const DOUBLE_UNPACK_ROOT: &str = "INGOT_TEST_DOUBLE_UNPACK_ROOT";
+const DOUBLE_UNPACK_DEBS: &str = "INGOT_TEST_DOUBLE_UNPACK_DEBS";
+
+/// An Essential package with what registration must get right: a `preinst` (it records how
+/// it was run: `$0`, arguments, dpkg's environment and its own state while it runs), a
+/// conffile, trigger interests (a path and an explicit trigger) and no `md5sums`.
+fn mini_conf(out: &Path) -> ingot::stage::StageDeb {
+    minidistro::build_package(
+        out,
+        &minidistro::PackageSpec {
+            name: "mini-conf",
+            essential: true,
+            depends: &["mini-base"],
+            pre_depends: &[],
+            scripts: &[
+                (
+                    "preinst",
+                    "#!/bin/sh\nset -e\nmkdir -p /var/lib/mini-conf\n\
+                     echo \"$0 $*\" > /var/lib/mini-conf/preinst-args\n\
+                     env > /var/lib/mini-conf/preinst-env\n\
+                     dpkg-query -W -f '${db:Status-Abbrev}\\n' mini-conf mini-base \
+                     > /var/lib/mini-conf/preinst-status\n\
+                     test -f /etc/mini-conf.conf\n",
+                ),
+                (
+                    "triggers",
+                    "interest-noawait /usr/share/mini-conf/hooks\ninterest mini-conf-reload\n",
+                ),
+            ],
+            conffiles: &["/etc/mini-conf.conf"],
+            compression: "xz",
+        },
+        |tree| {
+            fs::create_dir_all(tree.join("etc")).unwrap();
+            fs::write(tree.join("etc/mini-conf.conf"), "answer = 42\n").unwrap();
+            fs::create_dir_all(tree.join("usr/share/mini-conf/hooks")).unwrap();
+            fs::write(tree.join("usr/share/mini-conf/README"), "conf\n").unwrap();
+        },
+    )
+}
+
+/// Owner, group, mode and type (and a symlink's target) of every path under `root`.
+fn metadata_listing(root: &Path) -> Vec<String> {
+    let out = Command::new("find")
+        .arg(".")
+        .args(["-printf", "%p %U %G %m %y %l\n"])
+        .current_dir(root)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
+fn dpkg_env(root: &Path) -> Vec<String> {
+    let env = fs::read_to_string(root.join("var/lib/mini-conf/preinst-env")).unwrap();
+    let mut env: Vec<String> = env.lines().map(str::to_string).collect();
+    env.sort();
+    env
+}
+
+#[test]
+fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
+    privilege::require_root("chroot, and packages owned by other users");
+    if let Some(root) = std::env::var_os(DOUBLE_UNPACK_ROOT) {
+        // The child: the same packages, dpkg unpacking the Essential set a second time.
+        let debs: Vec<ingot::stage::StageDeb> =
+            serde_json::from_str(&std::env::var(DOUBLE_UNPACK_DEBS).unwrap()).unwrap();
+        let root = Path::new(&root);
+        fs::create_dir(root).unwrap();
+        install_packages(root, &debs, &mut |l| eprintln!("{l}")).unwrap_or_else(|e| panic!("{e}"));
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("debs");
+    let mut debs = minidistro::build(&out);
+    debs.push(mini_conf(&out));
+    let essential = ["mini-base", "mini-passwd", "mini-conf"];
+
+    let root = tmp.path().join("registered");
+    fs::create_dir(&root).unwrap();
+    let mut lines = Vec::new();
+    install_packages(&root, &debs, &mut |l| lines.push(l.to_string()))
+        .unwrap_or_else(|e| panic!("install failed: {e}\n{}", lines.join("\n")));
+    let log = lines.join("\n");
+    assert!(
+        log.contains("registering 3 extracted essential packages with dpkg"),
+        "{log}"
+    );
+    // dpkg unpacked the others (so its "Unpacking" lines are in the log) but no Essential one.
+    assert!(log.contains("Unpacking mini-hello"), "{log}");
+    for name in essential {
+        assert!(
+            !log.contains(&format!("Unpacking {name} ")),
+            "{name}:\n{log}"
+        );
+        assert!(
+            log.contains(&format!("Setting up {name} ")),
+            "{name}:\n{log}"
+        );
+    }
+
+    // dpkg's view: nothing half-installed, everything "ii", conffile recorded with its md5.
+    assert_all_installed(&root, &debs);
+    let (ok, conffiles) = in_sandbox(
+        &root,
+        "/usr/bin/dpkg-query",
+        &["-W", "-f", "${Conffiles}\n", "mini-conf"],
+    );
+    let md5 = Command::new("md5sum")
+        .arg(root.join("etc/mini-conf.conf"))
+        .output()
+        .unwrap();
+    let md5 = String::from_utf8_lossy(&md5.stdout);
+    let md5 = md5.split_whitespace().next().unwrap();
+    assert!(ok, "{conffiles}");
+    assert_eq!(conffiles.trim(), format!("/etc/mini-conf.conf {md5}"));
+    assert!(!root.join("etc/mini-conf.conf.dpkg-new").exists());
+    // The preinst ran as dpkg runs it: from tmp.ci, `install`, itself half-installed, with
+    // its conffile already extracted.
+    assert_eq!(
+        fs::read_to_string(root.join("var/lib/mini-conf/preinst-args")).unwrap(),
+        "/var/lib/dpkg/tmp.ci/preinst install\n"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join("var/lib/mini-conf/preinst-status")).unwrap(),
+        // mini-base (sorted first) unpacked, mini-conf half-installed, reinstall required.
+        "iU \niHR\n"
+    );
+
+    // The same packages with the double-unpack lever (dpkg --install of the Essential set),
+    // in a child process so that the lever is not set for the other tests here.
+    let twice = tmp.path().join("twice");
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "essential_packages_are_unpacked_once_and_registered_like_dpkg",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("INGOT_BENCH_DPKG", "double-unpack")
+        .env(DOUBLE_UNPACK_ROOT, &twice)
+        .env(DOUBLE_UNPACK_DEBS, serde_json::to_string(&debs).unwrap())
+        .output()
+        .unwrap();
+    let child_log = String::from_utf8_lossy(&child.stderr);
+    assert!(child.status.success(), "{child_log}");
+    assert!(
+        child_log.contains("dpkg unpacks the essential set again"),
+        "{child_log}"
+    );
+    assert!(child_log.contains("Unpacking mini-conf "), "{child_log}");
+
+    // Byte for byte the same tree (dpkg's log has times; the environment's order differs),
+    // same owners, modes and types, and the preinst saw the same environment.
+    let diff = Command::new("diff")
+        .args([
+            "-r",
+            "--no-dereference",
+            "-x",
+            "dpkg.log",
+            "-x",
+            "preinst-env",
+        ])
+        .arg(&twice)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(
+        diff.status.success(),
+        "registered tree differs from dpkg's double unpack:\n{}{}",
+        String::from_utf8_lossy(&diff.stdout),
+        String::from_utf8_lossy(&diff.stderr)
+    );
+    assert_eq!(metadata_listing(&twice), metadata_listing(&root));
+    assert_eq!(dpkg_env(&twice), dpkg_env(&root));
+    assert!(
+        dpkg_env(&root)
+            .iter()
+            .any(|l| l == "DPKG_MAINTSCRIPT_NAME=preinst")
+    );
+}
+
+#[test]
+fn an_essential_deb_changed_after_verification_is_refused_before_extraction() {
+    privilege::require_root("chroot, and packages owned by other users");
+    let tmp = tempfile::tempdir().unwrap();
+    let debs = minidistro::build(&tmp.path().join("debs"));
+    // dpkg never unpacks the Essential set again: the extracted bytes are all there is.
+    let passwd = debs.iter().find(|d| d.name == "mini-passwd").unwrap();
+    assert!(passwd.essential);
+    let mut file = fs::OpenOptions::new()
+        .append(true)
+        .open(&passwd.path)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"\n").unwrap();
+    let root = tmp.path().join("root");
+    fs::create_dir(&root).unwrap();
+    match install_packages(&root, &debs, &mut |_| {}) {
+        Err(InstallError::Tampered { package, .. }) => assert_eq!(package, "mini-passwd"),
+        other => panic!("expected the changed .deb to be refused, got {other:?}"),
+    }
+    assert!(!root.join("etc/passwd").exists());
 }

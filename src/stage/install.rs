@@ -4,8 +4,13 @@
 //! Owns, for a fresh staging root: the directories and dpkg database files mmdebstrap's setup
 //! creates (`var/lib/dpkg/{status,arch,info,…}`, `tmp` 1777, …), the extraction of the
 //! Essential set ([`unpack`]), the temporary fake `start-stop-daemon`, the copies of the
-//! `.deb`s inside the root, and every dpkg run: `dpkg --install --force-depends` for the
-//! Essential set, then `dpkg --unpack` in rounds ordered by Pre-Depends with the needed
+//! `.deb`s inside the root, and every dpkg run. The Essential set is unpacked once, by the
+//! extraction: [`register`] then records each package in dpkg's database exactly as `dpkg
+//! --unpack` would have (its `preinst` run, `info/`, `status`, trigger interests, conffiles
+//! waiting as `.dpkg-new`) and `dpkg --configure --force-depends` configures them (with the
+//! `double-unpack` bench lever, or a database it cannot take, `dpkg --install
+//! --force-depends` unpacks them a second time instead, as before). Then `dpkg --unpack` of
+//! the rest in rounds ordered by Pre-Depends with the needed
 //! `dpkg --configure`s between them, then one `dpkg --configure --pending`, each run in the
 //! [`sandbox`](crate::stage::sandbox) without network. Every run uses `--force-unsafe-io` (the
 //! staging tree is thrown away if the build dies) and every run but the last `--no-triggers`,
@@ -16,6 +21,7 @@
 //! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
 //! caller (the stage).
 
+pub mod register;
 pub mod unpack;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -60,7 +66,9 @@ const FAKE_START_STOP_DAEMON: &str =
 /// The dpkg levers for a tree that is thrown away if the build fails: no `fsync` per file
 /// (`--force-unsafe-io`), and triggers deferred (`--no-triggers`) from every run but the last
 /// `--configure --pending`, which processes each pending trigger once, as apt does. Neither
-/// changes what ends up in the tree.
+/// changes what ends up in the tree. Nor does the third: the Essential set, extracted from
+/// Rust, is registered with dpkg and only configured (`register_essential`), not unpacked by
+/// `dpkg --install` a second time.
 ///
 /// And one for the image's contract: a golden image ships no SSH host keys (the cleanup
 /// invariants delete them), so generating them while packages are configured is wasted work —
@@ -71,6 +79,7 @@ const FAKE_START_STOP_DAEMON: &str =
 #[derive(Debug, Clone, Copy)]
 struct Levers {
     unsafe_io: bool,
+    register_essential: bool,
     defer_triggers: bool,
     skip_host_keys: bool,
 }
@@ -84,7 +93,7 @@ const HOST_KEYS: &[&str] = &[
 ];
 
 /// Turns levers off for measuring them (scripts/bench.sh only): `INGOT_BENCH_DPKG` holds
-/// `safe-io`, `triggers-each-run` and/or `host-keys`, comma-separated.
+/// `safe-io`, `triggers-each-run`, `host-keys` and/or `double-unpack`, comma-separated.
 const BENCH_DPKG_ENV: &str = "INGOT_BENCH_DPKG";
 
 /// The dpkg options in effect, as text: part of the base cache's key.
@@ -98,6 +107,7 @@ impl Levers {
         let off: Vec<&str> = off.split(',').map(str::trim).collect();
         Levers {
             unsafe_io: !off.contains(&"safe-io"),
+            register_essential: !off.contains(&"double-unpack"),
             defer_triggers: !off.contains(&"triggers-each-run"),
             skip_host_keys: !off.contains(&"host-keys"),
         }
@@ -163,7 +173,7 @@ pub enum InstallError {
     },
     /// The copy of a `.deb` made for dpkg does not have the SHA-256 of the signed index.
     #[error(
-        "{path}: the .deb of {package} changed after it was verified: SHA-256 {actual} while copying it into the root, the signed index says {expected}"
+        "{path}: the .deb of {package} changed after it was verified: SHA-256 {actual} while copying or extracting it, the signed index says {expected}"
     )]
     Tampered {
         /// The package.
@@ -174,6 +184,16 @@ pub enum InstallError {
         expected: String,
         /// SHA-256 of the bytes copied.
         actual: String,
+    },
+    /// dpkg's unpack of an Essential package would not leave what its extraction left.
+    #[error(
+        "cannot register {package} with dpkg after extracting it: {reason}, so dpkg would unpack it differently"
+    )]
+    CannotRegister {
+        /// The package.
+        package: String,
+        /// What dpkg would do differently.
+        reason: String,
     },
     /// No package says which architecture the target is.
     #[error("no package has a native architecture (all are Architecture: all)")]
@@ -374,11 +394,48 @@ pub fn extract_essential(
         essential.len()
     ));
     for deb in &essential {
-        for member in unpack::extract_deb(root, &deb.name, &deb.path)? {
+        // dpkg never unpacks these, so what is extracted must be the verified bytes: read
+        // once, checked against the signed index, extracted from a private copy in memory.
+        let verified = verified_copy(deb)?;
+        let path = crate::stage::confined::fd_path(&verified);
+        for member in unpack::extract_deb(root, &deb.name, &path)? {
             log(&format!("{}: skipped {member}", deb.name));
         }
     }
     Ok(())
+}
+
+/// `actual` (the SHA-256 of bytes about to be used) is the one the signed index gave `deb`.
+fn check_verified(deb: &StageDeb, actual: String) -> Result<(), InstallError> {
+    if actual == deb.sha256 {
+        return Ok(());
+    }
+    Err(InstallError::Tampered {
+        package: deb.name.clone(),
+        path: deb.path.display().to_string(),
+        expected: deb.sha256.clone(),
+        actual,
+    })
+}
+
+/// The bytes of `deb` in an anonymous in-memory file, after checking their SHA-256 against
+/// the signed index (nothing can change them between the check and their extraction).
+fn verified_copy(deb: &StageDeb) -> Result<std::os::fd::OwnedFd, InstallError> {
+    let cache_err = |source| InstallError::Setup {
+        path: deb.path.display().to_string(),
+        source,
+    };
+    let bytes = std::fs::read(&deb.path).map_err(cache_err)?;
+    check_verified(
+        deb,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+    )?;
+    let fd =
+        nix::sys::memfd::memfd_create(deb.name.as_str(), nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .map_err(|e| cache_err(e.into()))?;
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, &bytes).map_err(cache_err)?;
+    Ok(file.into())
 }
 
 /// Second half, mmdebstrap's essential and install steps, with the target's own dpkg in a
@@ -409,11 +466,94 @@ pub fn configure_packages(
             "installing {} essential packages",
             essential.len()
         ));
-        let args = levers.args(&["--install", "--force-depends"], rest.is_empty());
-        run_dpkg(root, &args, &essential, log)?;
+        let last = rest.is_empty();
+        install_essential(root, &essential, levers, last, &scaffolding, log)?;
     }
     install_rest(root, &essential, &rest, debs, levers, &mut scaffolding, log)?;
     scaffolding.undo()
+}
+
+/// The Essential set, extracted by [`extract_essential`] already: registered in dpkg's
+/// database as `dpkg --unpack` would leave it ([`register`]), then `dpkg --configure
+/// --force-depends`, so that no package is unpacked twice. With the `double-unpack` bench
+/// lever, or a database [`register::unsupported`] cannot take, `dpkg --install
+/// --force-depends` unpacks them again instead.
+fn install_essential(
+    root: &Path,
+    essential: &[&StageDeb],
+    levers: Levers,
+    last: bool,
+    scaffolding: &Scaffolding<'_>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
+    let root_dir = scaffolding.root;
+    let dpkg_version = if levers.register_essential {
+        running_dpkg_version(root)
+    } else {
+        None
+    };
+    let why_not = if !levers.register_essential {
+        Some("the double-unpack lever is set".to_string())
+    } else if dpkg_version.is_none() {
+        Some("`dpkg --robot --version` did not say which dpkg runs".to_string())
+    } else {
+        register::unsupported(root_dir, essential)?
+    };
+    if let Some(why) = why_not {
+        log(&format!("dpkg unpacks the essential set again: {why}"));
+        let args = levers.args(&["--install", "--force-depends"], last);
+        return run_dpkg(root, &args, essential, log);
+    }
+    let mut force = String::from("security-mac,downgrade");
+    if levers.unsafe_io {
+        force.push_str(",unsafe-io");
+    }
+    force.push_str(",depends");
+    log(&format!(
+        "registering {} extracted essential packages with dpkg",
+        essential.len()
+    ));
+    register::register_unpacked(
+        root,
+        root_dir,
+        essential,
+        dpkg_version.as_deref().unwrap_or_default(),
+        &force,
+        &mut |deb| {
+            // dpkg's unpack of dpkg puts the real start-stop-daemon over the fake one.
+            if deb.name == "dpkg" && scaffolding.fake_ssd {
+                let real = root_dir
+                    .stat(START_STOP_DAEMON_REAL)
+                    .map_err(setup_err(START_STOP_DAEMON_REAL))?
+                    .map_or(0o755, |st| st.st_mode & 0o7777);
+                let bytes = register::read_in_root(root_dir, START_STOP_DAEMON_REAL)?;
+                root_dir
+                    .write_file(START_STOP_DAEMON, &bytes, real)
+                    .map_err(setup_err(START_STOP_DAEMON))?;
+            }
+            Ok(())
+        },
+        log,
+    )?;
+    let args = levers.args(&["--configure", "--force-depends"], last);
+    run_dpkg_names(root, &args, essential, log)
+}
+
+/// The version the target's dpkg gives its maintainer scripts as `DPKG_RUNNING_VERSION`
+/// (its `PACKAGE_VERSION`, e.g. `1.22.6` for Ubuntu's 1.22.6ubuntu6.5), as it prints it.
+fn running_dpkg_version(root: &Path) -> Option<String> {
+    let mut out = Vec::new();
+    let finished = sandbox::run(
+        root,
+        "/usr/bin/dpkg",
+        ["--robot", "--version"],
+        Network::Loopback,
+        0,
+        &mut |line| out.push(line.to_string()),
+    )
+    .ok()?;
+    let version = out.first()?.split_whitespace().next()?.to_string();
+    (finished.status.success() && !version.is_empty()).then_some(version)
 }
 
 fn copy_debs(
@@ -437,15 +577,7 @@ fn copy_debs(
         // file by path minutes earlier.
         let mut hashing = HashingReader::new(source);
         io::copy(&mut hashing, &mut copy).map_err(setup_err(&rel))?;
-        let actual = hashing.hex();
-        if actual != deb.sha256 {
-            return Err(InstallError::Tampered {
-                package: deb.name.clone(),
-                path: deb.path.display().to_string(),
-                expected: deb.sha256.clone(),
-                actual,
-            });
-        }
+        check_verified(deb, hashing.hex())?;
     }
     Ok(())
 }

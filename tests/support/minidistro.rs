@@ -42,6 +42,7 @@ const BASE_PROGRAMS: &[&str] = &[
     "/usr/bin/dpkg-maintscript-helper",
     "/usr/bin/update-alternatives",
     "/usr/bin/dash",
+    "/usr/bin/env",
     "/usr/bin/rm",
     "/usr/bin/tar",
     "/usr/bin/diff",
