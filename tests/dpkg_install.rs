@@ -446,6 +446,34 @@ fn stage_debs_from_dir(dir: &Path) -> Vec<ingot::stage::StageDeb> {
 const DOUBLE_UNPACK_ROOT: &str = "INGOT_TEST_DOUBLE_UNPACK_ROOT";
 const DOUBLE_UNPACK_DEBS: &str = "INGOT_TEST_DOUBLE_UNPACK_DEBS";
 
+/// A package after the Essential set whose postinst calls start-stop-daemon, recording what
+/// it said.
+fn mini_ssd_user(out: &Path) -> ingot::stage::StageDeb {
+    minidistro::build_package(
+        out,
+        &minidistro::PackageSpec {
+            name: "mini-ssd-user",
+            essential: false,
+            depends: &["mini-base"],
+            pre_depends: &[],
+            scripts: &[(
+                "postinst",
+                "#!/bin/sh
+mkdir -p /var/lib/mini-ssd-user
+                 start-stop-daemon --start --exec /bin/true > /var/lib/mini-ssd-user/said 2>&1
+                 exit 0
+",
+            )],
+            conffiles: &[],
+            compression: "gzip",
+        },
+        |tree| {
+            fs::create_dir_all(tree.join("usr/share/mini-ssd-user")).unwrap();
+            fs::write(tree.join("usr/share/mini-ssd-user/README"), "ssd\n").unwrap();
+        },
+    )
+}
+
 /// An Essential package with what registration must get right: a `preinst` (it records how
 /// it was run: `$0`, arguments, dpkg's environment and its own state while it runs), a
 /// conffile, trigger interests (a path and an explicit trigger) and no `md5sums`.
@@ -524,6 +552,7 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
     let out = tmp.path().join("debs");
     let mut debs = minidistro::build(&out);
     debs.push(mini_conf(&out));
+    debs.push(mini_ssd_user(&out));
     let essential = ["mini-base", "mini-passwd", "mini-conf"];
 
     let root = tmp.path().join("registered");
@@ -548,6 +577,12 @@ fn essential_packages_are_unpacked_once_and_registered_like_dpkg() {
             "{name}:\n{log}"
         );
     }
+
+    // What the packages after the Essential set get for start-stop-daemon is mmdebstrap's
+    // fake (it starts nothing), on this path and, through the tree comparison below, on the
+    // double-unpack one, where dpkg's unpack of the Essential set had put the real one back.
+    let ssd = fs::read_to_string(root.join("var/lib/mini-ssd-user/said")).unwrap();
+    assert!(ssd.contains("Fake start-stop-daemon called"), "{ssd}");
 
     // dpkg's view: nothing half-installed, everything "ii", conffile recorded with its md5.
     assert_all_installed(&root, &debs);

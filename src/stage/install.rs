@@ -309,6 +309,20 @@ impl Scaffolding<'_> {
         Ok(())
     }
 
+    /// Put the fake `start-stop-daemon` back if a package's unpack replaced it.
+    fn refake_start_stop_daemon(&self) -> Result<(), InstallError> {
+        if !self.fake_ssd {
+            return Ok(());
+        }
+        let current = register::read_in_root(self.root, START_STOP_DAEMON)?;
+        if current == FAKE_START_STOP_DAEMON.as_bytes() {
+            return Ok(());
+        }
+        self.root
+            .write_file(START_STOP_DAEMON, FAKE_START_STOP_DAEMON.as_bytes(), 0o755)
+            .map_err(setup_err(START_STOP_DAEMON))
+    }
+
     fn undo(&mut self) -> Result<(), InstallError> {
         for key in std::mem::take(&mut self.host_key_placeholders) {
             self.root.remove_file(key).map_err(setup_err(key))?;
@@ -468,6 +482,9 @@ pub fn configure_packages(
         ));
         let last = rest.is_empty();
         install_essential(root, &essential, levers, last, &scaffolding, log)?;
+        // dpkg's own unpack of dpkg (the double-unpack path) puts the real start-stop-daemon
+        // over the fake; mmdebstrap fakes it again for its install phase, and so do we.
+        scaffolding.refake_start_stop_daemon()?;
     }
     install_rest(root, &essential, &rest, debs, levers, &mut scaffolding, log)?;
     scaffolding.undo()
@@ -519,20 +536,6 @@ fn install_essential(
         essential,
         dpkg_version.as_deref().unwrap_or_default(),
         &force,
-        &mut |deb| {
-            // dpkg's unpack of dpkg puts the real start-stop-daemon over the fake one.
-            if deb.name == "dpkg" && scaffolding.fake_ssd {
-                let real = root_dir
-                    .stat(START_STOP_DAEMON_REAL)
-                    .map_err(setup_err(START_STOP_DAEMON_REAL))?
-                    .map_or(0o755, |st| st.st_mode & 0o7777);
-                let bytes = register::read_in_root(root_dir, START_STOP_DAEMON_REAL)?;
-                root_dir
-                    .write_file(START_STOP_DAEMON, &bytes, real)
-                    .map_err(setup_err(START_STOP_DAEMON))?;
-            }
-            Ok(())
-        },
         log,
     )?;
     let args = levers.args(&["--configure", "--force-depends"], last);

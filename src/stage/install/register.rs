@@ -358,15 +358,13 @@ fn maintscript_env(control: &Control, dpkg_version: &str, force: &str) -> Vec<St
 
 /// Register `debs` (extracted into `root` already) in dpkg's database as `dpkg --unpack`
 /// would, in order; see the module doc. `dpkg_version` is the target's dpkg (what its
-/// `DPKG_RUNNING_VERSION` says), `force` the `DPKG_FORCE` its run would export; `unpacked`
-/// is called once each package is registered, for what its unpack would also have replaced.
+/// `DPKG_RUNNING_VERSION` says), `force` the `DPKG_FORCE` its run would export.
 pub fn register_unpacked(
     root: &Path,
     root_dir: &RootDir,
     debs: &[&StageDeb],
     dpkg_version: &str,
     force: &str,
-    unpacked: &mut dyn FnMut(&StageDeb) -> Result<(), InstallError>,
     log: &mut dyn FnMut(&str),
 ) -> Result<Vec<String>, InstallError> {
     let mut status = String::from_utf8_lossy(&read_in_root(root_dir, STATUS)?).into_owned();
@@ -472,7 +470,6 @@ pub fn register_unpacked(
         root_dir
             .write_file(STATUS, status.as_bytes(), 0o644)
             .map_err(setup_err(STATUS))?;
-        unpacked(deb)?;
     }
     Ok(names)
 }
