@@ -227,17 +227,101 @@ pub fn resolve_and_fetch(
     reporter: &dyn Reporter,
     locked: bool,
 ) -> anyhow::Result<(Resolved, Cache, Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
-    if locked {
-        let r = crate::lock::resolve_locked(o, reporter)?;
-        let cache = cache_for(o);
-        let (debs, summary) = fetch::fetch_plan(&r.transport, &r.plan, &cache, o.jobs, reporter)
-            .map_err(crate::lock::explain_fetch_error)?;
-        return Ok((r, cache, debs, summary));
-    }
-    let r = resolve_recipe(o, reporter)?;
+    let r = resolve_maybe_locked(o, reporter, locked)?;
     let cache = cache_for(o);
-    let (debs, summary) = fetch::fetch_plan(&r.transport, &r.plan, &cache, o.jobs, reporter)?;
+    let all: Vec<&plan::PlannedPackage> = r.plan.packages.iter().collect();
+    let (debs, summary) = fetch_some(&r.transport, &cache, &all, (o.jobs, locked), reporter)?;
     Ok((r, cache, debs, summary))
+}
+
+/// The recipe resolved, or with `locked` its `ingot.lock` (see [`crate::lock`]).
+fn resolve_maybe_locked(
+    o: &CommonOptions,
+    reporter: &dyn Reporter,
+    locked: bool,
+) -> anyhow::Result<Resolved> {
+    if locked {
+        crate::lock::resolve_locked(o, reporter)
+    } else {
+        resolve_recipe(o, reporter)
+    }
+}
+
+/// [`fetch::fetch_packages`]; a locked build's errors say which file of the lock no longer
+/// matches.
+fn fetch_some(
+    transport: &Transport,
+    cache: &Cache,
+    packages: &[&plan::PlannedPackage],
+    (jobs, locked): (usize, bool),
+    reporter: &dyn Reporter,
+) -> anyhow::Result<(Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
+    let fetched = fetch::fetch_packages(transport, packages, cache, jobs, reporter);
+    if locked {
+        fetched.map_err(crate::lock::explain_fetch_error)
+    } else {
+        Ok(fetched?)
+    }
+}
+
+/// Run `stage` while `rest` downloads in the background: `stage` gets the read end of a gate
+/// that receives one byte once every package of `rest` is in the cache, verified, and is
+/// closed without it if the download failed; the stage waits on it before it needs them (see
+/// [`crate::stage::install`]). Returns the download's result (`None`: the stage failed while
+/// the download was still running, which is then left to the end of the process) and the
+/// stage's. A failed download is reported before its gate closes, so it is the build's
+/// error even when the stage failed on the closed gate because of it.
+fn while_rest_downloads<T, E>(
+    r: &Resolved,
+    cache: &Cache,
+    rest: &[&plan::PlannedPackage],
+    (jobs, locked): (usize, bool),
+    stage: impl FnOnce(Option<std::os::fd::OwnedFd>) -> Result<T, E>,
+) -> (Option<anyhow::Result<Vec<fetch::FetchedDeb>>>, Result<T, E>) {
+    let fetch_rest = {
+        let (transport, cache) = (r.transport.clone(), cache.clone());
+        let rest: Vec<plan::PlannedPackage> = rest.iter().map(|p| (*p).clone()).collect();
+        move || -> anyhow::Result<Vec<fetch::FetchedDeb>> {
+            let refs: Vec<&plan::PlannedPackage> = rest.iter().collect();
+            let silent = crate::progress::Silent;
+            fetch_some(&transport, &cache, &refs, (jobs, locked), &silent).map(|(debs, _)| debs)
+        }
+    };
+    if rest.is_empty() {
+        return (Some(Ok(Vec::new())), stage(None));
+    }
+    let Ok((gate_r, gate_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
+        // No pipe, no overlap: the stage starts once everything is fetched.
+        let fetched = fetch_rest();
+        return match fetched {
+            Ok(debs) => (Some(Ok(debs)), stage(None)),
+            Err(e) => (Some(Err(e)), stage(None)),
+        };
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Not scoped: a stage that fails (or is interrupted) must not wait for a stalled download.
+    std::thread::spawn(move || {
+        let fetched = fetch_rest();
+        let ok = fetched.is_ok();
+        // The result first, then the gate: whoever sees the gate closed finds the reason.
+        let _ = tx.send(fetched);
+        if ok {
+            let _ = nix::unistd::write(&gate_w, &[1]);
+        }
+        drop(gate_w);
+    });
+    let staged = stage(Some(gate_r));
+    let fetched = if staged.is_ok() {
+        // Even a stage that never needed them (a base-cache hit) needs them afterwards, for
+        // the SBOM and the manifest.
+        Some(
+            rx.recv()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the download thread died"))),
+        )
+    } else {
+        rx.try_recv().ok()
+    };
+    (fetched, staged)
 }
 
 /// A finished `ingot build`.
@@ -417,20 +501,32 @@ fn build_recorded(
         OutputFormat::Dir => &persistent_tree,
     };
     stage::staging::check(b.staging, staged_output, b.keep_staging.is_some())?;
-    let (r, cache, debs, _) = resolve_and_fetch(o, recorder, b.locked)?;
-    recorder.expect_packages(debs.len());
+    let r = resolve_maybe_locked(o, recorder, b.locked)?;
+    let cache = cache_for(o);
+    recorder.expect_packages(r.plan.packages.len());
+    // The Essential closure is fetched first; a tar build's stage starts on it while the
+    // rest still downloads (see `while_rest_downloads`).
     let first_round = r.plan.essential_closure();
-    let stage_debs: Vec<StageDeb> = debs
+    let (first, rest): (Vec<&plan::PlannedPackage>, Vec<&plan::PlannedPackage>) = r
+        .plan
+        .packages
         .iter()
-        .map(|d| StageDeb {
-            name: d.package.name.clone(),
-            version: d.package.version.clone(),
-            architecture: d.package.architecture.clone(),
-            essential: first_round.contains(&d.package.name),
-            path: d.path.clone(),
-            sha256: d.package.sha256.clone(),
-            pre_depends_on: d.package.pre_depends_on.clone(),
-            depends_on: d.package.depends_on.clone(),
+        .partition(|p| first_round.contains(&p.name));
+    let downloading = (o.jobs, b.locked);
+    let (first_debs, _) = fetch_some(&r.transport, &cache, &first, downloading, recorder)?;
+    let stage_debs: Vec<StageDeb> = r
+        .plan
+        .packages
+        .iter()
+        .map(|p| StageDeb {
+            name: p.name.clone(),
+            version: p.version.clone(),
+            architecture: p.architecture.clone(),
+            essential: first_round.contains(&p.name),
+            path: cache.path_for(&p.sha256),
+            sha256: p.sha256.clone(),
+            pre_depends_on: p.pre_depends_on.clone(),
+            depends_on: p.depends_on.clone(),
         })
         .collect();
     let mut spec = StageSpec {
@@ -449,10 +545,18 @@ fn build_recorded(
     };
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,
-        &spec.debs,
+        r.plan.total_size(),
         staged_output,
         b.keep_staging.is_some(),
     )?;
+    if !rest.is_empty() {
+        recorder.message(&format!(
+            "{} more package{} download{} while the Essential set is installed",
+            rest.len(),
+            if rest.len() == 1 { "" } else { "s" },
+            if rest.len() == 1 { "s" } else { "" },
+        ));
+    }
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;
 
@@ -474,7 +578,16 @@ fn build_recorded(
         *log_slot = LogSlot::InPlace;
         spec.staging_parent = std::fs::canonicalize(&parent)?;
         spec.output = StageOutput::Dir(out.clone());
-        stage::run_stage(&spec, &mut |_| Ok(()), recorder)?;
+        let (fetched, staged) = while_rest_downloads(&r, &cache, &rest, downloading, |gate| {
+            stage::run_stage_gated(&spec, gate, &mut |_| Ok(()), recorder)
+        });
+        if let Err(e @ stage::StageError::Interrupted { .. }) = staged {
+            return Err(e.into());
+        }
+        if let Some(Err(e)) = fetched {
+            return Err(e);
+        }
+        staged?;
         return Ok(Built {
             path: out,
             manifest: None,
@@ -513,35 +626,47 @@ fn build_recorded(
     *log_slot = LogSlot::Publish(final_path.clone());
     recorder.message(&format!("building {}", final_path.display()));
     let mut compressed: Option<Result<u64, crate::export::ExportError>> = None;
-    let staged = stage::run_stage(
-        &spec,
-        &mut |tar| {
-            let mut counted = CountingWriter {
-                inner: &mut claim,
-                reporter: recorder,
-            };
-            let res = compress::compress_stream(b.compression, tar, &mut counted);
-            // The image is written: from here to the end of the publish a signal must not
-            // end the process between two files (nor leave the temp file). It is held (the
-            // stage child, whose stream is over, is no longer told) and acted on just before
-            // the publish begins.
-            hold.get_or_insert_with(SignalHold::begin);
-            let failed = res.is_err();
-            compressed = Some(res);
-            if failed {
-                Err(std::io::Error::other("compression failed"))
-            } else {
-                Ok(())
-            }
-        },
-        recorder,
-    );
+    let (fetched, staged) = while_rest_downloads(&r, &cache, &rest, downloading, |gate| {
+        stage::run_stage_gated(
+            &spec,
+            gate,
+            &mut |tar| {
+                let mut counted = CountingWriter {
+                    inner: &mut claim,
+                    reporter: recorder,
+                };
+                let res = compress::compress_stream(b.compression, tar, &mut counted);
+                // The image is written: from here to the end of the publish a signal must not
+                // end the process between two files (nor leave the temp file). It is held (the
+                // stage child, whose stream is over, is no longer told) and acted on just before
+                // the publish begins.
+                hold.get_or_insert_with(SignalHold::begin);
+                let failed = res.is_err();
+                compressed = Some(res);
+                if failed {
+                    Err(std::io::Error::other("compression failed"))
+                } else {
+                    Ok(())
+                }
+            },
+            recorder,
+        )
+    });
     // Held already unless the stage ended before its stream did.
     let hold = hold.get_or_insert_with(SignalHold::begin);
     // The first error is the one reported: when writing the output failed (a full disk), the
     // stage child was stopped because of it, and its exit is a consequence, not the cause. A
     // signal the user sent still wins.
     let written = claim.temp_path().display().to_string();
+    if let Err(e @ stage::StageError::Interrupted { .. }) = staged {
+        return Err(e.into());
+    }
+    // A failed download stopped the stage (its gate closed): the download's error is the one.
+    let rest_debs = match fetched {
+        Some(Err(e)) => return Err(e),
+        Some(Ok(debs)) => debs,
+        None => Vec::new(),
+    };
     match (staged, compressed.take()) {
         (Err(e @ stage::StageError::Interrupted { .. }), _) => return Err(e.into()),
         (_, Some(Err(e))) => {
@@ -592,6 +717,18 @@ fn build_recorded(
             .collect(),
         stages: recorder.times(),
     };
+    // Every package, in plan order.
+    let mut fetched_by_name: std::collections::HashMap<String, fetch::FetchedDeb> = first_debs
+        .into_iter()
+        .chain(rest_debs)
+        .map(|d| (d.package.name.clone(), d))
+        .collect();
+    let debs: Vec<fetch::FetchedDeb> = r
+        .plan
+        .packages
+        .iter()
+        .filter_map(|p| fetched_by_name.remove(&p.name))
+        .collect();
     let sbom = crate::sbom::describe_packages(&debs)?;
     // The decision point: a signal held until now abandons the build (the claim's temp file
     // goes with it); one that comes after is acted on once the publish is complete.

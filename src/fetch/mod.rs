@@ -301,23 +301,36 @@ pub fn fetch_plan(
     jobs: usize,
     reporter: &dyn Reporter,
 ) -> Result<(Vec<FetchedDeb>, FetchSummary), FetchError> {
+    let all: Vec<&PlannedPackage> = plan.packages.iter().collect();
+    fetch_packages(transport, &all, cache, jobs, reporter)
+}
+
+/// Download (or take from the cache) `packages`, `jobs` at a time, as the reporter's `fetch`
+/// step; the result is in the order given.
+pub fn fetch_packages(
+    transport: &Transport,
+    packages: &[&PlannedPackage],
+    cache: &Cache,
+    jobs: usize,
+    reporter: &dyn Reporter,
+) -> Result<(Vec<FetchedDeb>, FetchSummary), FetchError> {
     cache.ensure()?;
     cache.remove_stale_partials();
-    let total = plan.total_size();
+    let total = packages.iter().map(|p| p.size).sum();
     reporter.begin("fetch", Some(total));
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<FetchedDeb, FetchError>>>> =
-        Mutex::new((0..plan.packages.len()).map(|_| None).collect());
+        Mutex::new((0..packages.len()).map(|_| None).collect());
     let failed = std::sync::atomic::AtomicBool::new(false);
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1).min(plan.packages.len().max(1)) {
+        for _ in 0..jobs.max(1).min(packages.len().max(1)) {
             s.spawn(|| {
                 loop {
                     if failed.load(Ordering::Relaxed) {
                         break;
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(pkg) = plan.packages.get(i) else {
+                    let Some(pkg) = packages.get(i).copied() else {
                         break;
                     };
                     let r = fetch_one(transport, pkg, cache, reporter);
@@ -331,9 +344,9 @@ pub fn fetch_plan(
             });
         }
     });
-    let mut out = Vec::with_capacity(plan.packages.len());
+    let mut out = Vec::with_capacity(packages.len());
     let mut summary = FetchSummary {
-        packages: plan.packages.len(),
+        packages: packages.len(),
         total_bytes: total,
         ..Default::default()
     };

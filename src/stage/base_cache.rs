@@ -29,7 +29,7 @@ use super::{StageDeb, StageSpec};
 use crate::epoch::BuildEpoch;
 
 /// Bumped whenever what goes into an entry (or how) changes.
-const FORMAT: &str = "ingot-base-cache-v1";
+const FORMAT: &str = "ingot-base-cache-v2";
 /// zstd level for entries: fast to write, and restoring is what matters.
 const ZSTD_LEVEL: i32 = 3;
 /// The largest mtime a ustar header holds: the tar writer "clamps" to it, i.e. keeps mtimes.
@@ -73,7 +73,10 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BaseCacheError + '_ {
     }
 }
 
-/// The key of the configured tree these inputs give (hex SHA-256). Reads every `.deb`.
+/// The key of the configured tree these inputs give (hex SHA-256). Each `.deb` counts by the
+/// SHA-256 the signed index gives it: the copy dpkg unpacks (and the Essential set's
+/// extraction) is refused unless it has those bytes, and the `.deb`s need not be downloaded
+/// yet when the key is computed.
 pub fn key(
     debs: &[StageDeb],
     apt_extended_states: Option<&str>,
@@ -89,8 +92,7 @@ pub fn key(
     field(install_options.as_bytes());
     field(apt_extended_states.unwrap_or("\0none").as_bytes());
     for deb in debs {
-        let (sha, _) = crate::fetch::hash_file(&deb.path).map_err(io_err(&deb.path))?;
-        for s in [&deb.name, &deb.version, &deb.architecture, &sha] {
+        for s in [&deb.name, &deb.version, &deb.architecture, &deb.sha256] {
             field(s.as_bytes());
         }
         field(if deb.essential { b"1" } else { b"0" });

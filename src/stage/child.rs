@@ -56,6 +56,10 @@ pub(crate) enum ChildTask {
         spec: Box<StageSpec>,
         /// The staging directory (absolute, canonical).
         staging: PathBuf,
+        /// Read one byte here before the packages after the Essential set are needed (see
+        /// [`super::run_stage_gated`]); `None`: they are all in the cache already.
+        #[serde(default)]
+        rest_gate_fd: Option<i32>,
     },
     /// Remove a tree whose files belong to subordinate ids.
     Remove {
@@ -120,7 +124,23 @@ pub(crate) fn child_entry(job_path: &Path, export: super::TreeExporter) -> i32 {
         return fail(&e);
     }
     match job.task {
-        ChildTask::Build { spec, staging } => supervise_build(&spec, &staging, export),
+        ChildTask::Build {
+            spec,
+            staging,
+            rest_gate_fd,
+        } => {
+            // SAFETY: the parent passed this pipe end to this process (and cleared its
+            // close-on-exec flag for it alone); nothing else in this process owns it.
+            let gate = rest_gate_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+            if let Some(fd) = &gate {
+                // Never passed on to dpkg or the scripts.
+                let _ = nix::fcntl::fcntl(
+                    fd,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                );
+            }
+            supervise_build(&spec, &staging, export, gate)
+        }
         ChildTask::Remove { path } => match remove_tree(&path) {
             Ok(()) => 0,
             Err(e) => fail(&format!("removing {}: {e}", path.display())),
@@ -240,7 +260,12 @@ fn fork_worker(work: impl FnOnce() -> i32) -> Result<Forked, String> {
     }
 }
 
-fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter) -> i32 {
+fn supervise_build(
+    spec: &StageSpec,
+    staging: &Path,
+    export: super::TreeExporter,
+    rest_gate: Option<OwnedFd>,
+) -> i32 {
     signals::install_supervisor_handlers();
     let on_tmpfs = match mount_staging_tmpfs(spec, staging) {
         Ok(on) => on,
@@ -255,7 +280,7 @@ fn supervise_build(spec: &StageSpec, staging: &Path, export: super::TreeExporter
     if let Err(e) = std::fs::create_dir(&root) {
         return fail(&format!("creating {}: {e}", root.display()));
     }
-    let status = match fork_worker(|| match assemble(spec, &root, export) {
+    let status = match fork_worker(|| match assemble(spec, &root, export, rest_gate) {
         Ok(()) => 0,
         Err(e) => fail(&e),
     }) {
@@ -394,7 +419,12 @@ fn remove_tree(path: &Path) -> Result<(), String> {
 }
 
 /// The worker: pid 1 of the build's pid namespace, root in its user namespace.
-fn assemble(spec: &StageSpec, root: &Path, export: super::TreeExporter) -> Result<(), String> {
+fn assemble(
+    spec: &StageSpec,
+    root: &Path,
+    export: super::TreeExporter,
+    rest_gate: Option<OwnedFd>,
+) -> Result<(), String> {
     // Keep the real stdout for the tar stream only; everything else (dpkg, scripts) writing to
     // fd 1 lands on stderr.
     let tar_out = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
@@ -416,7 +446,7 @@ fn assemble(spec: &StageSpec, root: &Path, export: super::TreeExporter) -> Resul
     let mut env = if base.restore(root, &mut logger).map_err(|e| e.to_string())? {
         ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?
     } else {
-        let env = install(spec, root, &mut logger)?;
+        let env = install(spec, root, rest_gate, &mut logger)?;
         base.store_between(env, root, export, &mut logger)
             .map_err(|e| e.to_string())?
     };
@@ -483,6 +513,7 @@ fn assemble(spec: &StageSpec, root: &Path, export: super::TreeExporter) -> Resul
 fn install(
     spec: &StageSpec,
     root: &Path,
+    rest_gate: Option<OwnedFd>,
     mut logger: &mut dyn FnMut(&str),
 ) -> Result<ChrootEnv, String> {
     log(&crate::progress::step_line("install"));
@@ -492,7 +523,9 @@ fn install(
     super::install::extract_essential(root, &spec.debs, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
     let env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
-    super::install::configure_packages(root, &spec.debs, &mut logger)
+    let mut gate = rest_gate;
+    let mut rest_ready = || wait_for_the_rest(gate.take());
+    super::install::configure_packages_gated(root, &spec.debs, &mut rest_ready, &mut logger)
         .map_err(|e| format!("installing packages: {e}"))?;
     if super::sandbox::kill_leftover_processes() {
         log("stopped processes the maintainer scripts left running");
@@ -501,6 +534,36 @@ fn install(
         write_apt_extended_states(root, states)?;
     }
     Ok(env)
+}
+
+/// Wait until the parent says the packages after the Essential set are in the cache (one
+/// byte on `gate`); end of file means their download failed (the parent reports why).
+fn wait_for_the_rest(gate: Option<OwnedFd>) -> Result<(), String> {
+    let Some(gate) = gate else {
+        return Ok(());
+    };
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    let mut byte = [0u8; 1];
+    // First without blocking, to say whether the build waits.
+    let _ = fcntl(&gate, FcntlArg::F_SETFL(OFlag::O_NONBLOCK));
+    let mut waited = false;
+    loop {
+        match nix::unistd::read(&gate, &mut byte) {
+            Ok(1) => {
+                if waited {
+                    log("the other packages are in the cache");
+                }
+                return Ok(());
+            }
+            Err(nix::errno::Errno::EAGAIN) => {
+                log("waiting for the other packages to finish downloading");
+                waited = true;
+                let _ = fcntl(&gate, FcntlArg::F_SETFL(OFlag::empty()));
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return Err("the other packages could not be downloaded".into()),
+        }
+    }
 }
 
 /// Copy the seed tree into the (still empty) root, owners and modes preserved.

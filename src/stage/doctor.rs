@@ -209,7 +209,7 @@ fn map_tool_check(tool: &str) -> Check {
 
 fn trial(exe: &Path) -> Check {
     let name = "namespace trial";
-    let released = match spawn::spawn_in_namespace(exe, ChildTask::Probe, Stdio::null()) {
+    let released = match spawn::spawn_in_namespace(exe, ChildTask::Probe, Stdio::null(), &[]) {
         Ok(r) => r,
         Err(e) => return Check::fail(name, e.to_string()),
     };

@@ -198,6 +198,15 @@ pub enum InstallError {
     /// No package says which architecture the target is.
     #[error("no package has a native architecture (all are Architecture: all)")]
     NoNativeArchitecture,
+    /// The packages after the Essential set, downloading while it was installed, did not
+    /// arrive.
+    #[error("the {packages} packages after the Essential set were not downloaded: {detail}")]
+    NotDownloaded {
+        /// How many.
+        packages: usize,
+        /// What the download said.
+        detail: String,
+    },
 }
 
 fn setup_err(path: &str) -> impl FnOnce(io::Error) -> InstallError + '_ {
@@ -461,6 +470,18 @@ pub fn configure_packages(
     debs: &[StageDeb],
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
+    configure_packages_gated(root, debs, &mut || Ok(()), log)
+}
+
+/// [`configure_packages`] while the `.deb`s after the Essential set may still be downloading:
+/// `rest_ready` returns once they are all in the cache (or says why they are not), and is
+/// called after the Essential set is configured, before any of them is needed.
+pub fn configure_packages_gated(
+    root: &Path,
+    debs: &[StageDeb],
+    rest_ready: &mut dyn FnMut() -> Result<(), String>,
+    log: &mut dyn FnMut(&str),
+) -> Result<(), InstallError> {
     if debs.is_empty() {
         return Ok(());
     }
@@ -472,7 +493,7 @@ pub fn configure_packages(
         fake_ssd: false,
         host_key_placeholders: Vec::new(),
     };
-    copy_debs(&root_dir, debs, &mut scaffolding)?;
+    copy_debs(&root_dir, &essential, &mut scaffolding)?;
     fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
     let levers = Levers::from_env();
     if !essential.is_empty() {
@@ -485,6 +506,13 @@ pub fn configure_packages(
         // dpkg's own unpack of dpkg (the double-unpack path) puts the real start-stop-daemon
         // over the fake; mmdebstrap fakes it again for its install phase, and so do we.
         scaffolding.refake_start_stop_daemon()?;
+    }
+    if !rest.is_empty() {
+        rest_ready().map_err(|detail| InstallError::NotDownloaded {
+            packages: rest.len(),
+            detail,
+        })?;
+        copy_debs(&root_dir, &rest, &mut scaffolding)?;
     }
     install_rest(root, &essential, &rest, debs, levers, &mut scaffolding, log)?;
     scaffolding.undo()
@@ -559,15 +587,18 @@ fn running_dpkg_version(root: &Path) -> Option<String> {
     (finished.status.success() && !version.is_empty()).then_some(version)
 }
 
+/// Copy `debs` into [`DEB_DIR`] (created by the first call), hashing each copy.
 fn copy_debs(
     root: &RootDir,
-    debs: &[StageDeb],
+    debs: &[&StageDeb],
     scaffolding: &mut Scaffolding<'_>,
 ) -> Result<(), InstallError> {
-    root.create_dir_all(DEB_DIR, 0o700, true)
-        .map_err(setup_err(DEB_DIR))?;
-    let names = scaffolding.debs_copied.insert(Vec::new());
-    for deb in debs {
+    if scaffolding.debs_copied.is_none() {
+        root.create_dir_all(DEB_DIR, 0o700, true)
+            .map_err(setup_err(DEB_DIR))?;
+    }
+    let names = scaffolding.debs_copied.get_or_insert_with(Vec::new);
+    for deb in debs.iter().copied() {
         // Recorded before the copy, so a partial copy is removed too.
         names.push(deb_file_name(deb));
         let rel = format!("{DEB_DIR}/{}", deb_file_name(deb));

@@ -22,6 +22,7 @@
 //! tree behind.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -231,6 +232,7 @@ impl StageBinary {
             &self.exe,
             child::ChildTask::Remove { path: path.clone() },
             Stdio::null(),
+            &[],
         )?;
         let mut child = released.child;
         let mut text = String::new();
@@ -254,6 +256,18 @@ impl StageBinary {
     pub fn run(
         &self,
         spec: &StageSpec,
+        sink: &mut dyn FnMut(&mut dyn Read) -> std::io::Result<()>,
+        reporter: &dyn crate::progress::Reporter,
+    ) -> Result<(), StageError> {
+        self.run_gated(spec, None, sink, reporter)
+    }
+
+    /// Run the stage for `spec` while the packages after the Essential set may still be
+    /// downloading (see [`run_stage_gated`]).
+    pub fn run_gated(
+        &self,
+        spec: &StageSpec,
+        rest_gate: Option<OwnedFd>,
         sink: &mut dyn FnMut(&mut dyn Read) -> std::io::Result<()>,
         reporter: &dyn crate::progress::Reporter,
     ) -> Result<(), StageError> {
@@ -289,9 +303,14 @@ impl StageBinary {
         let task = child::ChildTask::Build {
             spec: Box::new(spec.clone()),
             staging: staging.clone(),
+            rest_gate_fd: rest_gate.as_ref().map(|fd| fd.as_raw_fd()),
         };
         let stdout = if tar { Stdio::piped() } else { Stdio::null() };
-        let released = match spawn::spawn_in_namespace(&self.exe, task, stdout) {
+        let inherit: Vec<i32> = rest_gate.iter().map(|fd| fd.as_raw_fd()).collect();
+        let spawned = spawn::spawn_in_namespace(&self.exe, task, stdout, &inherit);
+        // The child has its own copy: the gate's writer must see it alone.
+        drop(rest_gate);
+        let released = match spawned {
             Ok(r) => r,
             Err(e) => {
                 // The child never touched it: still ours, still empty.
@@ -435,6 +454,19 @@ pub fn run_stage(
     reporter: &dyn crate::progress::Reporter,
 ) -> Result<(), StageError> {
     StageBinary::current().run(spec, sink, reporter)
+}
+
+/// [`run_stage`] while the `.deb`s of the packages after the Essential set may still be
+/// downloading: the stage extracts and installs the Essential set, then reads one byte from
+/// `rest_gate` (the caller writes it once the others are in the cache, verified) before it
+/// copies and unpacks them; end of file instead fails the stage. `None`: all are there.
+pub fn run_stage_gated(
+    spec: &StageSpec,
+    rest_gate: Option<OwnedFd>,
+    sink: &mut dyn FnMut(&mut dyn std::io::Read) -> std::io::Result<()>,
+    reporter: &dyn crate::progress::Reporter,
+) -> Result<(), StageError> {
+    StageBinary::current().run_gated(spec, rest_gate, sink, reporter)
 }
 
 /// Writes the finished tree at the given root to the output as a stream (the tar exporter):

@@ -26,7 +26,17 @@ pub(crate) fn spawn_in_namespace(
     exe: &Path,
     task: ChildTask,
     stdout: Stdio,
+    inherit: &[i32],
 ) -> Result<Released, StageError> {
+    let inherit: [i32; 1] = match inherit {
+        [] => [-1],
+        [fd] => [*fd],
+        _ => {
+            return Err(StageError::Failed(
+                "the stage child inherits at most one extra descriptor".into(),
+            ));
+        }
+    };
     let plan = idmap::plan_for_caller().map_err(|e| StageError::Preflight(e.to_string()))?;
     let (ready_r, ready_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
@@ -54,12 +64,12 @@ pub(crate) fn spawn_in_namespace(
         .stdout(stdout)
         .stderr(Stdio::piped());
     let parent_pid = std::process::id() as i32;
-    let keep = [ready_w.as_raw_fd(), go_r.as_raw_fd()];
+    let keep = [ready_w.as_raw_fd(), go_r.as_raw_fd(), inherit[0]];
     // SAFETY: runs between fork and exec in the child; it only calls async-signal-safe
     // syscalls (fcntl, prctl, getppid) and allocates nothing.
     unsafe {
         cmd.pre_exec(move || {
-            for fd in keep {
+            for fd in keep.into_iter().filter(|fd| *fd >= 0) {
                 if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
                     return Err(std::io::Error::last_os_error());
                 }

@@ -12,7 +12,7 @@
 //! namespace).
 //!
 //! [`StagingMedium::Auto`] picks the tmpfs when the tree can outlive nothing (a tar build
-//! without `--keep-staging`) and the packages' `Installed-Size` plus headroom fits in a
+//! without `--keep-staging`) and eight times the `.deb`s' size plus headroom fits in a
 //! quarter of the memory available; the tmpfs is then capped at half the available memory.
 //! `--format dir` and `--keep-staging` need the tree on disk after the build, so they always
 //! use the disk.
@@ -24,7 +24,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{StageDeb, StageOutput};
+use super::StageOutput;
 
 /// Room for what the provision scripts and dpkg's bookkeeping add to the packages' own
 /// `Installed-Size`.
@@ -87,9 +87,11 @@ fn must_persist(output: &StageOutput, keep_staging: bool) -> Option<&'static str
 }
 
 /// The size cap of the staging tmpfs in bytes, or `None` for a directory on disk.
+/// `deb_bytes` is the packages' `.deb`s' total size (from the signed indexes: the stage may
+/// start before they are all downloaded).
 pub fn decide(
     choice: StagingMedium,
-    debs: &[StageDeb],
+    deb_bytes: u64,
     output: &StageOutput,
     keep_staging: bool,
 ) -> Result<Option<u64>, StagingError> {
@@ -97,7 +99,7 @@ pub fn decide(
     if choice == StagingMedium::Disk || must_persist(output, keep_staging).is_some() {
         return Ok(None);
     }
-    let need = estimated_tree_bytes(debs);
+    let need = estimated_tree_bytes(deb_bytes);
     let available = mem_available().unwrap_or(0);
     let cap = available / 2;
     let fits = match choice {
@@ -116,27 +118,10 @@ pub fn decide(
     }
 }
 
-/// The packages' `Installed-Size` (KiB in their control files) plus [`HEADROOM`]; a package
-/// whose control cannot be read counts eight times its `.deb`.
-pub fn estimated_tree_bytes(debs: &[StageDeb]) -> u64 {
-    debs.iter()
-        .map(|d| installed_bytes(&d.path))
-        .fold(HEADROOM, u64::saturating_add)
-}
-
-fn installed_bytes(deb: &Path) -> u64 {
-    let from_control = crate::deb::read_control(deb).ok().and_then(|control| {
-        control
-            .lines()
-            .find_map(|l| l.strip_prefix("Installed-Size:"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    });
-    match from_control {
-        Some(kib) => kib.saturating_mul(1024),
-        None => std::fs::metadata(deb)
-            .map(|m| m.len().saturating_mul(8))
-            .unwrap_or(0),
-    }
+/// How much a tree installed from `deb_bytes` of `.deb`s may take: eight times as much (the
+/// golden image's tree, with dpkg's copies of the `.deb`s, is under five), plus [`HEADROOM`].
+pub fn estimated_tree_bytes(deb_bytes: u64) -> u64 {
+    deb_bytes.saturating_mul(8).saturating_add(HEADROOM)
 }
 
 /// The memory this process may still use, in bytes: `MemAvailable` from `/proc/meminfo`, or
@@ -247,21 +232,21 @@ mod tests {
     #[test]
     fn a_tree_that_must_persist_is_never_on_tmpfs() {
         let dir = StageOutput::Dir("/nonexistent/out".into());
-        assert_eq!(decide(StagingMedium::Auto, &[], &dir, false).unwrap(), None);
+        assert_eq!(decide(StagingMedium::Auto, 0, &dir, false).unwrap(), None);
         assert_eq!(
-            decide(StagingMedium::Auto, &[], &StageOutput::Tar, true).unwrap(),
+            decide(StagingMedium::Auto, 0, &StageOutput::Tar, true).unwrap(),
             None
         );
         assert!(matches!(
-            decide(StagingMedium::Tmpfs, &[], &dir, false),
+            decide(StagingMedium::Tmpfs, 0, &dir, false),
             Err(StagingError::MustPersist("--format dir"))
         ));
         assert!(matches!(
-            decide(StagingMedium::Tmpfs, &[], &StageOutput::Tar, true),
+            decide(StagingMedium::Tmpfs, 0, &StageOutput::Tar, true),
             Err(StagingError::MustPersist("--keep-staging"))
         ));
         assert_eq!(
-            decide(StagingMedium::Disk, &[], &StageOutput::Tar, false).unwrap(),
+            decide(StagingMedium::Disk, 0, &StageOutput::Tar, false).unwrap(),
             None
         );
     }

@@ -89,6 +89,8 @@ pub enum Fault {
     Stall,
     /// Answer with this status.
     Status(u16),
+    /// Answer normally once this flag is set (or the server is dropped).
+    HoldUntil(&'static AtomicBool),
 }
 
 /// A loopback HTTP/1.0 server over `root` that applies `fault` to paths containing `needle`.
@@ -147,6 +149,15 @@ pub fn faulty_server(root: &Path, needle: &'static str, fault: Fault) -> FaultyS
                         }
                     }
                     (true, Fault::Status(code), _) => reply(&mut conn, code, b"fault"),
+                    (true, Fault::HoldUntil(released), body) => {
+                        while !released.load(Ordering::SeqCst) && !flag.load(Ordering::SeqCst) {
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        match body {
+                            Some(body) => reply(&mut conn, 200, &body),
+                            None => reply(&mut conn, 404, b"not found"),
+                        }
+                    }
                     (true, Fault::Drop, Some(body)) => {
                         let _ = write!(
                             conn,
