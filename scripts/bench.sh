@@ -12,8 +12,9 @@
 #
 # 3. (LEVERS=1) Each of ingot's levers turned off on its own, warm .debs without the base
 #    cache, alternating with the build that has them all: the staging tmpfs (--staging
-#    disk), --force-unsafe-io (safe-io), deferred triggers (triggers-each-run) and skipping
-#    the SSH host keys the contract deletes (host-keys).
+#    disk), --force-unsafe-io (safe-io), deferred triggers (triggers-each-run), skipping
+#    the SSH host keys the contract deletes (host-keys) and registering the extracted
+#    Essential set instead of having dpkg unpack it again (double-unpack).
 #
 # mmdebstrap runs twice a round: as it comes (its temporary tree in $TMPDIR, /tmp, here on
 # disk) and with TMPDIR on a tmpfs (/dev/shm), the like-for-like row for ingot's tmpfs staging.
@@ -136,6 +137,7 @@ for round in $(seq 1 "$ROUNDS"); do
     ingot_build no-unsafe-io "$round" --no-base-cache INGOT_BENCH_DPKG=safe-io
     ingot_build no-deferred-triggers "$round" --no-base-cache INGOT_BENCH_DPKG=triggers-each-run
     ingot_build no-host-key-skip "$round" --no-base-cache INGOT_BENCH_DPKG=host-keys
+    ingot_build no-single-unpack "$round" --no-base-cache INGOT_BENCH_DPKG=double-unpack
   fi
   echo "bench: round $round of $ROUNDS done" >&2
 done
@@ -145,7 +147,8 @@ import json, glob, os, statistics as st, sys
 work = sys.argv[1]
 rows = [l.split('\t') for l in open(os.path.join(work, 'results.tsv')).read().splitlines()]
 names = ['mmdebstrap', 'mmdebstrap-tmpfs', 'cold', 'warm-debs', 'warm-base',
-         'all-levers', 'no-tmpfs', 'no-unsafe-io', 'no-deferred-triggers', 'no-host-key-skip']
+         'all-levers', 'no-tmpfs', 'no-unsafe-io', 'no-deferred-triggers', 'no-host-key-skip',
+         'no-single-unpack']
 names = [n for n in names if any(x[0] == n for x in rows)]
 med = {}
 for n in names:
