@@ -393,6 +393,18 @@ pub fn build_image(
             }
             Ok(built)
         }
+        Err(error) if error.chain().any(|c| c.is::<fetch::FetchError>()) => {
+            // A refused download is one line, as when every download came before the stage:
+            // the log holds only progress so far, and is dropped rather than kept.
+            if let Some(temp) = &log {
+                let _ = std::fs::remove_file(temp);
+            }
+            Err(BuildFailure {
+                error,
+                log: None,
+                tail: Vec::new(),
+            })
+        }
         Err(error) => {
             let kept = match log_slot {
                 LogSlot::Publish(final_path) => log

@@ -109,7 +109,7 @@ fn a_package_that_fails_to_download_meanwhile_fails_the_build_naming_it() {
         .map(|d| {
             d.filter_map(Result::ok)
                 .map(|e| e.file_name().to_string_lossy().into_owned())
-                .filter(|n| n.ends_with(".tar.gz"))
+                .filter(|n| n.ends_with(".tar.gz") || n.contains(".partial") || n.ends_with(".log"))
                 .collect()
         })
         .unwrap_or_default();
