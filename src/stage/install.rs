@@ -9,17 +9,20 @@
 //! --unpack` would have (its `preinst` run, `info/`, `status`, trigger interests, conffiles
 //! waiting as `.dpkg-new`) and `dpkg --configure --force-depends` configures them (with the
 //! `double-unpack` bench lever, or a database it cannot take, `dpkg --install
-//! --force-depends` unpacks them a second time instead, as before). Then `dpkg --unpack` of
-//! the rest in rounds ordered by Pre-Depends with the needed
+//! --force-depends` unpacks them a second time instead, as before). Then — once
+//! [`configure_packages_gated`]'s `rest_ready` says the other `.deb`s have finished
+//! downloading — `dpkg --unpack` of the rest in rounds ordered by Pre-Depends with the needed
 //! `dpkg --configure`s between them, then one `dpkg --configure --pending`, each run in the
-//! [`sandbox`](crate::stage::sandbox) without network. Every run uses `--force-unsafe-io` (the
+//! [`sandbox`] without network. Every run uses `--force-unsafe-io` (the
 //! staging tree is thrown away if the build dies) and every run but the last `--no-triggers`,
 //! so each pending trigger is processed once, at the end, as apt does.
 //!
 //! Must never: write outside the root (all in-root paths go through [`RootDir`]),
 //! leave the copied `.deb`s or the fake `start-stop-daemon` behind, or run anything but the
-//! target's own programs inside the image (always through the sandbox runner). `/proc`, `/dev` and `policy-rc.d` belong to the
-//! caller (the stage).
+//! target's own programs inside the image (always through the sandbox runner). `/proc`,
+//! `/dev` and `policy-rc.d` belong to the caller (the stage). The SSH host keys are never
+//! generated here: empty placeholders stand at the missing host-key paths while dpkg
+//! configures (the golden contract deletes host keys anyway) and are removed afterwards.
 
 pub mod register;
 pub mod unpack;

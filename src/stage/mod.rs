@@ -14,8 +14,10 @@
 //! supervisor died, the parent removes the tree with a namespaced `rm -rf`. (The parent
 //! creates the empty staging directory itself, mode 0700, under `staging_parent`, so that it
 //! always knows which tree to remove; the image's root is `root/` inside it, so its setuid
-//! files are never reachable by other users of the host.) Every program run inside the image
-//! goes through the one [`sandbox`] runner.
+//! files are never reachable by other users of the host.) A tar build's tree is usually on a
+//! tmpfs the supervisor mounts on that directory in its own mount namespace ([`staging`]):
+//! then unmounting is removing, and nothing survives the namespace. Every program run inside
+//! the image goes through the one [`sandbox`] runner.
 //!
 //! This module owns the namespaces, the id maps, the image's environment and the teardown. It
 //! must never run anything on the host's root filesystem, and never leave a mount or a staging
@@ -445,7 +447,7 @@ fn last_error_line<'a>(lines: impl Iterator<Item = &'a str>) -> Option<String> {
 /// Parent side: run the namespaced child for `spec`. With [`StageOutput::Tar`], the child's
 /// tar stream is handed to `sink` (which must read it to the end).
 ///
-/// Runs the preflight first (the first failing [`doctor`] check is the error). SIGINT, SIGTERM
+/// Runs the preflight first (the first failing [`doctor`](mod@doctor) check is the error). SIGINT, SIGTERM
 /// and SIGHUP received meanwhile are forwarded to the child, which tears down and removes the
 /// staging tree; the result is then [`StageError::Interrupted`].
 pub fn run_stage(

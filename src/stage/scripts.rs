@@ -1,7 +1,7 @@
 //! The recipe's provision and cleanup scripts, run inside the image's sandbox.
 //!
 //! Each script is copied into the root as `/tmp/ingot-<kind>-<n>`, run with `/bin/sh` in the
-//! [`sandbox`](super::sandbox) (clean environment, nothing of the caller's, no network unless
+//! [`sandbox`] (clean environment, nothing of the caller's, no network unless
 //! the recipe's provision asks for it), its output streamed line by line to stderr prefixed
 //! with the script's name, and the copy removed again. A script that fails fails the build, naming the script, its status
 //! and its last lines of output.

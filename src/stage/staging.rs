@@ -119,7 +119,7 @@ pub fn decide(
 }
 
 /// How much a tree installed from `deb_bytes` of `.deb`s may take: eight times as much (the
-/// golden image's tree, with dpkg's copies of the `.deb`s, is under five), plus [`HEADROOM`].
+/// golden image's tree, with dpkg's copies of the `.deb`s, is under five), plus 512 MiB.
 pub fn estimated_tree_bytes(deb_bytes: u64) -> u64 {
     deb_bytes.saturating_mul(8).saturating_add(HEADROOM)
 }
