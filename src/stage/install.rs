@@ -496,7 +496,6 @@ pub fn configure_packages_gated(
         fake_ssd: false,
         host_key_placeholders: Vec::new(),
     };
-    copy_debs(&root_dir, &essential, &mut scaffolding)?;
     fake_start_stop_daemon(&root_dir, &mut scaffolding)?;
     let levers = Levers::from_env();
     if !essential.is_empty() {
@@ -505,7 +504,7 @@ pub fn configure_packages_gated(
             essential.len()
         ));
         let last = rest.is_empty();
-        install_essential(root, &essential, levers, last, &scaffolding, log)?;
+        install_essential(root, &essential, levers, last, &mut scaffolding, log)?;
         // dpkg's own unpack of dpkg (the double-unpack path) puts the real start-stop-daemon
         // over the fake; mmdebstrap fakes it again for its install phase, and so do we.
         scaffolding.refake_start_stop_daemon()?;
@@ -531,7 +530,7 @@ fn install_essential(
     essential: &[&StageDeb],
     levers: Levers,
     last: bool,
-    scaffolding: &Scaffolding<'_>,
+    scaffolding: &mut Scaffolding<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), InstallError> {
     let root_dir = scaffolding.root;
@@ -549,6 +548,9 @@ fn install_essential(
     };
     if let Some(why) = why_not {
         log(&format!("dpkg unpacks the essential set again: {why}"));
+        // Only this path needs the `.deb`s inside the root: registration reads the verified
+        // extraction's packages, not copies.
+        copy_debs(root_dir, essential, scaffolding)?;
         let args = levers.args(&["--install", "--force-depends"], last);
         return run_dpkg(root, &args, essential, log);
     }
