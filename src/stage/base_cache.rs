@@ -77,11 +77,7 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> BaseCacheError + '_ {
 /// SHA-256 the signed index gives it: the copy dpkg unpacks (and the Essential set's
 /// extraction) is refused unless it has those bytes, and the `.deb`s need not be downloaded
 /// yet when the key is computed.
-pub fn key(
-    debs: &[StageDeb],
-    apt_extended_states: Option<&str>,
-    install_options: &str,
-) -> Result<String, BaseCacheError> {
+pub fn key(debs: &[StageDeb], apt_extended_states: Option<&str>, install_options: &str) -> String {
     let mut h = Sha256::new();
     let mut field = |s: &[u8]| {
         h.update((s.len() as u64).to_le_bytes());
@@ -99,7 +95,7 @@ pub fn key(
         field(deb.pre_depends_on.join(",").as_bytes());
         field(deb.depends_on.join(",").as_bytes());
     }
-    Ok(hex::encode(h.finalize()))
+    hex::encode(h.finalize())
 }
 
 /// The entry for `key` in the base-cache directory `dir`.
@@ -164,20 +160,20 @@ pub struct Base {
 impl Base {
     /// The entry for `spec` (disabled without `spec.base_cache`, for a seeded root, or
     /// without packages).
-    pub fn for_spec(spec: &StageSpec, log: &mut dyn FnMut(&str)) -> Result<Base, BaseCacheError> {
+    pub fn for_spec(spec: &StageSpec, log: &mut dyn FnMut(&str)) -> Base {
         let entry = match &spec.base_cache {
             Some(dir) if spec.seed.is_none() && !spec.debs.is_empty() => {
                 let key = key(
                     &spec.debs,
                     spec.apt_extended_states.as_deref(),
                     &install_options(),
-                )?;
+                );
                 log(&format!("base cache key {key}"));
                 Some(entry_path(dir, &key))
             }
             _ => None,
         };
-        Ok(Base { entry })
+        Base { entry }
     }
 
     /// Restore the configured tree into the empty `root`; false if disabled or not cached.

@@ -442,7 +442,7 @@ fn assemble(
     }
     let mut logger = |line: &str| log(line);
     // The configured tree comes from the base cache when it holds this plan's.
-    let base = super::base_cache::Base::for_spec(spec, &mut logger).map_err(|e| e.to_string())?;
+    let base = super::base_cache::Base::for_spec(spec, &mut logger);
     let mut env = if base.restore(root, &mut logger).map_err(|e| e.to_string())? {
         ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?
     } else {
