@@ -278,6 +278,9 @@ fn while_rest_downloads<T, E>(
     (jobs, locked): (usize, bool),
     stage: impl FnOnce(Option<std::os::fd::OwnedFd>) -> Result<T, E>,
 ) -> (Option<anyhow::Result<Vec<fetch::FetchedDeb>>>, Result<T, E>) {
+    if rest.is_empty() {
+        return (Some(Ok(Vec::new())), stage(None));
+    }
     let fetch_rest = {
         let (transport, cache) = (r.transport.clone(), cache.clone());
         let rest: Vec<plan::PlannedPackage> = rest.iter().map(|p| (*p).clone()).collect();
@@ -287,16 +290,10 @@ fn while_rest_downloads<T, E>(
             fetch_some(&transport, &cache, &refs, (jobs, locked), &silent).map(|(debs, _)| debs)
         }
     };
-    if rest.is_empty() {
-        return (Some(Ok(Vec::new())), stage(None));
-    }
     let Ok((gate_r, gate_w)) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) else {
         // No pipe, no overlap: the stage starts once everything is fetched.
         let fetched = fetch_rest();
-        return match fetched {
-            Ok(debs) => (Some(Ok(debs)), stage(None)),
-            Err(e) => (Some(Err(e)), stage(None)),
-        };
+        return (Some(fetched), stage(None));
     };
     let (tx, rx) = std::sync::mpsc::channel();
     // Not scoped: a stage that fails (or is interrupted) must not wait for a stalled download.
