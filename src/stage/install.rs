@@ -446,7 +446,7 @@ fn check_verified(deb: &StageDeb, actual: String) -> Result<(), InstallError> {
 
 /// The bytes of `deb` in an anonymous in-memory file, after checking their SHA-256 against
 /// the signed index (nothing can change them between the check and their extraction).
-fn verified_copy(deb: &StageDeb) -> Result<std::os::fd::OwnedFd, InstallError> {
+pub(super) fn verified_copy(deb: &StageDeb) -> Result<std::os::fd::OwnedFd, InstallError> {
     let cache_err = |source| InstallError::Setup {
         path: deb.path.display().to_string(),
         source,

@@ -373,6 +373,13 @@ pub fn register_unpacked(
     let mut names = Vec::new();
     let mut owners = std::collections::HashMap::new();
     for deb in debs {
+        // The maintainer scripts and the file list come from the verified bytes, as the
+        // extraction did (see `extract_essential`), never from the cache file by path.
+        let verified = super::verified_copy(deb)?;
+        let deb = &StageDeb {
+            path: crate::stage::confined::fd_path(&verified),
+            ..(*deb).clone()
+        };
         let control = Control::read(deb)?;
         let info = control.info_name();
         names.push(info.clone());
