@@ -147,6 +147,52 @@ pub struct OutputDir {
     _lock: File,
 }
 
+/// The UTF-8 file names in `dir` (names that are not UTF-8 cannot be ours).
+fn file_names(dir: &Path) -> Result<Vec<String>, ArtifactError> {
+    let scan_error = |source| ArtifactError::Directory {
+        dir: dir.to_path_buf(),
+        what: "listing",
+        source,
+    };
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(scan_error)? {
+        if let Ok(name) = entry.map_err(scan_error)?.file_name().into_string() {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// The file among `names` (in `dir`) that holds `version` of `image`, if any.
+fn version_file(dir: &Path, names: &[String], image: &str, version: u32) -> Option<PathBuf> {
+    names
+        .iter()
+        .find(|name| {
+            parse_version(image, name)
+                .is_some_and(|(v, rest)| v == version && (rest.is_empty() || rest.starts_with('.')))
+        })
+        .map(|name| dir.join(name))
+}
+
+/// Refuse an exact `version` that is 0 or already in `dir`, before any work is done (the claim
+/// checks again under the directory's lock). A missing `dir` holds no version.
+pub fn check_version_free(dir: &Path, image: &str, version: u32) -> Result<(), ArtifactError> {
+    if version == 0 {
+        return Err(ArtifactError::VersionZero);
+    }
+    if !dir.is_dir() {
+        return Ok(());
+    }
+    match version_file(dir, &file_names(dir)?, image, version) {
+        Some(existing) => Err(ArtifactError::VersionExists {
+            image: image.to_string(),
+            version,
+            existing,
+        }),
+        None => Ok(()),
+    }
+}
+
 impl OutputDir {
     /// Creates `dir` if needed and locks it for `image`, waiting for another build of the same
     /// image to finish.
@@ -225,15 +271,12 @@ impl OutputDir {
 
     /// A file that holds `version` (`<image>-v<N>` or `<image>-v<N>.*`), if any.
     pub fn existing_file(&self, version: u32) -> Result<Option<PathBuf>, ArtifactError> {
-        Ok(self
-            .file_names()?
-            .into_iter()
-            .find(|name| {
-                parse_version(&self.image, name).is_some_and(|(v, rest)| {
-                    v == version && (rest.is_empty() || rest.starts_with('.'))
-                })
-            })
-            .map(|name| self.dir.join(name)))
+        Ok(version_file(
+            &self.dir,
+            &self.file_names()?,
+            &self.image,
+            version,
+        ))
     }
 
     /// Picks the version and opens its temp file. For [`VersionRequest::Next`], a number whose
@@ -292,19 +335,7 @@ impl OutputDir {
     }
 
     fn file_names(&self) -> Result<Vec<String>, ArtifactError> {
-        let scan_error = |source| ArtifactError::Directory {
-            dir: self.dir.clone(),
-            what: "listing",
-            source,
-        };
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&self.dir).map_err(scan_error)? {
-            // Names that are not UTF-8 cannot be ours.
-            if let Ok(name) = entry.map_err(scan_error)?.file_name().into_string() {
-                names.push(name);
-            }
-        }
-        Ok(names)
+        file_names(&self.dir)
     }
 
     /// Temp files of this image left by a killed build; safe to delete under the lock. Build

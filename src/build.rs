@@ -7,71 +7,26 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-use crate::archive::{self, ArchiveError, ArchiveOptions, SuiteIndex, VerifiedRelease};
 use crate::artifact::{
     BuildInputs, Manifest, OutputDir, PackageRecord, SuiteRecord, VersionRequest,
 };
-use crate::epoch::{BuildEpoch, EpochSource};
 use crate::export::compress::{self, Compression};
 use crate::fetch::{self, Cache};
 use crate::net::Transport;
-use crate::plan::{self, Plan, Selection};
+use crate::plan;
 use crate::progress::{Recorder, Reporter, StageTime};
-use crate::recipe::{Recipe, RecipeOverrides};
 use crate::signal_hold::SignalHold;
 use crate::stage::{self, StageDeb, StageOutput, StageSpec};
 use crate::verify;
 
-/// Options shared by `resolve`, `fetch` and `build`.
-#[derive(Debug, Clone)]
-pub struct CommonOptions {
-    /// Recipe folder or file.
-    pub recipe: PathBuf,
-    /// Mirror override for every suite.
-    pub mirror: Option<String>,
-    /// Accept expired releases.
-    pub allow_expired: bool,
-    /// Accept a release older than the newest seen for its mirror and suite.
-    pub allow_older: bool,
-    /// Cache directory override.
-    pub cache_dir: Option<PathBuf>,
-    /// Parallel downloads.
-    pub jobs: usize,
-    /// No progress.
-    pub quiet: bool,
-    /// Trust only the CA certificates of this PEM file for `https://` mirrors.
-    pub ca_file: Option<PathBuf>,
-}
-
-impl CommonOptions {
-    /// The transport these options ask for: `jobs` connections per host, and the CA of
-    /// `--ca-file` as the only trust root when one is given.
-    pub fn transport(&self) -> Result<Transport, crate::net::CaFileError> {
-        match &self.ca_file {
-            Some(ca_file) => Transport::for_jobs_trusting(self.jobs, ca_file),
-            None => Ok(Transport::for_jobs(self.jobs)),
-        }
-    }
-
-    /// The recipe these options name, with `--mirror` and `--allow-expired` applied.
-    pub fn load_recipe(&self) -> Result<Recipe, crate::recipe::RecipeError> {
-        Recipe::load(
-            &self.recipe,
-            &RecipeOverrides {
-                mirror: self.mirror.clone(),
-                allow_expired: self.allow_expired,
-            },
-        )
-    }
-}
+pub use crate::resolve::{CommonOptions, Resolved};
 
 /// `tar` (artifact) or `dir` (tree).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputFormat {
     /// A versioned, compressed tarball.
@@ -79,6 +34,11 @@ pub enum OutputFormat {
     /// The assembled tree in a directory.
     Dir,
 }
+
+crate::named_choice!(OutputFormat {
+    "tar" => OutputFormat::Tar,
+    "dir" => OutputFormat::Dir,
+});
 
 /// Options of `ingot build`.
 #[derive(Debug, Clone)]
@@ -105,146 +65,17 @@ pub struct BuildOptions {
     pub locked: bool,
 }
 
-/// The outcome of the network half of a build: verified suites and the resolved plan.
-#[derive(Debug)]
-pub struct Resolved {
-    /// The recipe, validated.
-    pub recipe: Recipe,
-    /// Every suite's verified release.
-    pub releases: Vec<VerifiedRelease>,
-    /// How many stanzas the indexes held.
-    pub stanzas: usize,
-    /// The resolved package set.
-    pub plan: Plan,
-    /// The clamp for every mtime.
-    pub epoch: BuildEpoch,
-    /// Where the epoch came from.
-    pub epoch_source: EpochSource,
-    /// Milliseconds spent verifying/loading indexes and resolving.
-    pub timings_ms: (u128, u128),
-    /// The transport that loaded the archive: fetching reuses its connections and lookups.
-    pub transport: Transport,
-}
-
-/// Load the recipe, verify every suite of the archive, and resolve the package set.
-pub fn resolve_recipe(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
-    let recipe = o.load_recipe()?;
-    let transport = o.transport()?;
-    let opts = ArchiveOptions::now(recipe.source.allow_expired);
-    let t0 = Instant::now();
-    reporter.begin("archive", None);
-    let results: Vec<Result<SuiteIndex, ArchiveError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = recipe
-            .source
-            .suites
-            .iter()
-            .map(|suite| {
-                let (transport, recipe) = (&transport, &recipe);
-                s.spawn(move || {
-                    archive::load_suite(
-                        transport,
-                        &recipe.source.keyring,
-                        suite,
-                        &recipe.source.components,
-                        &recipe.source.architecture,
-                        opts,
-                    )
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| panic!("archive thread panicked"))
-            })
-            .collect()
-    });
-    let mut releases = Vec::new();
-    let mut universe = Vec::new();
-    // Replay protection: the newest Date per mirror and suite lives in the (private) cache.
-    let cache = cache_for(o);
-    cache.ensure()?;
-    let ledger = archive::freshness::DateLedger::new(cache.root());
-    for r in results {
-        let idx = r?;
-        if let archive::freshness::Admission::OlderAllowed { seen } =
-            ledger.admit(&idx.release, o.allow_older)?
-        {
-            reporter.message(&format!(
-                "{}: older than the newest Date seen ({seen}), accepted by --allow-older",
-                idx.release.url
-            ));
-        }
-        reporter.message(&format!(
-            "{} verified ({} packages, signed by {})",
-            idx.release.url,
-            idx.packages.len(),
-            idx.release.signer
-        ));
-        releases.push(idx.release);
-        universe.extend(idx.packages);
-    }
-    let t_archive = t0.elapsed().as_millis();
-    reporter.finish(&format!(
-        "{} suites verified, {} packages indexed",
-        releases.len(),
-        universe.len(),
-    ));
-    let t1 = Instant::now();
-    reporter.begin("resolve", None);
-    let plan = plan::resolve(&universe, &Selection::of(&recipe))
-        .with_context(|| format!("resolving {}", recipe.file.display()))?;
-    let t_resolve = t1.elapsed().as_millis();
-    reporter.finish(&format!(
-        "{} packages, {:.1} MiB",
-        plan.packages.len(),
-        plan.total_size() as f64 / 1048576.0
-    ));
-    let sde = std::env::var("SOURCE_DATE_EPOCH").ok();
-    let (epoch, epoch_source) =
-        BuildEpoch::choose(sde.as_deref(), releases.iter().map(|r| r.date))?;
-    Ok(Resolved {
-        recipe,
-        releases,
-        stanzas: universe.len(),
-        plan,
-        epoch,
-        epoch_source,
-        timings_ms: (t_archive, t_resolve),
-        transport,
-    })
-}
-
-/// The download cache of these options.
-pub fn cache_for(o: &CommonOptions) -> Cache {
-    Cache::new(o.cache_dir.clone().unwrap_or_else(Cache::default_root))
-}
-
 /// Resolve, then download (or take from the cache) every planned `.deb`.
 pub fn resolve_and_fetch(
     o: &CommonOptions,
     reporter: &dyn Reporter,
     locked: bool,
 ) -> anyhow::Result<(Resolved, Cache, Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
-    let r = resolve_maybe_locked(o, reporter, locked)?;
-    let cache = cache_for(o);
+    let r = crate::resolve::resolve(o, reporter, locked)?;
+    let cache = o.cache();
     let all: Vec<&plan::PlannedPackage> = r.plan.packages.iter().collect();
     let (debs, summary) = fetch_some(&r.transport, &cache, &all, (o.jobs, locked), reporter)?;
     Ok((r, cache, debs, summary))
-}
-
-/// The recipe resolved, or with `locked` its `ingot.lock` (see [`crate::lock`]).
-fn resolve_maybe_locked(
-    o: &CommonOptions,
-    reporter: &dyn Reporter,
-    locked: bool,
-) -> anyhow::Result<Resolved> {
-    if locked {
-        crate::lock::resolve_locked(o, reporter)
-    } else {
-        resolve_recipe(o, reporter)
-    }
 }
 
 /// [`fetch::fetch_packages`]; a locked build's errors say which file of the lock no longer
@@ -258,7 +89,7 @@ fn fetch_some(
 ) -> anyhow::Result<(Vec<fetch::FetchedDeb>, fetch::FetchSummary)> {
     let fetched = fetch::fetch_packages(transport, packages, cache, jobs, reporter);
     if locked {
-        fetched.map_err(crate::lock::explain_fetch_error)
+        fetched.map_err(crate::resolve::explain_locked_fetch_error)
     } else {
         Ok(fetched?)
     }
@@ -366,7 +197,10 @@ pub fn build_image(
     if let Err(error) = &result {
         // Into the log before it is closed: a kept log ends with what the user was told (the
         // whole chain; a stage child's own `error:` line may precede it).
-        recorder.log(&format!("ingot: error: {}", one_line(error)));
+        recorder.log(&format!(
+            "ingot: error: {}",
+            crate::progress::one_line(error)
+        ));
     }
     let log = recorder.close_log();
     match result {
@@ -503,6 +337,12 @@ fn build_recorded(
 ) -> anyhow::Result<Built> {
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
+        // An exact version that is taken is refused before anything is fetched (the claim
+        // checks again under the directory's lock).
+        if let Some(n) = b.version {
+            let recipe = o.load_recipe()?;
+            crate::artifact::check_version_free(&b.out, &recipe.image.name, n)?;
+        }
     }
     let persistent_tree = StageOutput::Dir(PathBuf::new());
     let staged_output = match b.format {
@@ -510,8 +350,8 @@ fn build_recorded(
         OutputFormat::Dir => &persistent_tree,
     };
     stage::staging::check(b.staging, staged_output, b.keep_staging.is_some())?;
-    let r = resolve_maybe_locked(o, recorder, b.locked)?;
-    let cache = cache_for(o);
+    let r = crate::resolve::resolve(o, recorder, b.locked)?;
+    let cache = o.cache();
     recorder.expect_packages(r.plan.packages.len());
     // The Essential closure is fetched first; a tar build's stage starts on it while the
     // rest still downloads (see `while_rest_downloads`).
@@ -543,13 +383,13 @@ fn build_recorded(
         provision: r.recipe.provision.clone(),
         provision_network: r.recipe.provision_network,
         cleanup: r.recipe.cleanup.clone(),
-        staging_parent: cache.root().join("staging"),
+        staging_parent: cache.staging_dir(),
         keep_staging: b.keep_staging.clone(),
         epoch: r.epoch,
         output: StageOutput::Tar,
         seed: None,
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
-        base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
+        base_cache: (!b.no_base_cache).then(|| cache.base_dir()),
         staging_tmpfs: None,
     };
     spec.staging_tmpfs = stage::staging::decide(
@@ -761,21 +601,19 @@ fn build_recorded(
 /// built, without creating anything: an existing directory must take a probe file; a missing
 /// one must be creatable (its nearest existing ancestor writable). The directory itself is
 /// created only once the recipe has been read and the archive verified.
-fn output_is_writable(out: &std::path::Path) -> anyhow::Result<()> {
-    let refused = || {
-        format!(
-            "output directory {}: not writable (expected a directory this user can create files in)",
-            out.display()
-        )
+fn output_is_writable(out: &std::path::Path) -> Result<(), BuildError> {
+    let refused = |detail: String| BuildError::OutputNotWritable {
+        dir: out.to_path_buf(),
+        detail,
     };
     if out.is_dir() {
         return tempfile::Builder::new()
             .prefix(".ingot-probe-")
             .tempfile_in(out)
             .map(drop)
-            .with_context(refused);
+            .map_err(|e| refused(e.to_string()));
     }
-    let absolute = std::path::absolute(out).with_context(refused)?;
+    let absolute = std::path::absolute(out).map_err(|e| refused(e.to_string()))?;
     let mut ancestor = absolute.parent();
     while let Some(dir) = ancestor {
         if dir.is_dir() {
@@ -783,15 +621,31 @@ fn output_is_writable(out: &std::path::Path) -> anyhow::Result<()> {
                 dir,
                 nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
             )
-            .map_err(std::io::Error::from)
-            .with_context(refused);
+            .map_err(|e| refused(std::io::Error::from(e).to_string()));
         }
         if dir.exists() {
-            anyhow::bail!("{}: {} is not a directory", refused(), dir.display());
+            return Err(refused(format!("{} is not a directory", dir.display())));
         }
         ancestor = dir.parent();
     }
-    anyhow::bail!(refused())
+    Err(refused("no existing ancestor".into()))
+}
+
+/// Why a build was refused before it started (the stage's, the archive's and the artifact's
+/// errors are their own modules' types).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The output directory cannot take the artifact.
+    #[error(
+        "output directory {}: not writable (expected a directory this user can create files in): {detail}",
+        dir.display()
+    )]
+    OutputNotWritable {
+        /// The `--out` directory.
+        dir: PathBuf,
+        /// Why not.
+        detail: String,
+    },
 }
 
 /// Counts the compressed bytes on their way into the artifact (the export bar).
@@ -809,33 +663,4 @@ impl Write for CountingWriter<'_, '_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
-}
-
-/// The error chain as one line: `outer: inner: innermost`, without repeats.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    parts.join(": ").replace('\n', " ")
-}
-
-/// The exit code for an error: 2 for bad input (a recipe that is missing or invalid, a bad
-/// mirror URL, a tarball that does not exist, an unusable `--ca-file`), 1 for everything else
-/// (a failed build or check).
-pub fn exit_code(e: &anyhow::Error) -> u8 {
-    let bad_input = e.chain().any(|c| {
-        c.downcast_ref::<crate::recipe::RecipeError>().is_some()
-            || c.downcast_ref::<crate::net::CaFileError>().is_some()
-            || c.downcast_ref::<crate::stage::staging::StagingError>()
-                .is_some()
-            || matches!(
-                c.downcast_ref::<verify::VerifyError>(),
-                Some(verify::VerifyError::Open { .. })
-            )
-    });
-    if bad_input { 2 } else { 1 }
 }

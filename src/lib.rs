@@ -4,7 +4,9 @@
 //! The pipeline runs one way (see the README's design section):
 //! [`recipe`] → [`archive`] → [`plan`] → [`fetch`] → [`stage`] → [`export`] → [`artifact`],
 //! with [`verify`] checking the golden-image contract on any tarball; [`net`] is the transport
-//! that `archive` and `fetch` share. [`lock`] pins a resolution for `build --locked`,
+//! that `archive` and `fetch` share. [`resolve`] is the one road from a recipe to verified
+//! suites and a plan that every verb takes; [`cache`] owns the cache's layout. [`lock`] is
+//! the file format that pins a resolution for `build --locked`,
 //! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
 //! contains and [`outdated`] says when a rebuild is due.
 #![deny(missing_docs)]
@@ -12,6 +14,8 @@
 pub mod archive;
 pub mod artifact;
 pub mod build;
+pub mod cache;
+pub mod choice;
 pub mod deb;
 pub mod epoch;
 pub mod export;
@@ -24,6 +28,7 @@ pub mod outdated;
 pub mod plan;
 pub mod progress;
 pub mod recipe;
+pub mod resolve;
 pub mod sbom;
 pub mod signal_hold;
 pub mod stage;

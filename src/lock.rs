@@ -9,24 +9,19 @@
 //! offline against the recipe's keyring, fetches the `Packages` indexes that signature covers,
 //! resolves again and refuses, naming what differs, unless it gets exactly the locked set.
 //!
-//! This module owns writing, reading and checking the lock and the locked resolution. It
-//! never downloads `.deb`s and never writes anything but the lock file.
+//! This module owns the file format only: writing, reading and checking the lock against a
+//! recipe and a plan. The locked resolution itself is [`crate::resolve::resolve_locked`]; this
+//! module never touches the network and writes nothing but the lock file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::archive::{self, ArchiveError, keyring::Keyring};
-use crate::build::{self, CommonOptions, Resolved};
-use crate::epoch::{BuildEpoch, EpochSource};
-use crate::net::{TransportError, join_url};
-use crate::plan::{self, PlannedPackage, Selection};
-use crate::progress::Reporter;
-use crate::recipe::{Recipe, SuiteSource};
+use crate::plan::PlannedPackage;
+use crate::recipe::Recipe;
 
 /// The layout version written in every lock.
 pub const LOCK_VERSION: u32 = 1;
@@ -330,7 +325,7 @@ impl LockFile {
     }
 }
 
-/// Read the lock of the recipe `o` names; [`LockError::Missing`] when there is none.
+/// Read the lock of `recipe`; [`LockError::Missing`] when there is none.
 pub fn read_for(recipe: &Recipe) -> Result<(LockFile, PathBuf), LockError> {
     let path = lock_path(recipe);
     if !path.exists() {
@@ -342,237 +337,50 @@ pub fn read_for(recipe: &Recipe) -> Result<(LockFile, PathBuf), LockError> {
     Ok((LockFile::read(&path)?, path))
 }
 
-/// Resolve the recipe against today's archive and describe the result as a lock.
-pub fn create(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<LockFile> {
-    let r = build::resolve_recipe(o, reporter)?;
-    let transport = r.transport.clone();
-    let mut suites = Vec::new();
-    for release in &r.releases {
-        if !release.url.ends_with("/InRelease") {
-            return Err(LockError::NoInRelease {
-                url: release.url.clone(),
-            }
-            .into());
-        }
-        let bytes = transport.get_bytes(&release.url, MAX_LOCK_BYTES)?;
-        if hex::encode(Sha256::digest(&bytes)) != release.sha256 {
-            return Err(LockError::Moved {
-                url: release.url.clone(),
-            }
-            .into());
-        }
-        let inrelease = String::from_utf8(bytes).map_err(|_| LockError::NoInRelease {
-            url: release.url.clone(),
-        })?;
-        suites.push(SuiteLock {
-            suite: release.source.suite.clone(),
-            mirror: release.source.mirror.clone(),
-            date: release.date,
-            inrelease_sha256: release.sha256.clone(),
-            inrelease,
-        });
-    }
-    let mut packages: Vec<PackageLock> = r.plan.packages.iter().map(PackageLock::from).collect();
-    packages.sort_by(|a, b| {
-        (&a.name, &a.architecture, &a.version).cmp(&(&b.name, &b.architecture, &b.version))
-    });
-    Ok(LockFile {
-        lock_version: LOCK_VERSION,
-        epoch: r.epoch.0,
-        recipe: RecipeLock {
-            digest: r.recipe.digest.clone(),
-            files: recipe_files(&r.recipe)?,
-        },
-        suites,
-        packages,
-    })
-}
-
-/// The suites of a lock with the mirror to read them from now: `--mirror` when given, else
-/// the mirror the lock was made from; each `InRelease` verified offline.
-pub fn verified_suites(
-    o: &CommonOptions,
-    recipe: &Recipe,
-    lock: &LockFile,
-) -> Result<Vec<(archive::VerifiedRelease, Vec<u8>)>, ArchiveError> {
-    let keyring = Keyring::load(&recipe.source.keyring)?;
-    let mut out = Vec::new();
-    for s in &lock.suites {
-        let mirror = match (
-            &o.mirror,
-            recipe.source.suites.iter().find(|r| r.suite == s.suite),
-        ) {
-            (Some(_), Some(r)) => r.mirror.clone(),
-            _ => s.mirror.clone(),
+impl LockFile {
+    /// Refuse unless `planned` is exactly the locked set (`path`: the lock, for the message).
+    pub fn check_plan(&self, planned: &[PlannedPackage], path: &Path) -> Result<(), LockError> {
+        let lock = self;
+        let differs = |package: &str, message: String| LockError::PlanDiffers {
+            lock: path.to_path_buf(),
+            package: package.to_string(),
+            message,
         };
-        let source = SuiteSource {
-            suite: s.suite.clone(),
-            mirror,
-        };
-        let url = join_url(&source.mirror, &format!("dists/{}/InRelease", s.suite));
-        let bytes = s.inrelease.as_bytes().to_vec();
-        let release = archive::verify_inrelease_bytes(&url, &bytes, &keyring, &source, s.date)?;
-        if release.date != s.date {
-            return Err(ArchiveError::Malformed {
-                url,
-                message: format!(
-                    "Date is {}, the lock says {} (the lock was altered)",
-                    release.date, s.date
-                ),
-            });
-        }
-        out.push((release, bytes));
-    }
-    Ok(out)
-}
-
-/// The network half of `ingot build --locked`: check the recipe against the lock, verify the
-/// locked `InRelease`s offline, fetch the `Packages` indexes they sign from the mirror,
-/// resolve, and accept only exactly the locked set. The epoch is the lock's.
-pub fn resolve_locked(o: &CommonOptions, reporter: &dyn Reporter) -> anyhow::Result<Resolved> {
-    let recipe = o.load_recipe()?;
-    let (lock, path) = read_for(&recipe)?;
-    lock.check_recipe(&recipe, &path)?;
-    let transport = o.transport()?;
-    reporter.begin("archive", None);
-    let mut releases = Vec::new();
-    let mut universe = Vec::new();
-    for (release, _) in verified_suites(o, &recipe, &lock)? {
-        let packages = archive::load_indexes(
-            &transport,
-            &release,
-            &recipe.source.components,
-            &recipe.source.architecture,
-        )
-        .map_err(|e| explain_index_error(e, &path))?;
-        reporter.message(&format!(
-            "{} verified from {} ({} packages)",
-            release.url,
-            path.display(),
-            packages.len()
-        ));
-        universe.extend(packages);
-        releases.push(release);
-    }
-    reporter.finish(&format!("{} locked suites verified", releases.len()));
-    let plan = plan::resolve(&universe, &Selection::of(&recipe))?;
-    compare_plan(&lock, &plan.packages, &path)?;
-    Ok(Resolved {
-        stanzas: universe.len(),
-        recipe,
-        releases,
-        plan,
-        epoch: BuildEpoch(lock.epoch),
-        epoch_source: EpochSource::Lock,
-        timings_ms: (0, 0),
-        transport,
-    })
-}
-
-/// Refuse unless `planned` is exactly the locked set.
-fn compare_plan(lock: &LockFile, planned: &[PlannedPackage], path: &Path) -> Result<(), LockError> {
-    let differs = |package: &str, message: String| LockError::PlanDiffers {
-        lock: path.to_path_buf(),
-        package: package.to_string(),
-        message,
-    };
-    let locked: BTreeMap<&str, &PackageLock> =
-        lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
-    for p in planned {
-        let now = PackageLock::from(p);
-        match locked.get(p.name.as_str()) {
-            None => {
-                return Err(differs(
-                    &p.name,
-                    format!("resolved to {} but not in the lock", p.version),
-                ));
+        let locked: BTreeMap<&str, &PackageLock> =
+            lock.packages.iter().map(|p| (p.name.as_str(), p)).collect();
+        for p in planned {
+            let now = PackageLock::from(p);
+            match locked.get(p.name.as_str()) {
+                None => {
+                    return Err(differs(
+                        &p.name,
+                        format!("resolved to {} but not in the lock", p.version),
+                    ));
+                }
+                Some(l) if **l != now => {
+                    return Err(differs(
+                        &p.name,
+                        format!(
+                            "locked {} {} SHA-256 {}, the archive gives {} {} SHA-256 {}",
+                            l.version, l.filename, l.sha256, now.version, now.filename, now.sha256
+                        ),
+                    ));
+                }
+                Some(_) => {}
             }
-            Some(l) if **l != now => {
-                return Err(differs(
-                    &p.name,
-                    format!(
-                        "locked {} {} SHA-256 {}, the archive gives {} {} SHA-256 {}",
-                        l.version, l.filename, l.sha256, now.version, now.filename, now.sha256
-                    ),
-                ));
-            }
-            Some(_) => {}
         }
+        if let Some(l) = lock
+            .packages
+            .iter()
+            .find(|l| !planned.iter().any(|p| p.name == l.name))
+        {
+            return Err(differs(
+                &l.name,
+                "in the lock but no longer resolved".to_string(),
+            ));
+        }
+        Ok(())
     }
-    if let Some(l) = lock
-        .packages
-        .iter()
-        .find(|l| !planned.iter().any(|p| p.name == l.name))
-    {
-        return Err(differs(
-            &l.name,
-            "in the lock but no longer resolved".to_string(),
-        ));
-    }
-    Ok(())
-}
-
-/// A locked index that no longer matches usually means the mirror moved on: say what to use.
-fn explain_index_error(e: ArchiveError, lock: &Path) -> anyhow::Error {
-    let hint = match &e {
-        ArchiveError::HashMismatch { .. } => Some(format!(
-            "differs from the index signed in {} (a tampered file, or a mirror that moved on: \
-             use `ingot mirror` or a snapshot mirror)",
-            lock.display()
-        )),
-        ArchiveError::Transport(TransportError::NotFound { .. }) => Some(format!(
-            "an index of {} is gone from the mirror (use `ingot mirror` or a snapshot mirror)",
-            lock.display()
-        )),
-        _ => None,
-    };
-    match hint {
-        Some(h) => anyhow::Error::from(e).context(h),
-        None => e.into(),
-    }
-}
-
-/// A locked `.deb` gone from the mirror: suggest a snapshot mirror.
-pub fn explain_fetch_error(e: crate::fetch::FetchError) -> anyhow::Error {
-    if let crate::fetch::FetchError::Transport(TransportError::NotFound { .. }) = &e {
-        return anyhow::Error::from(e).context(
-            "a locked package is gone from the mirror (use a snapshot mirror such as \
-             http://snapshot.ubuntu.com/ubuntu/<date>, or a DIR made by `ingot mirror`)",
-        );
-    }
-    e.into()
-}
-
-/// `ingot lock RECIPE`: write the lock; with `check`, exit 1 when the lock no longer matches
-/// the recipe (nothing is written, nothing is fetched).
-pub fn cmd_lock(
-    o: &CommonOptions,
-    check: bool,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<ExitCode> {
-    let mut out = std::io::stdout().lock();
-    if check {
-        let recipe = o.load_recipe()?;
-        let (lock, path) = read_for(&recipe)?;
-        lock.check_recipe(&recipe, &path)?;
-        verified_suites(o, &recipe, &lock)?;
-        writeln!(out, "{}: matches {}", path.display(), recipe.file.display())?;
-        return Ok(ExitCode::SUCCESS);
-    }
-    let lock = create(o, reporter)?;
-    let recipe = o.load_recipe()?;
-    let path = lock_path(&recipe);
-    lock.write(&path)?;
-    if !o.quiet {
-        eprintln!(
-            "ingot: locked {} packages from {} suites, epoch {}",
-            lock.packages.len(),
-            lock.suites.len(),
-            lock.epoch
-        );
-    }
-    writeln!(out, "{}", path.display())?;
-    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]

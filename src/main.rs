@@ -8,8 +8,24 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
-use ingot::build::{self, BuildOptions, CommonOptions, OutputFormat};
+use ingot::build::{BuildOptions, CommonOptions, OutputFormat};
+use ingot::choice::NamedChoice;
+use ingot::export::compress::Compression;
 use ingot::stage::staging::StagingMedium;
+
+/// clap's parser for a library choice: its names as the possible values (shown in `--help`
+/// and completions), parsed by the library's own `FromStr`.
+fn choice<T: NamedChoice + Send + Sync + Clone + 'static>()
+-> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(T::CHOICES.iter().map(|(name, _)| *name)).map(|s| {
+        T::CHOICES
+            .iter()
+            .find(|(name, _)| *name == s)
+            .map(|(_, v)| *v)
+            .unwrap_or(T::CHOICES[0].1)
+    })
+}
 
 /// `ingot --version`: the crate version and the commit it was built from (see `build.rs`).
 const VERSION: &str = concat!(
@@ -97,7 +113,7 @@ enum Command {
         #[arg(long, short, env = "INGOT_OUT", default_value = "out")]
         out: PathBuf,
         /// `tar` publishes <name>-v<N>.tar.gz; `dir` leaves the assembled tree at --out.
-        #[arg(long, value_enum, default_value_t = OutputFormat::Tar)]
+        #[arg(long, value_parser = choice::<OutputFormat>(), default_value_t = OutputFormat::Tar)]
         format: OutputFormat,
         /// Publish as the next version after the highest one in --out (the default).
         #[arg(long, conflicts_with = "version")]
@@ -106,8 +122,8 @@ enum Command {
         #[arg(long)]
         version: Option<u32>,
         /// gzip (Proxmox), zstd, xz or none.
-        #[arg(long, value_enum, default_value_t = ingot::export::compress::Compression::Gzip, env = "INGOT_COMPRESSION")]
-        compression: ingot::export::compress::Compression,
+        #[arg(long, value_parser = choice::<Compression>(), default_value_t = Compression::Gzip, env = "INGOT_COMPRESSION")]
+        compression: Compression,
         /// Keep the staging tree here for debugging instead of removing it.
         #[arg(long)]
         keep_staging: Option<PathBuf>,
@@ -116,7 +132,7 @@ enum Command {
         no_base_cache: bool,
         /// Where the staging tree lives: `auto` puts a tar build's tree on a private tmpfs
         /// when it fits in a quarter of the available memory, else on disk.
-        #[arg(long, value_enum, default_value_t = StagingMedium::Auto, env = "INGOT_STAGING")]
+        #[arg(long, value_parser = choice::<StagingMedium>(), default_value_t = StagingMedium::Auto, env = "INGOT_STAGING")]
         staging: StagingMedium,
         /// Print the result as JSON.
         #[arg(long)]
@@ -198,7 +214,7 @@ enum Command {
 
 #[derive(Args)]
 struct UploadArgs {
-    /// The image tarball (.tar.gz, .tar.zst, .tar.xz, .tar.bz2, .tar).
+    /// The image tarball (.tar.gz, .tar.zst, .tar.xz, .tar).
     tarball: PathBuf,
     /// API root, e.g. https://proxmox1:8006/api2/json.
     #[arg(long, env = "PM_API_URL")]
@@ -333,7 +349,7 @@ fn main() -> ExitCode {
         ),
         Command::Verify { tarball, json } => cli::verify(&tarball, json),
         Command::Doctor { json } => cli::doctor(json),
-        Command::Upload(a) => ingot::upload::cmd_upload(
+        Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {
                 tarball: a.tarball,
                 api_url: a.api_url,
@@ -350,24 +366,13 @@ fn main() -> ExitCode {
                 json: a.json,
                 quiet,
             },
-            cli::render::reporter(quiet, verbose).as_ref(),
+            verbose,
         ),
-        Command::Lock { source, check } => ingot::lock::cmd_lock(
-            &common(&source, quiet),
-            check,
-            cli::render::reporter(quiet, verbose).as_ref(),
-        ),
-        Command::Mirror { source, to } => ingot::mirror::cmd_mirror(
-            &common(&source, quiet),
-            &to,
-            cli::render::reporter(quiet, verbose).as_ref(),
-        ),
-        Command::Outdated { source, out, json } => ingot::outdated::cmd_outdated(
-            &common(&source, quiet),
-            &out,
-            json,
-            cli::render::reporter(quiet, verbose).as_ref(),
-        ),
+        Command::Lock { source, check } => cli::lock(&common(&source, quiet), check, verbose),
+        Command::Mirror { source, to } => cli::mirror(&common(&source, quiet), &to, verbose),
+        Command::Outdated { source, out, json } => {
+            cli::outdated(&common(&source, quiet), &out, json, verbose)
+        }
         Command::Cache {
             action:
                 CacheAction::Prune {
@@ -380,8 +385,8 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("ingot: error: {}", build::one_line(&e));
-            ExitCode::from(build::exit_code(&e))
+            eprintln!("ingot: error: {}", ingot::progress::one_line(&e));
+            cli::exit::exit(&e)
         }
     }
 }

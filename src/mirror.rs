@@ -9,17 +9,15 @@
 //! already there with the right content is kept. This module owns the layout of DIR; it never
 //! writes anywhere else but the download cache (through [`crate::fetch`]).
 
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
-use std::process::ExitCode;
 
 use sha2::{Digest, Sha256};
 
 use crate::archive;
-use crate::build::CommonOptions;
-use crate::fetch::{self, Cache};
+use crate::fetch;
 use crate::lock;
 use crate::progress;
+use crate::resolve::CommonOptions;
 
 /// Why a mirror could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -110,11 +108,10 @@ pub fn write_mirror(
 ) -> anyhow::Result<MirrorSummary> {
     // The same checks as a locked build: recipe unchanged, InReleases verified, indexes
     // matching their signed hashes, resolution giving exactly the locked set.
-    let resolved = lock::resolve_locked(o, reporter)?;
-    let recipe = o.load_recipe()?;
-    let (lockfile, lock_path) = lock::read_for(&recipe)?;
-    let origin = lock_path.display().to_string();
-    let cache = Cache::new(o.cache_dir.clone().unwrap_or_else(Cache::default_root));
+    let resolved = crate::resolve::resolve_locked(o, reporter)?;
+    let recipe = &resolved.recipe;
+    let origin = lock::lock_path(recipe).display().to_string();
+    let cache = o.cache();
     let (debs, _) = fetch::fetch_plan(
         &resolved.transport,
         &resolved.plan,
@@ -122,17 +119,17 @@ pub fn write_mirror(
         o.jobs,
         reporter,
     )
-    .map_err(lock::explain_fetch_error)?;
+    .map_err(crate::resolve::explain_locked_fetch_error)?;
 
     let mut summary = MirrorSummary::default();
-    for (release, inrelease) in lock::verified_suites(o, &recipe, &lockfile)? {
+    for release in &resolved.releases {
         let suite = &release.source.suite;
         let dists = inside(dir, &format!("dists/{suite}"), &origin)?;
-        put(&dists.join("InRelease"), &inrelease)?;
+        put(&dists.join("InRelease"), &release.file_bytes)?;
         for component in &recipe.source.components {
             let index = archive::fetch_index_file(
                 &resolved.transport,
-                &release,
+                release,
                 component,
                 &recipe.source.architecture,
             )?;
@@ -159,24 +156,4 @@ pub fn write_mirror(
         summary.package_bytes += deb.package.size;
     }
     Ok(summary)
-}
-
-/// `ingot mirror RECIPE --to DIR`: prints DIR (stdout) and what was written (stderr).
-pub fn cmd_mirror(
-    o: &CommonOptions,
-    dir: &Path,
-    reporter: &dyn progress::Reporter,
-) -> anyhow::Result<ExitCode> {
-    let summary = write_mirror(o, dir, reporter)?;
-    if !o.quiet {
-        eprintln!(
-            "ingot: mirror of {} suites, {} indexes, {} packages ({:.1} MiB)",
-            summary.suites,
-            summary.indexes,
-            summary.packages,
-            summary.package_bytes as f64 / 1048576.0
-        );
-    }
-    writeln!(std::io::stdout().lock(), "{}", dir.display())?;
-    Ok(ExitCode::SUCCESS)
 }

@@ -2,26 +2,23 @@
 //! `ingot.lock`, else the newest artifact's manifest — with today's signed archive, and lists
 //! each package that has a newer version there, marking those a `-security` suite serves.
 //!
-//! It reads the archive exactly as a build does (signatures, index hashes) and writes nothing.
-//! The answer is the exit code: 1 when a rebuild is due, 0 when not; a pipeline runs it
-//! nightly.
+//! It reads the archive through [`crate::resolve`], exactly as a build does (signatures, index
+//! hashes, the replay ledger and `--allow-older`), and writes nothing but the ledger. The
+//! binary turns the answer into the exit code a nightly job needs (see the README's table).
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 use std::str::FromStr;
 
 use debversion::Version;
 use serde::Serialize;
 
-use crate::archive::{self, ArchiveOptions, BinaryPackage};
+use crate::archive::BinaryPackage;
 use crate::artifact::Manifest;
-use crate::build::CommonOptions;
 use crate::lock;
-use crate::net::Transport;
 use crate::progress::Reporter;
 use crate::recipe::Recipe;
+use crate::resolve::{self, CommonOptions};
 
 /// What the comparison started from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,31 +125,6 @@ pub fn baseline(recipe: &Recipe, out: &Path) -> anyhow::Result<Baseline> {
     })
 }
 
-/// Every stanza of today's archive for the recipe's suites, verified as a build verifies them.
-fn today(
-    recipe: &Recipe,
-    transport: &Transport,
-    reporter: &dyn Reporter,
-) -> anyhow::Result<Vec<BinaryPackage>> {
-    let opts = ArchiveOptions::now(recipe.source.allow_expired);
-    reporter.begin("archive", None);
-    let mut universe = Vec::new();
-    for suite in &recipe.source.suites {
-        let idx = archive::load_suite(
-            transport,
-            &recipe.source.keyring,
-            suite,
-            &recipe.source.components,
-            &recipe.source.architecture,
-            opts,
-        )?;
-        reporter.message(&format!("{} verified", idx.release.url));
-        universe.extend(idx.packages);
-    }
-    reporter.finish(&format!("{} suites verified", recipe.source.suites.len()));
-    Ok(universe)
-}
-
 /// The packages of `baseline` that `universe` has in a newer version, sorted by name.
 pub fn compare(baseline: &Baseline, universe: &[BinaryPackage]) -> Vec<Outdated> {
     let mut newest: BTreeMap<(&str, &str), (Version, &str, Vec<String>)> = BTreeMap::new();
@@ -194,54 +166,50 @@ pub fn compare(baseline: &Baseline, universe: &[BinaryPackage]) -> Vec<Outdated>
     out
 }
 
-/// `ingot outdated RECIPE`: exit 1 when a rebuild is due.
-pub fn cmd_outdated(
+/// What `ingot outdated` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct OutdatedReport {
+    /// What the comparison started from.
+    pub baseline: Baseline,
+    /// How many packages the baseline holds.
+    pub baseline_packages: usize,
+    /// Each package with a newer version today.
+    pub outdated: Vec<Outdated>,
+}
+
+impl OutdatedReport {
+    /// A rebuild is due when any package has a newer version.
+    pub fn rebuild_due(&self) -> bool {
+        !self.outdated.is_empty()
+    }
+
+    /// A `-security` suite serves one of the newer versions.
+    pub fn security(&self) -> bool {
+        self.outdated.iter().any(|p| p.security)
+    }
+}
+
+/// `ingot outdated RECIPE`: compare the baseline with today's verified archive.
+pub fn check(
     o: &CommonOptions,
     out_dir: &Path,
-    json: bool,
     reporter: &dyn Reporter,
-) -> anyhow::Result<ExitCode> {
+) -> anyhow::Result<OutdatedReport> {
     let recipe = o.load_recipe()?;
     let base = baseline(&recipe, out_dir)?;
-    let universe = today(&recipe, &o.transport()?, reporter)?;
-    let outdated = compare(&base, &universe);
-    let due = !outdated.is_empty();
-    let mut out = std::io::stdout().lock();
-    if json {
-        let doc = serde_json::json!({
-            "baseline": base,
-            "rebuild_due": due,
-            "security": outdated.iter().any(|p| p.security),
-            "outdated": outdated,
-        });
-        serde_json::to_writer_pretty(&mut out, &doc)?;
-        writeln!(out)?;
-    } else {
-        for p in &outdated {
-            writeln!(
-                out,
-                "{:<36} {:<6} {} -> {} ({}){}",
-                p.name,
-                p.architecture,
-                p.built,
-                p.available,
-                p.suites.join(", "),
-                if p.security { " SECURITY" } else { "" }
-            )?;
-        }
-        if !o.quiet {
-            eprintln!(
-                "ingot: {} of {} packages of {} have a newer version{}",
-                outdated.len(),
-                base.packages.len(),
-                base.file.display(),
-                if due { ": rebuild due" } else { "" }
-            );
-        }
-    }
-    Ok(if due {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
+    reporter.begin("archive", None);
+    let suites = resolve::verified_suites(
+        &recipe,
+        &o.transport()?,
+        &o.cache(),
+        o.allow_older,
+        reporter,
+    )?;
+    reporter.finish(&format!("{} suites verified", suites.releases.len()));
+    let outdated = compare(&base, &suites.universe);
+    Ok(OutdatedReport {
+        baseline_packages: base.packages.len(),
+        baseline: base,
+        outdated,
     })
 }

@@ -376,3 +376,33 @@ mod tests {
         assert!(!tail.iter().any(|l| l.starts_with("error: ")));
     }
 }
+
+/// The error chain as one line: `outer: inner: innermost`, without repeats, with control
+/// characters (a script's escape sequences) shown escaped rather than sent to a terminal.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    escape_controls(&parts.join(": ").replace('\n', " "))
+}
+
+/// `line` with every control character but tab as `\u{…}` (as `{:?}` shows them), so that
+/// output from inside the image cannot move a terminal's cursor or retitle its window.
+pub fn escape_controls(line: &str) -> String {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.to_string();
+    }
+    line.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}

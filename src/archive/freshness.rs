@@ -6,7 +6,8 @@
 //! than the one it already has, ingot remembers the newest `Date` per mirror + suite and refuses
 //! an older one unless the user says `--allow-older` (`INGOT_ALLOW_OLDER`).
 //!
-//! This module owns the state file `release-dates.json` (and its lock) under the cache root.
+//! This module owns the state file `release-dates.json` (and its lock) under the cache root
+//! (their names are [`crate::cache`]'s).
 //! It never records a release that was not verified, never lowers a recorded date, and writes
 //! the file by rename so that a crash leaves the old state or the new one, never half of it.
 
@@ -17,9 +18,9 @@ use std::path::{Path, PathBuf};
 
 use super::{ArchiveError, VerifiedRelease};
 
-/// The state file's name under the cache root.
-pub const STATE_FILE: &str = "release-dates.json";
-const LOCK_FILE: &str = "release-dates.lock";
+/// The state file's name under the cache root (the layout is [`crate::cache`]'s).
+pub use crate::cache::LEDGER_FILE as STATE_FILE;
+use crate::cache::LEDGER_LOCK as LOCK_FILE;
 
 /// The newest `Date` seen per mirror and suite, in a cache directory.
 #[derive(Debug, Clone)]
@@ -170,6 +171,7 @@ mod tests {
             suite_field: Some(suite.into()),
             codename: None,
             files: Default::default(),
+            file_bytes: Vec::new(),
         }
     }
 

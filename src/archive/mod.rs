@@ -92,6 +92,10 @@ pub struct VerifiedRelease {
     pub codename: Option<String>,
     /// The `SHA256` file list: path relative to `dists/<suite>/` → (size, hex digest).
     pub files: std::collections::BTreeMap<String, (u64, String)>,
+    /// The verified file's bytes exactly as fetched (the lock keeps them; a lock then needs
+    /// no second download that could differ from what was verified).
+    #[serde(skip)]
+    pub file_bytes: Vec<u8>,
 }
 
 /// A verified suite: its release and every binary package of the requested components.
@@ -373,6 +377,7 @@ pub fn verify_release(
         suite_field: fields.suite,
         codename: fields.codename,
         files: fields.sha256,
+        file_bytes: raw,
     })
 }
 
@@ -428,6 +433,7 @@ pub fn verify_inrelease_bytes(
         suite_field: fields.suite,
         codename: fields.codename,
         files: fields.sha256,
+        file_bytes: bytes.to_vec(),
     })
 }
 

@@ -3,9 +3,12 @@
 //!
 //! To add a verb: a variant in `main.rs`'s `Command`, a `pub fn` here (or in a file of its own
 //! under `src/cli/`) returning `anyhow::Result<ExitCode>`. Errors returned from a verb are
-//! printed once by `main`, as one line, with the exit code of [`ingot::build::exit_code`].
+//! printed once by `main`, as one line, with the exit code of [`exit::code`]. Nothing outside
+//! `src/cli/` and `main.rs` prints (`tests/code_structure.rs` fails if something does).
 
+pub mod exit;
 pub mod render;
+pub mod upload;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,13 +16,13 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use ingot::build::{self, BuildOptions, CommonOptions};
-use ingot::progress::{FAILURE_TAIL, Recorder};
+use ingot::progress::{FAILURE_TAIL, Recorder, one_line};
 
 /// `ingot resolve`: the plan as a table or JSON.
 pub fn resolve(o: &CommonOptions, verbose: bool, json: bool) -> anyhow::Result<ExitCode> {
     let reporter = render::reporter(o.quiet, verbose);
     let recorder = Recorder::new(reporter.as_ref());
-    let r = build::resolve_recipe(o, &recorder)?;
+    let r = ingot::resolve::resolve_recipe(o, &recorder)?;
     let mut out = std::io::stdout().lock();
     if json {
         let doc = serde_json::json!({
@@ -101,7 +104,7 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
         Err(failure) => {
             // Clears a terminal's unfinished bar before the failure is printed.
             drop(reporter);
-            let message = build::one_line(&failure.error);
+            let message = one_line(&failure.error);
             let mut err = std::io::stderr().lock();
             match &failure.log {
                 Some(log) => {
@@ -124,7 +127,7 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
                 }
                 None => writeln!(err, "ingot: error: {message}")?,
             }
-            Ok(ExitCode::from(build::exit_code(&failure.error)))
+            Ok(exit::exit(&failure.error))
         }
     }
 }
@@ -148,7 +151,7 @@ pub fn verify(tarball: &Path, json: bool) -> anyhow::Result<ExitCode> {
         }
         Err(e) if json => {
             let (rule, text) = (e.rule(), e.to_string());
-            let code = build::exit_code(&anyhow::Error::new(e));
+            let code = exit::code(&anyhow::Error::new(e));
             let doc = serde_json::json!({
                 "ok": false,
                 "tarball": tarball,
@@ -196,8 +199,10 @@ pub fn cache_prune(
     max_bytes: u64,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let root = cache_dir.unwrap_or_else(ingot::fetch::Cache::default_root);
-    let s = ingot::stage::base_cache::prune(&root, max_bytes)?;
+    let cache =
+        ingot::cache::Cache::new(cache_dir.unwrap_or_else(ingot::cache::Cache::default_root));
+    let root = cache.root();
+    let s = ingot::stage::base_cache::prune(&cache, max_bytes)?;
     let mut out = std::io::stdout().lock();
     if json {
         serde_json::to_writer_pretty(&mut out, &s)?;
@@ -213,4 +218,120 @@ pub fn cache_prune(
         )?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `ingot lock RECIPE`: write the lock and print its path; with `check`, write nothing and
+/// exit 1 when the lock no longer matches the recipe.
+pub fn lock(o: &CommonOptions, check: bool, verbose: bool) -> anyhow::Result<ExitCode> {
+    let mut out = std::io::stdout().lock();
+    if check {
+        return match ingot::resolve::check_lock(o) {
+            Ok((recipe, path)) => {
+                writeln!(out, "{}: matches {}", path.display(), recipe.file.display())?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => Err(e),
+        };
+    }
+    let reporter = render::reporter(o.quiet, verbose);
+    let lock = ingot::resolve::lock_recipe(o, reporter.as_ref())?;
+    let recipe = o.load_recipe()?;
+    let path = ingot::lock::lock_path(&recipe);
+    lock.write(&path)?;
+    reporter.message(&format!(
+        "locked {} packages from {} suites, epoch {}",
+        lock.packages.len(),
+        lock.suites.len(),
+        lock.epoch
+    ));
+    writeln!(out, "{}", path.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ingot mirror RECIPE --to DIR`: prints DIR (stdout) and what was written (stderr).
+pub fn mirror(o: &CommonOptions, dir: &Path, verbose: bool) -> anyhow::Result<ExitCode> {
+    let reporter = render::reporter(o.quiet, verbose);
+    let summary = ingot::mirror::write_mirror(o, dir, reporter.as_ref())?;
+    reporter.message(&format!(
+        "mirror of {} suites, {} indexes, {} packages ({:.1} MiB)",
+        summary.suites,
+        summary.indexes,
+        summary.packages,
+        summary.package_bytes as f64 / 1048576.0
+    ));
+    writeln!(std::io::stdout().lock(), "{}", dir.display())?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `ingot outdated RECIPE`: 0 up to date, 1 rebuild due, 2 bad input, 3 could not check (see
+/// [`exit`]); `--json` prints the report, or the error, in every case.
+pub fn outdated(
+    o: &CommonOptions,
+    out_dir: &Path,
+    json: bool,
+    verbose: bool,
+) -> anyhow::Result<ExitCode> {
+    let reporter = render::reporter(o.quiet, verbose);
+    let mut out = std::io::stdout().lock();
+    let report = match ingot::outdated::check(o, out_dir, reporter.as_ref()) {
+        Ok(report) => report,
+        Err(e) => {
+            let code = if exit::is_bad_input(&e) {
+                exit::BAD_INPUT
+            } else {
+                exit::COULD_NOT_CHECK
+            };
+            if json {
+                let doc = serde_json::json!({
+                    "rebuild_due": null,
+                    "checked": false,
+                    "error": one_line(&e),
+                });
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
+            }
+            eprintln!("ingot: error: {}", one_line(&e));
+            if code == exit::COULD_NOT_CHECK {
+                eprintln!("ingot: could not check whether a rebuild is due (exit {code})");
+            }
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let due = report.rebuild_due();
+    if json {
+        let doc = serde_json::json!({
+            "baseline": report.baseline,
+            "checked": true,
+            "rebuild_due": due,
+            "security": report.security(),
+            "outdated": report.outdated,
+        });
+        serde_json::to_writer_pretty(&mut out, &doc)?;
+        writeln!(out)?;
+    } else {
+        for p in &report.outdated {
+            writeln!(
+                out,
+                "{:<36} {:<6} {} -> {} ({}){}",
+                p.name,
+                p.architecture,
+                p.built,
+                p.available,
+                p.suites.join(", "),
+                if p.security { " SECURITY" } else { "" }
+            )?;
+        }
+        reporter.message(&format!(
+            "{} of {} packages of {} have a newer version{}",
+            report.outdated.len(),
+            report.baseline_packages,
+            report.baseline.file.display(),
+            if due { ": rebuild due" } else { "" }
+        ));
+    }
+    Ok(if due {
+        ExitCode::from(exit::FAILED)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

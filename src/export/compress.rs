@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use super::ExportError;
 
 /// The artifact's compression.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// `.tar.gz` (Proxmox's format; the default).
@@ -23,6 +23,13 @@ pub enum Compression {
     /// `.tar`.
     None,
 }
+
+crate::named_choice!(Compression {
+    "gzip" => Compression::Gzip,
+    "zstd" => Compression::Zstd,
+    "xz" => Compression::Xz,
+    "none" => Compression::None,
+});
 
 impl Compression {
     /// The file extension, without a leading dot: `tar.gz`, `tar.zst`, `tar.xz`, `tar`.

@@ -19,11 +19,8 @@ use crate::net::{Transport, TransportError};
 use crate::plan::{Plan, PlannedPackage};
 use crate::progress::Reporter;
 
-/// A content-addressed store of verified files: `<root>/sha256/<hex>`.
-#[derive(Debug, Clone)]
-pub struct Cache {
-    root: PathBuf,
-}
+pub use crate::cache::Cache;
+use crate::cache::CacheError;
 
 /// A `.deb` that is in the cache and matched its expected hash.
 #[derive(Debug, Clone, Serialize)]
@@ -96,138 +93,9 @@ pub enum FetchError {
         /// What is wrong.
         message: String,
     },
-    /// The cache directory is not private to the caller: another user could plant or swap
-    /// files in it.
-    #[error("cache {path}: refusing to use it: {reason}")]
-    UnsafeCache {
-        /// The directory.
-        path: PathBuf,
-        /// Who owns it or who may write it, and what is expected.
-        reason: String,
-    },
-    /// The cache directory cannot be used.
-    #[error("cache {path}: {source}")]
-    Cache {
-        /// The path.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-}
-
-impl Cache {
-    /// The cache at `root` (created on first use).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Cache { root: root.into() }
-    }
-
-    /// `--cache-dir`, else `$XDG_CACHE_HOME/ingot`, else `~/.cache/ingot`.
-    pub fn default_root() -> PathBuf {
-        if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(x).join("ingot");
-        }
-        if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-            return PathBuf::from(h).join(".cache/ingot");
-        }
-        PathBuf::from("/var/tmp/ingot-cache")
-    }
-
-    /// The cache root.
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
-    /// Where a file with this SHA-256 lives.
-    pub fn path_for(&self, sha256: &str) -> PathBuf {
-        self.root.join("sha256").join(sha256)
-    }
-
-    /// Create the cache (root, `sha256/`, `partial/`) if needed and check that it is private:
-    /// owned by the calling user and not writable by group or others (a shared or planted
-    /// cache could swap a verified `.deb` between the check and its use). The root may be
-    /// reached through a symlink (`~/.cache` on another disk); the subdirectories may not.
-    pub fn ensure(&self) -> Result<(), FetchError> {
-        use std::os::unix::fs::DirBuilderExt;
-        for (d, follow) in [
-            (self.root.clone(), true),
-            (self.root.join("sha256"), false),
-            (self.root.join("partial"), false),
-        ] {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o755)
-                .create(&d)
-                .map_err(|source| FetchError::Cache {
-                    path: d.clone(),
-                    source,
-                })?;
-            check_private_dir(&d, follow)?;
-        }
-        Ok(())
-    }
-}
-
-impl Cache {
-    /// Remove the partial downloads of runs that are gone (killed mid-download): their names
-    /// carry the pid (`<sha256>.<pid>.<thread>`); a live process's are left alone.
-    fn remove_stale_partials(&self) {
-        let dir = self.root.join("partial");
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let pid = name
-                .to_str()
-                .and_then(|n| n.split('.').nth(1))
-                .and_then(|p| p.parse::<i32>().ok());
-            let gone = pid.is_some_and(|p| {
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None)
-                    == Err(nix::errno::Errno::ESRCH)
-            });
-            if gone {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-/// Refuse a cache directory that is not a directory owned by the effective user, or that group
-/// or others may write.
-fn check_private_dir(dir: &Path, follow: bool) -> Result<(), FetchError> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = if follow {
-        std::fs::metadata(dir)
-    } else {
-        std::fs::symlink_metadata(dir)
-    }
-    .map_err(|source| FetchError::Cache {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let unsafe_cache = |reason: String| FetchError::UnsafeCache {
-        path: dir.to_path_buf(),
-        reason,
-    };
-    if !meta.is_dir() {
-        return Err(unsafe_cache(
-            "not a directory (a symlink or file where a cache directory is expected)".into(),
-        ));
-    }
-    let me = nix::unistd::geteuid().as_raw();
-    if meta.uid() != me {
-        return Err(unsafe_cache(format!(
-            "owned by uid {}, expected the calling user (uid {me}); use a cache of your own (--cache-dir)",
-            meta.uid()
-        )));
-    }
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o022 != 0 {
-        return Err(unsafe_cache(format!(
-            "mode {mode:04o} lets group or others write it; expected no group/other write (chmod go-w)"
-        )));
-    }
-    Ok(())
+    /// The cache cannot be used (not private, or an I/O error in it).
+    #[error(transparent)]
+    Cache(#[from] CacheError),
 }
 
 /// The `.deb` at `path` (already hash-verified) must say in its own control file that it is
@@ -381,7 +249,7 @@ fn fetch_one(
     let dest = cache.path_for(&pkg.sha256);
     let cache_err = |path: &Path| {
         let path = path.to_path_buf();
-        move |source| FetchError::Cache { path, source }
+        move |source| FetchError::Cache(CacheError::Io { path, source })
     };
     match std::fs::symlink_metadata(&dest) {
         Ok(meta) => {
@@ -404,7 +272,7 @@ fn fetch_one(
         Err(e) => return Err(cache_err(&dest)(e)),
     }
     let url = pkg.url();
-    let partial = cache.root.join("partial").join(format!(
+    let partial = cache.partial_dir().join(format!(
         "{}.{}.{:?}",
         pkg.sha256,
         std::process::id(),
@@ -497,7 +365,7 @@ mod tests {
         // Where this very thread would write its partial file: a symlink to a victim.
         let victim = d.path().join("victim");
         std::fs::write(&victim, b"precious").unwrap();
-        let partial = cache.root.join("partial").join(format!(
+        let partial = cache.partial_dir().join(format!(
             "{}.{}.{:?}",
             pkg.sha256,
             std::process::id(),

@@ -260,11 +260,21 @@ pub struct PruneSummary {
 /// Remove leftovers of interrupted writes, then the least recently used base entries and
 /// `.deb`s (oldest mtime first) until at most `max_bytes` remain. Only files ingot writes
 /// (`<cache>/base/*.tar.zst`, `<cache>/sha256/<hex>`, `<cache>/partial/*`) are considered.
-pub fn prune(cache_root: &Path, max_bytes: u64) -> Result<PruneSummary, BaseCacheError> {
+pub fn prune(cache: &crate::cache::Cache, max_bytes: u64) -> Result<PruneSummary, BaseCacheError> {
     let mut summary = PruneSummary::default();
     let mut files: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
-    for (sub, leftovers) in [("base", false), ("sha256", false), ("partial", true)] {
-        let dir = cache_root.join(sub);
+    #[derive(PartialEq)]
+    enum Sub {
+        Base,
+        Debs,
+        Partial,
+    }
+    for (sub, dir) in [
+        (Sub::Base, cache.base_dir()),
+        (Sub::Debs, cache.debs_dir()),
+        (Sub::Partial, cache.partial_dir()),
+    ] {
+        let leftovers = sub == Sub::Partial;
         let listing = match std::fs::read_dir(&dir) {
             Ok(l) => l,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
@@ -279,7 +289,7 @@ pub fn prune(cache_root: &Path, max_bytes: u64) -> Result<PruneSummary, BaseCach
             }
             let name = entry.file_name();
             let name = name.to_string_lossy();
-            let partial_base = sub == "base" && name.starts_with(".partial-");
+            let partial_base = sub == Sub::Base && name.starts_with(".partial-");
             if leftovers || partial_base {
                 std::fs::remove_file(&path).map_err(io_err(&path))?;
                 summary.removed += 1;
@@ -287,7 +297,7 @@ pub fn prune(cache_root: &Path, max_bytes: u64) -> Result<PruneSummary, BaseCach
                 continue;
             }
             let ours = match sub {
-                "base" => name.ends_with(".tar.zst"),
+                Sub::Base => name.ends_with(".tar.zst"),
                 _ => name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit()),
             };
             if ours {
@@ -318,8 +328,9 @@ mod tests {
     #[test]
     fn prune_removes_least_recently_used_first() {
         let d = tempfile::tempdir().unwrap();
-        let base = d.path().join("base");
-        let debs = d.path().join("sha256");
+        let cache = crate::cache::Cache::new(d.path());
+        let base = cache.base_dir();
+        let debs = cache.debs_dir();
         std::fs::create_dir_all(&base).unwrap();
         std::fs::create_dir_all(&debs).unwrap();
         let old = base.join(format!("{}.tar.zst", "a".repeat(64)));
@@ -343,7 +354,7 @@ mod tests {
             .unwrap()
             .set_modified(t - std::time::Duration::from_secs(3600))
             .unwrap();
-        let s = prune(d.path(), 160).unwrap();
+        let s = prune(&cache, 160).unwrap();
         assert!(!old.exists() && !partial.exists());
         assert!(new.exists() && deb.exists() && foreign.exists());
         assert_eq!((s.removed, s.freed_bytes, s.kept_bytes), (2, 107, 150));

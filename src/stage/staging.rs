@@ -31,7 +31,7 @@ use super::StageOutput;
 const HEADROOM: u64 = 512 << 20;
 
 /// The user's choice (`--staging`, `INGOT_STAGING`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StagingMedium {
     /// A private tmpfs when the tree fits in memory and need not outlive the build, else disk.
@@ -43,6 +43,12 @@ pub enum StagingMedium {
     /// A directory under the cache's `staging/` on disk.
     Disk,
 }
+
+crate::named_choice!(StagingMedium {
+    "auto" => StagingMedium::Auto,
+    "tmpfs" => StagingMedium::Tmpfs,
+    "disk" => StagingMedium::Disk,
+});
 
 /// Why the staging medium cannot be what was asked.
 #[derive(Debug, thiserror::Error)]

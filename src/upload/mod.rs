@@ -2,7 +2,8 @@
 //! the Proxmox VE API with an API token — never SSH, never a shell on a node.
 //!
 //! Order of work, each step refusing before the next can send anything:
-//! 1. the tarball: an allowed name (`.tar.gz`, `.tar.xz`, `.tar.zst`, `.tar.bz2`, `.tar`),
+//! 1. the tarball: an allowed name (`.tar.gz`, `.tar.xz`, `.tar.zst`, `.tar`; Proxmox also
+//!    takes `.tar.bz2`, which `verify` cannot read, so it is refused),
 //!    its SHA-256, the `.sha256` sidecar when there is one, and `verify` (the golden contract)
 //!    unless the caller skips it;
 //! 2. TLS as configured ([`config::Trust`]), checked during the handshake;
@@ -22,9 +23,7 @@ pub mod multipart;
 pub mod tls;
 
 use std::fs::File;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::ExitCode;
 
 use serde::Serialize;
 
@@ -34,8 +33,8 @@ use config::{Settings, TokenId, TokenSecret, Trust};
 use http::Client;
 use multipart::TemplateForm;
 
-/// Template file endings Proxmox accepts for `vztmpl`.
-pub const TEMPLATE_EXTENSIONS: [&str; 5] = [".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2", ".tar"];
+/// Template file endings ingot uploads as `vztmpl` (those of Proxmox that `verify` can read).
+pub const TEMPLATE_EXTENSIONS: [&str; 4] = [".tar.gz", ".tar.xz", ".tar.zst", ".tar"];
 
 /// Why an upload did not happen (or did not finish).
 #[derive(Debug, thiserror::Error)]
@@ -449,6 +448,13 @@ pub fn template_name(path: &Path) -> Result<String, UploadError> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| bad("no file name".into()))?;
+    if name.ends_with(".tar.bz2") {
+        return Err(bad(
+            "a bzip2 template cannot be checked (`ingot verify` reads gzip, zstd, xz and plain \
+             tar): recompress it as .tar.gz, .tar.zst or .tar.xz"
+                .into(),
+        ));
+    }
     if !TEMPLATE_EXTENSIONS
         .iter()
         .any(|ext| name.len() > ext.len() && name.ends_with(ext))
@@ -597,58 +603,5 @@ impl UploadCommand {
             poll_interval: std::time::Duration::from_millis(500),
             task_timeout: std::time::Duration::from_secs(self.task_timeout),
         })
-    }
-}
-
-/// Run `ingot upload`: the result on stdout (the volid, or JSON), progress through `reporter`
-/// (the binary renders it on stderr).
-pub fn cmd_upload(
-    cmd: &UploadCommand,
-    reporter: &dyn crate::progress::Reporter,
-) -> anyhow::Result<ExitCode> {
-    let result = cmd.settings().and_then(|settings| {
-        if settings.trust == Trust::Insecure {
-            eprintln!(
-                "ingot: warning: --insecure: the server's certificate is not checked; anyone \
-                 on the path can read the token"
-            );
-        }
-        upload(
-            &UploadRequest {
-                tarball: cmd.tarball.clone(),
-                no_verify: cmd.no_verify,
-                settings,
-            },
-            reporter,
-        )
-    });
-    match result {
-        Ok(done) => {
-            let mut out = std::io::stdout().lock();
-            if cmd.json {
-                serde_json::to_writer(&mut out, &done)?;
-                writeln!(out)?;
-            } else {
-                writeln!(out, "{}", done.volid)?;
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Err(e) => {
-            let failed = match &e {
-                UploadError::Partial { source, .. } => source.as_ref(),
-                other => other,
-            };
-            if let UploadError::TaskFailed { log_tail, upid, .. } = failed {
-                eprintln!("ingot: task log of {upid} (last lines):");
-                for line in log_tail {
-                    eprintln!("  {line}");
-                }
-            }
-            if e.is_bad_input() {
-                eprintln!("ingot: error: {e}");
-                return Ok(ExitCode::from(2));
-            }
-            Err(e.into())
-        }
     }
 }

@@ -2,91 +2,9 @@
 //! sshd, init and release files. Paths are resolved through the archive's own symlinks
 //! (`sbin → usr/sbin`), never through the host's.
 
-use super::scan::{Image, Kind, Node, abs};
+use super::scan::{Content, Image, Kind, Node, abs};
 use super::{HISTORY_FILES, INSTANCE_SECRETS, Rule, Violation, sshd};
 use crate::golden;
-
-/// Symlink hops before a path is declared a loop (Linux's limit).
-const MAX_HOPS: usize = 40;
-
-impl Image {
-    /// Resolve `path` (normalised, relative to the root) through the archive's symlinks, in
-    /// every component; hard links are followed for the last one. Missing components are
-    /// kept as they are. `None` on a loop.
-    pub(super) fn resolve(&self, path: &str) -> Option<String> {
-        let mut done: Vec<String> = Vec::new();
-        let mut todo: Vec<String> = path.split('/').rev().map(str::to_string).collect();
-        let mut hops = 0;
-        while let Some(c) = todo.pop() {
-            match c.as_str() {
-                "" | "." => continue,
-                ".." => {
-                    done.pop();
-                    continue;
-                }
-                _ => {}
-            }
-            done.push(c);
-            let here = done.join("/");
-            let target = match self.nodes.get(&here).map(|n| &n.kind) {
-                Some(Kind::Symlink(t)) => t.clone(),
-                Some(Kind::HardLink(t)) if todo.is_empty() => format!("/{t}"),
-                _ => continue,
-            };
-            hops += 1;
-            if hops > MAX_HOPS {
-                return None;
-            }
-            done.pop();
-            if target.starts_with('/') {
-                done.clear();
-            }
-            todo.extend(target.split('/').rev().map(str::to_string));
-        }
-        Some(done.join("/"))
-    }
-
-    /// The node at `path` after resolution, with its resolved path.
-    pub(super) fn lookup(&self, path: &str) -> Option<(String, &Node)> {
-        let resolved = self.resolve(path)?;
-        let node = self.nodes.get(&resolved)?;
-        Some((resolved, node))
-    }
-
-    /// The kept contents of the regular file at `path` (after resolution).
-    pub(super) fn content(&self, path: &str) -> Content {
-        match self.lookup(path) {
-            None => Content::Missing,
-            Some((resolved, node)) => match node.kind {
-                Kind::File(_) => match self.contents.get(&resolved) {
-                    Some(bytes) => Content::Text(String::from_utf8_lossy(bytes).into_owned()),
-                    None => Content::NotKept(resolved),
-                },
-                _ => Content::NotAFile(resolved),
-            },
-        }
-    }
-
-    /// Every node strictly below directory `dir`.
-    fn below<'a>(&'a self, dir: &str) -> impl Iterator<Item = (&'a String, &'a Node)> + 'a {
-        let prefix = format!("{dir}/");
-        self.nodes
-            .range(prefix.clone()..)
-            .take_while(move |(p, _)| p.starts_with(&prefix))
-    }
-}
-
-/// A file's contents as the rules see them.
-pub(super) enum Content {
-    /// Not in the archive.
-    Missing,
-    /// Its text (lossy UTF-8).
-    Text(String),
-    /// Resolved to something that is not a regular file.
-    NotAFile(String),
-    /// A regular file whose bytes were not kept (too big, or outside `etc/`).
-    NotKept(String),
-}
 
 fn push(out: &mut Vec<Violation>, rule: Rule, path: &str, detail: impl Into<String>) {
     out.push(Violation {

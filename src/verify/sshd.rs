@@ -5,8 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::rules::Content;
-use super::scan::{Image, Kind};
+use super::scan::{Content, Image, Kind};
 use super::{Rule, Violation};
 
 const MAIN: &str = "etc/ssh/sshd_config";

@@ -1,0 +1,64 @@
+//! `ingot upload`: the binary's side (the library is [`ingot::upload`]).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use ingot::upload::config::Trust;
+use ingot::upload::{UploadCommand, UploadError, UploadRequest};
+
+use super::exit;
+
+/// Run `ingot upload`: the result on stdout (the volid, or JSON), progress on stderr.
+pub fn upload(cmd: &UploadCommand, verbose: bool) -> anyhow::Result<ExitCode> {
+    let reporter = super::render::reporter(cmd.quiet, verbose);
+    let result = cmd.settings().and_then(|settings| {
+        if settings.trust == Trust::Insecure {
+            eprintln!(
+                "ingot: warning: --insecure: the server's certificate is not checked; anyone \
+                 on the path can read the token"
+            );
+        }
+        ingot::upload::upload(
+            &UploadRequest {
+                tarball: cmd.tarball.clone(),
+                no_verify: cmd.no_verify,
+                settings,
+            },
+            reporter.as_ref(),
+        )
+    });
+    match result {
+        Ok(done) => {
+            let mut out = std::io::stdout().lock();
+            if cmd.json {
+                serde_json::to_writer(&mut out, &done)?;
+                writeln!(out)?;
+            } else {
+                writeln!(out, "{}", done.volid)?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let failed = match &e {
+                UploadError::Partial { source, .. } => source.as_ref(),
+                other => other,
+            };
+            if let UploadError::TaskFailed { log_tail, upid, .. } = failed {
+                eprintln!("ingot: task log of {upid} (last lines):");
+                for line in log_tail {
+                    eprintln!("  {}", ingot::progress::escape_controls(line));
+                }
+            }
+            let code = if e.is_bad_input() {
+                exit::BAD_INPUT
+            } else {
+                exit::FAILED
+            };
+            eprintln!(
+                "ingot: error: {}",
+                ingot::progress::one_line(&anyhow::Error::new(e))
+            );
+            Ok(ExitCode::from(code))
+        }
+    }
+}
