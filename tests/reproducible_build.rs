@@ -157,11 +157,13 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
         "UTC",
     );
     assert_ok(&a);
+    // No base cache for the second build: dpkg and the scripts must really run under its TZ
+    // and umask (a restored tree would hide what they change).
     let b = build(
         &f,
         &http,
         &f.dir.join("out-b"),
-        "--next",
+        "--next --no-base-cache",
         "077",
         "Asia/Tokyo",
     );
@@ -177,6 +179,13 @@ fn two_builds_give_the_same_bytes_whatever_the_mirror_tz_umask_and_output_dir() 
     let log_of = |image: &Path| fs::read_to_string(format!("{}.log", image.display())).unwrap();
     assert!(!log_of(&pa).contains("staging on a private tmpfs"));
     assert!(log_of(&pb).contains("staging on a private tmpfs"));
+    for (image, what) in [(&pa, "first"), (&pb, "second")] {
+        let log = log_of(image);
+        assert!(
+            log.contains("installing ") && !log.contains("restored the configured tree"),
+            "the {what} build did not run dpkg itself:\n{log}"
+        );
+    }
 
     // The manifest and checksum are beside it, and sha256sum agrees.
     let check = Command::new("sha256sum")
@@ -561,4 +570,61 @@ fn base_cache_restores_the_configured_tree_and_the_image_is_byte_identical() {
         .unwrap();
     assert!(prune.status.success(), "{prune:?}");
     assert!(entries().is_empty(), "prune left {:?}", entries());
+}
+
+/// The base cache is keyed by the code that configured a tree: a changed `ingot` binary (an
+/// upgrade, a rebuild with changed install code; here the same binary with one byte
+/// appended, which still runs) never restores a tree another binary stored, and gives the
+/// bytes a build without the base cache gives.
+#[test]
+fn a_changed_ingot_binary_never_restores_a_tree_stored_by_another() {
+    require_build_privileges();
+    let f = fixture(PROVISION);
+    let other = f.dir.join("ingot-changed");
+    let mut bytes = fs::read(INGOT).unwrap();
+    bytes.push(0);
+    fs::write(&other, bytes).unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&other, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let run = |binary: &Path, out: &str, extra: &str| {
+        let cmd = format!(
+            "umask 022 && exec '{}' build '{}' --mirror '{}' --cache-dir '{}' --out '{}' --next {extra}",
+            binary.display(),
+            f.recipe.display(),
+            f.mirror_file,
+            f.cache.display(),
+            f.dir.join(out).display()
+        );
+        let o = Command::new("sh")
+            .arg("-c")
+            .arg(cmd)
+            .env("TZ", "UTC")
+            .env_remove("SOURCE_DATE_EPOCH")
+            .output()
+            .unwrap();
+        assert_ok(&o);
+        let image = stdout_path(&o);
+        let log = fs::read_to_string(format!("{}.log", image.display())).unwrap();
+        (image, log)
+    };
+    let (plain, _) = run(Path::new(INGOT), "out-plain", "--no-base-cache");
+    let (_, log) = run(Path::new(INGOT), "out-stored", "");
+    assert!(log.contains("stored the configured tree"), "{log}");
+    let (changed, log) = run(&other, "out-changed", "");
+    assert!(
+        !log.contains("restored the configured tree"),
+        "another binary restored the tree this one stored:\n{log}"
+    );
+    assert!(log.contains("installing "), "{log}");
+    assert!(log.contains("stored the configured tree"), "{log}");
+    assert_eq!(
+        sha256(&plain),
+        sha256(&changed),
+        "the changed binary's build differs from a build without the base cache"
+    );
+    // The same binary again restores its own entry.
+    let (_, log) = run(&other, "out-again", "");
+    assert!(log.contains("restored the configured tree"), "{log}");
 }

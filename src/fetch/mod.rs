@@ -132,7 +132,7 @@ fn check_identity(path: &Path, pkg: &PlannedPackage, shown: &str) -> Result<(), 
 }
 
 /// SHA-256 and length of everything `reader` yields.
-fn hash_reader(mut reader: impl Read) -> std::io::Result<(String, u64)> {
+pub fn hash_reader(mut reader: impl Read) -> std::io::Result<(String, u64)> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     let mut n = 0u64;

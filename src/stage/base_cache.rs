@@ -84,7 +84,7 @@ pub fn key(debs: &[StageDeb], apt_extended_states: Option<&str>, install_options
         h.update(s);
     };
     field(FORMAT.as_bytes());
-    field(env!("CARGO_PKG_VERSION").as_bytes());
+    field(code_identity().as_bytes());
     field(install_options.as_bytes());
     field(apt_extended_states.unwrap_or("\0none").as_bytes());
     for deb in debs {
@@ -96,6 +96,25 @@ pub fn key(debs: &[StageDeb], apt_extended_states: Option<&str>, install_options
         field(deb.depends_on.join(",").as_bytes());
     }
     hex::encode(h.finalize())
+}
+
+/// The code that installs a tree: the source commit and the SHA-256 of the running binary
+/// (in the stage child, `/proc/self/exe` is the `ingot` binary that does the installing).
+///
+/// The crate version alone (always `0.1.0`) would let an upgraded ingot restore a tree that
+/// older install code configured, and the commit alone misses a dirty tree, another
+/// toolchain or a patched build; hashing the binary (about 15 MB, some 20 ms) covers them all,
+/// at the price of a cold base cache after any rebuild of ingot.
+pub fn code_identity() -> &'static str {
+    static IDENTITY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    IDENTITY.get_or_init(|| {
+        let binary = std::fs::File::open("/proc/self/exe")
+            .and_then(crate::fetch::hash_reader)
+            .map(|(sha256, _)| sha256)
+            // No readable binary: a key that matches nothing stored, never an old tree.
+            .unwrap_or_else(|e| format!("unreadable-{e}-{}", std::process::id()));
+        format!("commit {} binary {binary}", env!("INGOT_GIT_COMMIT"))
+    })
 }
 
 /// The entry for `key` in the base-cache directory `dir`.
@@ -168,7 +187,7 @@ impl Base {
                     spec.apt_extended_states.as_deref(),
                     &install_options(),
                 );
-                log(&format!("base cache key {key}"));
+                log(&format!("base cache key {key} (code: {})", code_identity()));
                 Some(entry_path(dir, &key))
             }
             _ => None,
