@@ -217,6 +217,68 @@ fn an_older_signed_release_is_refused_unless_allow_older() {
     assert_eq!(fs::read_to_string(&state).unwrap(), recorded, "state kept");
 }
 
+/// A replay is refused by every verb that reads today's archive — `resolve`, `fetch`, `build`,
+/// `lock` and `outdated` (the nightly rebuild trigger: "could not check", exit 3, never
+/// "nothing to rebuild") — each in one line naming the InRelease; `--allow-older` lets each
+/// through. (A locked build and `mirror` read the lock's own InReleases, not today's.)
+#[test]
+fn a_replayed_release_is_refused_by_every_verb_that_reads_the_archive() {
+    let now = unix_now();
+    let w = world(
+        "noble-security",
+        FixtureOptions {
+            date: Some(now - 3600),
+            ..FixtureOptions::default()
+        },
+    );
+    let mirror = w.archive.file_url();
+    // Today's release is seen, and locked (the lock is `outdated`'s baseline).
+    let o = w.run("lock", &mirror, &[], &[]);
+    assert!(o.status.success(), "{o:?}");
+    let lock = fs::read_to_string(w.recipe.join("ingot.lock")).unwrap();
+    // The same mirror now serves an older, validly signed release whose libthing is newer:
+    // believed, it would say "rebuild due"; a replay of an older one would say "up to date".
+    FixtureArchive::build(
+        &w.archive.root,
+        "noble-security",
+        &w.debs,
+        &w.key,
+        &FixtureOptions {
+            date: Some(now - 86400 * 30),
+            ..FixtureOptions::default()
+        },
+    );
+    let out = w.dir.path().join("out");
+    let out_arg = out.to_str().unwrap();
+    for (verb, extra, code) in [
+        ("resolve", vec![], 1),
+        ("fetch", vec![], 1),
+        ("build", vec!["--out", out_arg], 1),
+        ("lock", vec![], 1),
+        ("outdated", vec!["--out", out_arg], 3),
+    ] {
+        let o = w.run(verb, &mirror, &extra, &[]);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(code), "{verb}: {stderr}");
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
+        assert_eq!(errors.len(), 1, "{verb}: one error line: {stderr}");
+        for needle in ["dists/noble-security/InRelease", "replayed", "--allow-older"] {
+            assert!(errors[0].contains(needle), "{verb}: {needle:?} in {}", errors[0]);
+        }
+        if verb == "lock" {
+            let now = fs::read_to_string(w.recipe.join("ingot.lock")).unwrap();
+            assert_eq!(now, lock, "a refused lock rewrote ingot.lock");
+        }
+        let o = w.run(verb, &mirror, &extra, &[("INGOT_ALLOW_OLDER", "1")]);
+        if verb != "build" {
+            assert!(o.status.success(), "{verb} --allow-older: {o:?}");
+        }
+    }
+    assert!(!out.exists() || fs::read_dir(&out).unwrap().all(|e| {
+        !e.unwrap().file_name().to_string_lossy().contains(".tar")
+    }));
+}
+
 // ---- signatures ----------------------------------------------------------------------------
 
 #[test]
@@ -411,7 +473,10 @@ fn a_cache_owned_by_another_user_is_refused() {
 
 /// `ingot fetch` through a server with `fault` on the libthing .deb: refused naming the URL,
 /// nothing in the cache for it, no partial left.
-fn fetch_through(fault: Fault, needles: &[&str]) {
+/// Fetch through a server that applies `fault` to one `.deb`: refused naming it and
+/// `needles`, after exactly `requests` requests for it (the first and the retries), leaving
+/// nothing in the cache.
+fn fetch_through(fault: Fault, needles: &[&str], requests: usize) {
     let w = world("stable", FixtureOptions::default());
     let server = faulty_server(&w.archive.root, "libthing_2.1", fault);
     let (_, sha) = w.pool("libthing_2.1");
@@ -419,23 +484,28 @@ fn fetch_through(fault: Fault, needles: &[&str]) {
     let mut all = vec!["libthing_2.1"];
     all.extend_from_slice(needles);
     assert_refused(&o, &all);
+    assert_eq!(
+        server.faults(),
+        requests,
+        "requests for the faulty .deb (1 + the transport's 4 retries for a transient fault)"
+    );
     assert!(!w.cache().join("sha256").join(sha).exists());
     assert_eq!(fs::read_dir(w.cache().join("partial")).unwrap().count(), 0);
 }
 
 #[test]
 fn a_connection_dropped_mid_download_is_refused_and_leaves_nothing() {
-    fetch_through(Fault::Drop, &[]);
+    fetch_through(Fault::Drop, &[], 5);
 }
 
 #[test]
-fn a_404_for_a_deb_is_refused() {
-    fetch_through(Fault::Status(404), &["not found"]);
+fn a_404_for_a_deb_is_refused_without_retrying() {
+    fetch_through(Fault::Status(404), &["not found"], 1);
 }
 
 #[test]
 fn a_500_for_a_deb_is_refused_after_retries() {
-    fetch_through(Fault::Status(500), &["500"]);
+    fetch_through(Fault::Status(500), &["500"], 5);
 }
 
 #[test]
