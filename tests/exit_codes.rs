@@ -246,3 +246,105 @@ fn exit_2_verify_on_a_missing_tarball_still_prints_json() {
     assert_eq!(doc["ok"], false);
     assert!(doc["error"].as_str().unwrap().contains("missing.tar.gz"));
 }
+
+#[test]
+fn exit_2_a_locked_build_without_a_lock() {
+    let f = fixture("");
+    let o = build(&f, &["--locked"]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "ingot.lock");
+    assert!(!f.dir.join("cache").join("sha256").exists());
+}
+
+#[test]
+fn exit_2_an_output_directory_that_cannot_be_written() {
+    let f = fixture("");
+    // A file where the output directory's parent should be: nothing can be created below it.
+    let blocker = f.dir.join("blocker");
+    fs::write(&blocker, b"").unwrap();
+    let out = blocker.join("out");
+    let o = ingot(&[
+        "build",
+        s(&f.recipe),
+        "--mirror",
+        &f.mirror,
+        "--cache-dir",
+        s(&f.dir.join("cache")),
+        "--out",
+        s(&out),
+    ]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "not writable");
+    assert!(!f.dir.join("cache").join("sha256").exists(), "fetched first");
+}
+
+#[test]
+fn exit_2_an_exact_version_that_exists_is_refused_before_anything_is_fetched() {
+    let f = fixture("");
+    let out = f.dir.join("out");
+    fs::create_dir_all(&out).unwrap();
+    fs::write(out.join("exit-test-v3.tar.gz"), b"an older image").unwrap();
+    // A mirror that cannot answer: a refusal that waited for the download would name it.
+    let o = ingot(&[
+        "build",
+        s(&f.recipe),
+        "--mirror",
+        "http://127.0.0.1:9/never",
+        "--cache-dir",
+        s(&f.dir.join("cache")),
+        "--out",
+        s(&out),
+        "--version",
+        "3",
+    ]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "exit-test-v3.tar.gz");
+    assert!(!f.dir.join("cache").exists(), "the cache was touched");
+    assert_eq!(fs::read(out.join("exit-test-v3.tar.gz")).unwrap(), b"an older image");
+}
+
+/// `ingot outdated` splits its answers for a cron job: 0 up to date, 1 rebuild due, 2 bad
+/// input, 3 could not check.
+#[test]
+fn outdated_exit_codes_tell_a_stale_image_from_a_broken_mirror() {
+    let f = fixture("");
+    let cache = f.dir.join("cache");
+    let run = |mirror: &str| {
+        ingot(&[
+            "outdated",
+            s(&f.recipe),
+            "--mirror",
+            mirror,
+            "--cache-dir",
+            s(&cache),
+            "--out",
+            s(&f.dir.join("out")),
+        ])
+    };
+    // No lock and no manifest: bad input.
+    let o = run(&f.mirror);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "no ingot.lock");
+    // Up to date against its own lock.
+    let lock = ingot(&[
+        "lock",
+        s(&f.recipe),
+        "--mirror",
+        &f.mirror,
+        "--cache-dir",
+        s(&cache),
+    ]);
+    assert_exit(&lock, 0);
+    assert_exit(&run(&f.mirror), 0);
+    // A stale lock (an older version of `base` locked): rebuild due.
+    let path = f.recipe.join("ingot.lock");
+    let text = fs::read_to_string(&path).unwrap();
+    fs::write(&path, text.replace("version = \"1.0\"", "version = \"0.9\"")).unwrap();
+    let o = run(&f.mirror);
+    assert_exit(&o, 1);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0.9 -> 1.0"), "{o:?}");
+    // A mirror that does not answer: could not check, never "up to date".
+    let o = run("http://127.0.0.1:9/never");
+    assert_exit(&o, 3);
+    assert_one_error_line(&o, "127.0.0.1:9");
+}
