@@ -275,7 +275,10 @@ fn exit_2_an_output_directory_that_cannot_be_written() {
     ]);
     assert_exit(&o, 2);
     assert_one_error_line(&o, "not writable");
-    assert!(!f.dir.join("cache").join("sha256").exists(), "fetched first");
+    assert!(
+        !f.dir.join("cache").join("sha256").exists(),
+        "fetched first"
+    );
 }
 
 #[test]
@@ -300,7 +303,10 @@ fn exit_2_an_exact_version_that_exists_is_refused_before_anything_is_fetched() {
     assert_exit(&o, 2);
     assert_one_error_line(&o, "exit-test-v3.tar.gz");
     assert!(!f.dir.join("cache").exists(), "the cache was touched");
-    assert_eq!(fs::read(out.join("exit-test-v3.tar.gz")).unwrap(), b"an older image");
+    assert_eq!(
+        fs::read(out.join("exit-test-v3.tar.gz")).unwrap(),
+        b"an older image"
+    );
 }
 
 /// `ingot outdated` splits its answers for a cron job: 0 up to date, 1 rebuild due, 2 bad
@@ -339,10 +345,17 @@ fn outdated_exit_codes_tell_a_stale_image_from_a_broken_mirror() {
     // A stale lock (an older version of `base` locked): rebuild due.
     let path = f.recipe.join("ingot.lock");
     let text = fs::read_to_string(&path).unwrap();
-    fs::write(&path, text.replace("version = \"1.0\"", "version = \"0.9\"")).unwrap();
+    fs::write(
+        &path,
+        text.replace("version = \"1.0\"", "version = \"0.9\""),
+    )
+    .unwrap();
     let o = run(&f.mirror);
     assert_exit(&o, 1);
-    assert!(String::from_utf8_lossy(&o.stdout).contains("0.9 -> 1.0"), "{o:?}");
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("0.9 -> 1.0"),
+        "{o:?}"
+    );
     // A mirror that does not answer: could not check, never "up to date".
     let o = run("http://127.0.0.1:9/never");
     assert_exit(&o, 3);

@@ -262,8 +262,16 @@ fn a_replayed_release_is_refused_by_every_verb_that_reads_the_archive() {
         assert_eq!(o.status.code(), Some(code), "{verb}: {stderr}");
         let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("error:")).collect();
         assert_eq!(errors.len(), 1, "{verb}: one error line: {stderr}");
-        for needle in ["dists/noble-security/InRelease", "replayed", "--allow-older"] {
-            assert!(errors[0].contains(needle), "{verb}: {needle:?} in {}", errors[0]);
+        for needle in [
+            "dists/noble-security/InRelease",
+            "replayed",
+            "--allow-older",
+        ] {
+            assert!(
+                errors[0].contains(needle),
+                "{verb}: {needle:?} in {}",
+                errors[0]
+            );
         }
         if verb == "lock" {
             let now = fs::read_to_string(w.recipe.join("ingot.lock")).unwrap();
@@ -274,9 +282,12 @@ fn a_replayed_release_is_refused_by_every_verb_that_reads_the_archive() {
             assert!(o.status.success(), "{verb} --allow-older: {o:?}");
         }
     }
-    assert!(!out.exists() || fs::read_dir(&out).unwrap().all(|e| {
-        !e.unwrap().file_name().to_string_lossy().contains(".tar")
-    }));
+    assert!(
+        !out.exists()
+            || fs::read_dir(&out)
+                .unwrap()
+                .all(|e| { !e.unwrap().file_name().to_string_lossy().contains(".tar") })
+    );
 }
 
 // ---- signatures ----------------------------------------------------------------------------

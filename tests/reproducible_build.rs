@@ -324,6 +324,21 @@ fn a_failing_provision_script_fails_the_build_and_leaves_nothing() {
         "nothing may be published or left: {left:?}"
     );
     assert!(staging_is_empty(&f), "staging left behind");
+
+    // With --json, the failure's fields for a pipeline: the step, its status, its output.
+    let o = build(&f, &f.mirror_file, &out, "--next --json", "022", "UTC");
+    assert_eq!(o.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&o.stdout)));
+    assert_eq!(doc["ok"], false, "{doc}");
+    assert_eq!(doc["step"], "provision", "{doc}");
+    assert_eq!(doc["status"], "exited with status 3", "{doc}");
+    assert!(
+        doc["output"].as_array().is_some_and(|lines| lines
+            .iter()
+            .any(|l| l.as_str().is_some_and(|l| l.contains("about to fail")))),
+        "{doc}"
+    );
 }
 
 /// The default output of a piped build: one line per step with its duration; dpkg's and the

@@ -105,13 +105,21 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
             // Clears a terminal's unfinished bar before the failure is printed.
             drop(reporter);
             let message = one_line(&failure.error);
+            let step = failure.error.chain().find_map(|c| {
+                match c.downcast_ref::<ingot::stage::StageError>() {
+                    Some(ingot::stage::StageError::StepFailed(f)) => Some(f),
+                    _ => None,
+                }
+            });
             let mut err = std::io::stderr().lock();
             match &failure.log {
                 Some(log) => {
-                    // The child's error repeats the step's last output; the tail below shows it.
-                    let head = message
-                        .split_once("; last output:")
-                        .map_or(message.as_str(), |(head, _)| head);
+                    // A failed step's output is in the log's tail below: the error line names
+                    // the step and its status only.
+                    let head = match step {
+                        Some(f) => ingot::progress::escape_controls(&f.message),
+                        None => message,
+                    };
                     writeln!(err, "ingot: error: {head}")?;
                     if !failure.tail.is_empty() {
                         writeln!(
@@ -120,12 +128,26 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
                             failure.tail.len().min(FAILURE_TAIL)
                         )?;
                         for line in &failure.tail {
-                            writeln!(err, "    {line}")?;
+                            writeln!(err, "    {}", ingot::progress::escape_controls(line))?;
                         }
                     }
                     writeln!(err, "ingot: the whole build log: {}", log.display())?;
                 }
                 None => writeln!(err, "ingot: error: {message}")?,
+            }
+            if b.json {
+                // A pipeline reads the failing step from the fields, not from the message.
+                let doc = serde_json::json!({
+                    "ok": false,
+                    "error": one_line(&failure.error),
+                    "step": step.map(|f| &f.step),
+                    "status": step.and_then(|f| f.status.as_ref()),
+                    "output": step.map(|f| &f.output),
+                    "log": failure.log,
+                });
+                let mut out = std::io::stdout().lock();
+                serde_json::to_writer_pretty(&mut out, &doc)?;
+                writeln!(out)?;
             }
             Ok(exit::exit(&failure.error))
         }

@@ -33,7 +33,7 @@ use super::confined;
 use super::mounts::{self, ChrootEnv};
 use super::sandbox::Network;
 use super::scripts::{self, ScriptKind};
-use super::{StageOutput, StageSpec, signals};
+use super::{StageOutput, StageSpec, StepFailure, signals};
 
 /// What the parent asks of the namespaced child (the JSON file given to `__stage`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,7 +75,85 @@ pub(crate) enum ChildTask {
 /// Write errors are ignored: when the parent is gone (stderr is a broken pipe) the cleanup
 /// must still run, and `eprintln!` would panic.
 pub(crate) fn log(line: &str) {
+    if let Some(step) = line.strip_prefix(crate::progress::STEP_TAG)
+        && let Ok(mut current) = CURRENT_STEP.lock()
+    {
+        *current = step.to_string();
+    }
     let _ = writeln!(std::io::stderr(), "ingot: stage: {line}");
+}
+
+/// The step the child announced last: the step a failure belongs to.
+static CURRENT_STEP: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// A failure of the current step, from a message already worded for the user.
+impl From<String> for StepFailure {
+    fn from(message: String) -> Self {
+        StepFailure {
+            step: CURRENT_STEP.lock().map(|s| s.clone()).unwrap_or_default(),
+            status: None,
+            message,
+            output: Vec::new(),
+        }
+    }
+}
+
+impl From<scripts::ScriptError> for StepFailure {
+    fn from(e: scripts::ScriptError) -> Self {
+        match e {
+            scripts::ScriptError::Failed {
+                kind,
+                name,
+                status,
+                last_output,
+            } => StepFailure {
+                step: kind.to_string(),
+                message: format!("{kind} script {name} {status}"),
+                status: Some(status),
+                output: split_output(&last_output),
+            },
+            other => StepFailure::from(other.to_string()),
+        }
+    }
+}
+
+impl From<super::install::InstallError> for StepFailure {
+    fn from(e: super::install::InstallError) -> Self {
+        match e {
+            super::install::InstallError::Dpkg {
+                action,
+                packages,
+                status,
+                output,
+            } => StepFailure {
+                step: "install".into(),
+                message: format!(
+                    "installing packages: dpkg {action} failed for {} with {status}",
+                    packages.join(", ")
+                ),
+                status: Some(status),
+                output: split_output(&output),
+            },
+            other => StepFailure::from(format!("installing packages: {other}")),
+        }
+    }
+}
+
+/// Output lines as a script or dpkg error carries them (`a | b` or one per line).
+fn split_output(text: &str) -> Vec<String> {
+    text.split(['\n', '|'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Report a failed step: its `error:` line (for the log and older parents) and the typed
+/// failure line the parent returns as [`super::StageError::StepFailed`].
+fn fail_step(failure: &StepFailure) -> i32 {
+    let code = fail(&failure.to_string());
+    let _ = writeln!(std::io::stderr(), "{}", failure.to_line());
+    code
 }
 
 /// Report the failure as one `ingot: stage: error: …` line (the parent reports the last one;
@@ -282,7 +360,7 @@ fn supervise_build(
     }
     let status = match fork_worker(|| match assemble(spec, &root, export, rest_gate) {
         Ok(()) => 0,
-        Err(e) => fail(&e),
+        Err(e) => fail_step(&e),
     }) {
         Ok(Forked::Worker(code)) => return code,
         Ok(Forked::Supervisor(status)) => Some(status),
@@ -424,7 +502,7 @@ fn assemble(
     root: &Path,
     export: super::TreeExporter,
     rest_gate: Option<OwnedFd>,
-) -> Result<(), String> {
+) -> Result<(), StepFailure> {
     // Keep the real stdout for the tar stream only; everything else (dpkg, scripts) writing to
     // fd 1 lands on stderr.
     let tar_out = nix::fcntl::fcntl(std::io::stdout(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
@@ -453,7 +531,9 @@ fn assemble(
 
     let scripts_present = !spec.provision.is_empty() || !spec.cleanup.is_empty();
     if scripts_present && !scripts::has_shell(root) {
-        return Err("the image has no /bin/sh to run the recipe's scripts with".into());
+        return Err(StepFailure::from(
+            "the image has no /bin/sh to run the recipe's scripts with".to_string(),
+        ));
     }
     let provision_network = if spec.provision_network {
         Network::Host
@@ -475,8 +555,7 @@ fn assemble(
             i + 1,
             provision_network,
             &mut logger,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
     env.unbind_resolv_conf().map_err(|e| e.to_string())?;
     log(&crate::progress::step_line("cleanup"));
@@ -488,8 +567,7 @@ fn assemble(
             i + 1,
             Network::Loopback,
             &mut logger,
-        )
-        .map_err(|e| e.to_string())?;
+        )?;
     }
     env.leave(&mut logger).map_err(|e| e.to_string())?;
 
@@ -515,18 +593,16 @@ fn install(
     root: &Path,
     rest_gate: Option<OwnedFd>,
     mut logger: &mut dyn FnMut(&str),
-) -> Result<ChrootEnv, String> {
+) -> Result<ChrootEnv, StepFailure> {
     log(&crate::progress::step_line("install"));
     log(&format!("installing {} packages", spec.debs.len()));
     // As mmdebstrap does: extract the essential set into the bare tree first, so that
     // base-files' /proc, /dev and /run keep their own modes, then mount for dpkg.
-    super::install::extract_essential(root, &spec.debs, &mut logger)
-        .map_err(|e| format!("installing packages: {e}"))?;
+    super::install::extract_essential(root, &spec.debs, &mut logger)?;
     let env = ChrootEnv::enter(root, &mut logger).map_err(|e| e.to_string())?;
     let mut gate = rest_gate;
     let mut rest_ready = || wait_for_the_rest(gate.take());
-    super::install::configure_packages_gated(root, &spec.debs, &mut rest_ready, &mut logger)
-        .map_err(|e| format!("installing packages: {e}"))?;
+    super::install::configure_packages_gated(root, &spec.debs, &mut rest_ready, &mut logger)?;
     if super::sandbox::kill_leftover_processes() {
         log("stopped processes the maintainer scripts left running");
     }

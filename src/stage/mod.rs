@@ -144,8 +144,12 @@ pub use doctor::Check;
 /// A stage failure, as one line for the user.
 #[derive(Debug, thiserror::Error)]
 pub enum StageError {
-    /// Anything that went wrong, already worded for the user (usually the child's last error
-    /// line).
+    /// A step inside the image failed (dpkg, a recipe script, the cleanup invariants, the
+    /// export): which step, its exit status, and its last output.
+    #[error("{0}")]
+    StepFailed(StepFailure),
+    /// Anything else that went wrong, already worded for the user (usually the child's last
+    /// error line).
     #[error("{0}")]
     Failed(String),
     /// The host cannot build rootless: the first failing `ingot doctor` check, with its fix.
@@ -184,6 +188,50 @@ pub enum StageError {
         /// Why.
         detail: String,
     },
+}
+
+/// A failed step of the stage, as the child reports it to the parent (one JSON line: the
+/// process boundary is why it is serialised at all).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepFailure {
+    /// The step (`install`, `provision`, `cleanup`, `export`, …).
+    pub step: String,
+    /// The failing program's status (`exited with status 3`, `was killed by SIGKILL`), when a
+    /// program failed.
+    pub status: Option<String>,
+    /// What failed, in one line, without the output (e.g. `provision script provision.sh
+    /// exited with status 3`).
+    pub message: String,
+    /// The failing program's last lines of output.
+    pub output: Vec<String>,
+}
+
+impl std::fmt::Display for StepFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)?;
+        if !self.output.is_empty() {
+            write!(f, "; last output: {}", self.output.join(" | "))?;
+        }
+        Ok(())
+    }
+}
+
+/// The child's tag for its [`StepFailure`] line.
+const FAILURE_TAG: &str = "ingot: stage: failure: ";
+
+impl StepFailure {
+    /// The line the child prints for the parent.
+    pub(crate) fn to_line(&self) -> String {
+        format!(
+            "{FAILURE_TAG}{}",
+            serde_json::to_string(self).unwrap_or_else(|_| "{}".into())
+        )
+    }
+
+    /// The failure a child's line reports, if it is one.
+    fn from_line(line: &str) -> Option<StepFailure> {
+        serde_json::from_str(line.strip_prefix(FAILURE_TAG)?).ok()
+    }
 }
 
 impl StageError {
@@ -370,6 +418,11 @@ impl StageBinary {
             Err(StageError::Failed(format!(
                 "consuming the image's tar stream failed: {e}"
             )))
+        } else if let (false, Some(failure)) = (
+            status.success(),
+            tail.iter().rev().find_map(|l| StepFailure::from_line(l)),
+        ) {
+            Err(StageError::StepFailed(failure))
         } else if !status.success() {
             Err(StageError::Failed(
                 last_error_line(tail.iter().map(String::as_str)).unwrap_or_else(|| {
@@ -398,16 +451,23 @@ impl StageBinary {
 /// Lines of the child's stderr kept for the error message.
 const TAIL_LINES: usize = 12;
 
-/// Forward the child's log lines to the reporter; return the last few.
+/// Forward the child's log lines to the reporter; return the last few (and, last, the
+/// child's failure line if it sent one).
 fn relay_stderr(
     stderr: Option<std::process::ChildStderr>,
     reporter: &dyn crate::progress::Reporter,
 ) -> Vec<String> {
     let mut tail = std::collections::VecDeque::with_capacity(TAIL_LINES);
+    let mut failure = None;
     let Some(stderr) = stderr else {
         return Vec::new();
     };
     for_each_line(stderr, |line| {
+        if line.starts_with(FAILURE_TAG) {
+            // For the parent's result, not the log (the `error:` line before it is).
+            failure = Some(line);
+            return true;
+        }
         reporter.message(line.strip_prefix("ingot: stage: ").unwrap_or(&line));
         if tail.len() == TAIL_LINES {
             tail.pop_front();
@@ -415,7 +475,7 @@ fn relay_stderr(
         tail.push_back(line);
         true
     });
-    tail.into()
+    tail.into_iter().chain(failure).collect()
 }
 
 /// Call `f` with each line of `reader` (lossily decoded, line ending removed) until the end,
