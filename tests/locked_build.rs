@@ -14,7 +14,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use mini_recipe::{INGOT, MiniRecipe, arg, assert_ok, ingot, mini_recipe, require_root, sha256};
+use mini_recipe::{
+    INGOT, MiniRecipe, arg, assert_ok, ingot, mini_recipe, require_build_privileges, sha256,
+};
 use support::{FixtureOptions, serve_http, unix_now};
 
 /// An archive whose `InRelease` expires in a week: only the lock can build from it next year.
@@ -80,7 +82,7 @@ fn refusal(o: &Output) -> String {
 
 #[test]
 fn offline_locked_build_from_an_ingot_mirror_matches_the_online_locked_build() {
-    require_root();
+    support::privilege::require_root("unshare -n, for a build with no network at all");
     let f = expiring_fixture();
     let (http, _server) = serve_http(&f.mirror);
     lock(&f, &http);
@@ -149,7 +151,7 @@ fn offline_locked_build_from_an_ingot_mirror_matches_the_online_locked_build() {
 
 #[test]
 fn the_same_lock_gives_the_same_bytes_whatever_the_day_tz_umask_and_directory() {
-    require_root();
+    require_build_privileges();
     let faketime = Command::new("sh")
         .args(["-c", "command -v faketime"])
         .output()

@@ -15,7 +15,9 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use mini_recipe::{arg, assert_ok, ingot, mini_recipe, require_root, sha256, stdout_path};
+use mini_recipe::{
+    arg, assert_ok, ingot, mini_recipe, require_build_privileges, sha256, stdout_path,
+};
 use support::FixtureOptions;
 
 /// A package whose `copyright` is machine-readable (DEP-5): its license must map to SPDX.
@@ -72,7 +74,7 @@ fn dpkg_status(image: &Path) -> BTreeSet<(String, String)> {
 
 #[test]
 fn the_sbom_is_reproducible_lists_the_installed_packages_and_validates() {
-    require_root();
+    require_build_privileges();
     let debs = tempfile::tempdir().unwrap();
     let extra = documented_package(debs.path());
     let f = mini_recipe(&[extra], &["mini-doc"], FixtureOptions::default());

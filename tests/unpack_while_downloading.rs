@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use mini_recipe::{INGOT, MiniRecipe, arg, mini_recipe, require_root};
+use mini_recipe::{INGOT, MiniRecipe, arg, mini_recipe, require_build_privileges};
 use support::{Fault, FixtureOptions, faulty_server};
 
 /// `ingot build -v` of `m` from `mirror` into `<dir>/out`, stderr piped.
@@ -33,7 +33,7 @@ fn start_build(m: &MiniRecipe, mirror: &str) -> std::process::Child {
 
 #[test]
 fn the_essential_set_is_installed_while_the_other_packages_download() {
-    require_root();
+    require_build_privileges();
     let m = mini_recipe(&[], &[], FixtureOptions::default());
     // mini-hello (not Essential) is held back until the stage, having installed the Essential
     // set, says it waits for it; a build that waited for every download first would never
@@ -88,7 +88,7 @@ fn the_essential_set_is_installed_while_the_other_packages_download() {
 
 #[test]
 fn a_package_that_fails_to_download_meanwhile_fails_the_build_naming_it() {
-    require_root();
+    require_build_privileges();
     let m = mini_recipe(&[], &[], FixtureOptions::default());
     let server = faulty_server(&m.mirror, "mini-hello", Fault::Status(404));
     let child = start_build(&m, &server.url);

@@ -21,7 +21,11 @@ step() { # step NAME CMD...
   case " $STEPS " in *" $name "*) ;; *) echo "e2e: -- $name (skipped by E2E_STEPS)"; return 0;; esac
   echo "e2e: == $name"
   local t0=$SECONDS
-  "$@" || fail "$name"
+  # In a background subshell, not `"$@" || fail`: a command on the left of `||` runs with
+  # errexit off, so a failing command inside the step (`ingot verify`, say) would be ignored.
+  # Steps therefore cannot set variables for later steps; they recompute what they need.
+  ( "$@" ) &
+  wait $! || fail "$name"
   TIMES[$name]=$((SECONDS - t0))
   echo "e2e: == $name ok (${TIMES[$name]} s)"
 }

@@ -48,12 +48,10 @@ pub struct MiniRecipe {
     pub archive: FixtureArchive,
 }
 
-/// Fails the test (never skips it) when a build cannot run here.
-pub fn require_root() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "this test builds images: run it as root (CI does; the e2e suite covers the rootless user)"
-    );
+/// Fails the test (never skips it) when a build cannot run here: real root, or an ordinary
+/// user with a subordinate id range (what `ingot doctor` checks).
+pub fn require_build_privileges() {
+    crate::support::privilege::require_build_privileges(INGOT);
 }
 
 /// The mini distribution plus `extra` `.deb`s in suite `mini`, with a recipe that installs
