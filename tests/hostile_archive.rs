@@ -178,24 +178,8 @@ fn the_updates_pocket_served_as_the_security_pocket_is_refused() {
     assert_refused(&o, &["dists/noble-security/InRelease", "noble-updates"]);
 }
 
-#[test]
-fn an_older_signed_release_is_refused_unless_allow_older() {
-    let now = unix_now();
-    let w = world(
-        "noble-security",
-        FixtureOptions {
-            date: Some(now - 3600),
-            ..FixtureOptions::default()
-        },
-    );
-    let mirror = w.archive.file_url();
-    let o = w.run("resolve", &mirror, &[], &[]);
-    assert!(o.status.success(), "{o:?}");
-    let state = w.cache().join("release-dates.json");
-    let recorded = fs::read_to_string(&state).unwrap();
-    assert!(recorded.contains(&(now - 3600).to_string()), "{recorded}");
-
-    // The same mirror now serves an older, validly signed release (a replay).
+/// The same mirror serves `noble-security` again, validly signed but a month older (a replay).
+fn republish_a_month_older(w: &World, now: i64) {
     FixtureArchive::build(
         &w.archive.root,
         "noble-security",
@@ -206,6 +190,32 @@ fn an_older_signed_release_is_refused_unless_allow_older() {
             ..FixtureOptions::default()
         },
     );
+}
+
+/// A world whose `noble-security` was signed an hour ago.
+fn an_hour_old_security_pocket(now: i64) -> World {
+    world(
+        "noble-security",
+        FixtureOptions {
+            date: Some(now - 3600),
+            ..FixtureOptions::default()
+        },
+    )
+}
+
+#[test]
+fn an_older_signed_release_is_refused_unless_allow_older() {
+    let now = unix_now();
+    let w = an_hour_old_security_pocket(now);
+    let mirror = w.archive.file_url();
+    let o = w.run("resolve", &mirror, &[], &[]);
+    assert!(o.status.success(), "{o:?}");
+    let state = w.cache().join("release-dates.json");
+    let recorded = fs::read_to_string(&state).unwrap();
+    assert!(recorded.contains(&(now - 3600).to_string()), "{recorded}");
+
+    // The same mirror now serves an older, validly signed release (a replay).
+    republish_a_month_older(&w, now);
     let o = w.run("resolve", &mirror, &[], &[]);
     assert_refused(&o, &["dists/noble-security/InRelease", "--allow-older"]);
     assert_eq!(fs::read_to_string(&state).unwrap(), recorded, "state kept");
@@ -224,13 +234,7 @@ fn an_older_signed_release_is_refused_unless_allow_older() {
 #[test]
 fn a_replayed_release_is_refused_by_every_verb_that_reads_the_archive() {
     let now = unix_now();
-    let w = world(
-        "noble-security",
-        FixtureOptions {
-            date: Some(now - 3600),
-            ..FixtureOptions::default()
-        },
-    );
+    let w = an_hour_old_security_pocket(now);
     let mirror = w.archive.file_url();
     // Today's release is seen, and locked (the lock is `outdated`'s baseline).
     let o = w.run("lock", &mirror, &[], &[]);
@@ -238,16 +242,7 @@ fn a_replayed_release_is_refused_by_every_verb_that_reads_the_archive() {
     let lock = fs::read_to_string(w.recipe.join("ingot.lock")).unwrap();
     // The same mirror now serves an older, validly signed release whose libthing is newer:
     // believed, it would say "rebuild due"; a replay of an older one would say "up to date".
-    FixtureArchive::build(
-        &w.archive.root,
-        "noble-security",
-        &w.debs,
-        &w.key,
-        &FixtureOptions {
-            date: Some(now - 86400 * 30),
-            ..FixtureOptions::default()
-        },
-    );
+    republish_a_month_older(&w, now);
     let out = w.dir.path().join("out");
     let out_arg = out.to_str().unwrap();
     for (verb, extra, code) in [
