@@ -472,6 +472,21 @@ impl Claim<'_> {
         self.size
     }
 
+    /// SHA-256 (hex) of the bytes written so far (the OCI layer's digest, before publishing).
+    pub fn sha256_so_far(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
+    /// The compression being written.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// The artifact's name without its compression extension: `<image>-v<N>`.
+    pub fn base_name(&self) -> String {
+        format!("{}-v{}", self.dir.image, self.version)
+    }
+
     /// Publishes the artifact with its `.sha256` and `.manifest.json`, never replacing a file.
     pub fn publish(self, inputs: BuildInputs) -> Result<Published, ArtifactError> {
         self.publish_with_sbom(inputs, &[])
@@ -585,6 +600,41 @@ impl Claim<'_> {
 }
 
 impl OutputDir {
+    /// Publishes a new file `path` (in this directory) that `write` streams into a hidden temp
+    /// file, with the same no-clobber rename as every sidecar; nothing is left if it fails.
+    pub fn publish_new_with<E: From<ArtifactError>>(
+        &self,
+        path: &Path,
+        write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let write_error = |source| ArtifactError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let temp = tempfile::Builder::new()
+            .prefix(&format!(".{name}."))
+            .suffix(PARTIAL_SUFFIX)
+            .permissions(published_permissions())
+            .tempfile_in(&self.dir)
+            .map_err(write_error)?;
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp);
+        write(&mut out)?;
+        let temp = out
+            .into_inner()
+            .map_err(|e| write_error(e.into_error()))?;
+        temp.as_file().sync_all().map_err(write_error)?;
+        temp.persist_noclobber(path)
+            .map_err(|e| ArtifactError::Publish {
+                path: path.to_path_buf(),
+                source: e.error,
+            })?;
+        Ok(())
+    }
+
     /// Writes a new file `path` through a temp file and a no-clobber rename.
     fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
         let write_error = |source| ArtifactError::Write {

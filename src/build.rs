@@ -63,6 +63,9 @@ pub struct BuildOptions {
     pub json: bool,
     /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
     pub locked: bool,
+    /// Also publish `<name>-v<N>.oci.tar` (see [`crate::oci`]); the recipe's `[image] oci`
+    /// turns it on too.
+    pub oci: bool,
 }
 
 /// Resolve, then download (or take from the cache) every planned `.deb`.
@@ -163,6 +166,8 @@ pub struct Built {
     pub log: Option<PathBuf>,
     /// How long each step took.
     pub stages: Vec<StageTime>,
+    /// The OCI image archive published beside the tarball (`--oci`).
+    pub oci: Option<PathBuf>,
 }
 
 /// A failed `ingot build`: the error, and the build log kept for it.
@@ -343,6 +348,17 @@ fn build_recorded(
             let recipe = o.load_recipe()?;
             crate::artifact::check_version_free(&b.out, &recipe.image.name, n)?;
         }
+        // An OCI archive that cannot be made (xz, an unknown architecture) is refused first.
+        let recipe = o.load_recipe()?;
+        if b.oci || recipe.image.oci {
+            crate::oci::check_possible(b.compression, &recipe.source.architecture)
+                .map_err(|e| BuildError::Oci(e.to_string()))?;
+        }
+    } else if b.oci {
+        return Err(BuildError::Oci(
+            "--oci publishes an OCI archive beside a tarball: it needs --format tar".into(),
+        )
+        .into());
     }
     let persistent_tree = StageOutput::Dir(PathBuf::new());
     let staged_output = match b.format {
@@ -442,6 +458,7 @@ fn build_recorded(
             manifest: None,
             log: None,
             stages: Vec::new(),
+            oci: None,
         });
     }
 
@@ -475,6 +492,8 @@ fn build_recorded(
     *log_slot = LogSlot::Publish(final_path.clone());
     recorder.message(&format!("building {}", final_path.display()));
     let mut compressed: Option<Result<u64, crate::export::ExportError>> = None;
+    // SHA-256 of the uncompressed tar (the OCI layer's diff_id), hashed on the way through.
+    let mut diff_id: Option<String> = None;
     let (fetched, staged) = while_rest_downloads(&r, &cache, &rest, downloading, |gate| {
         stage::run_stage_gated(
             &spec,
@@ -484,7 +503,9 @@ fn build_recorded(
                     inner: &mut claim,
                     reporter: recorder,
                 };
-                let res = compress::compress_stream(b.compression, tar, &mut counted);
+                let mut tar = crate::oci::DiffIdReader::new(tar);
+                let res = compress::compress_stream(b.compression, &mut tar, &mut counted);
+                diff_id = Some(tar.sha256());
                 // The image is written: from here to the end of the publish a signal must not
                 // end the process between two files (nor leave the temp file). It is held (the
                 // stage child, whose stream is over, is no longer told) and acted on just before
@@ -587,13 +608,27 @@ fn build_recorded(
             claim.file_name()
         );
     }
-    let published = claim.publish_with_sbom(inputs, &sbom)?;
+    let oci = match (b.oci || r.recipe.image.oci, &diff_id) {
+        (true, Some(diff_id)) => Some(publish_oci(&dir, &claim, &r, diff_id)?),
+        _ => None,
+    };
+    let published = match claim.publish_with_sbom(inputs, &sbom) {
+        Ok(published) => published,
+        Err(e) => {
+            // The tarball is the commit point: an OCI archive without it goes.
+            if let Some(path) = &oci {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(e.into());
+        }
+    };
     recorder.log(&format!("published {}", published.path.display()));
     Ok(Built {
         path: published.path,
         manifest: Some(published.manifest),
         log: None,
         stages: Vec::new(),
+        oci,
     })
 }
 
@@ -635,6 +670,9 @@ fn output_is_writable(out: &std::path::Path) -> Result<(), BuildError> {
 /// errors are their own modules' types).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// `--oci` cannot be honoured with these options (the message says why).
+    #[error("{0}")]
+    Oci(String),
     /// The output directory cannot take the artifact.
     #[error(
         "output directory {}: not writable (expected a directory this user can create files in): {detail}",
@@ -646,6 +684,51 @@ pub enum BuildError {
         /// Why not.
         detail: String,
     },
+}
+
+/// Publishes `<image>-v<N>.oci.tar` beside the claimed tarball, whose written (not yet
+/// published) bytes are its one layer. Reads the compressed layer once more to copy it into
+/// the archive; the uncompressed tar is not read again (`diff_id` was hashed while streaming).
+fn publish_oci(
+    dir: &OutputDir,
+    claim: &crate::artifact::Claim<'_>,
+    r: &Resolved,
+    diff_id: &str,
+) -> anyhow::Result<PathBuf> {
+    let path = dir.path().join(format!("{}.oci.tar", claim.base_name()));
+    let layer_sha256 = claim.sha256_so_far();
+    let version = claim.version().to_string();
+    let ref_name = format!("v{version}");
+    // The recipe it was built from, not the mirror: the bytes must not depend on where the
+    // packages were fetched from.
+    let source = format!(
+        "recipes/{}",
+        r.recipe
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    );
+    let image = crate::oci::OciImage {
+        layer_path: claim.temp_path(),
+        layer_sha256: &layer_sha256,
+        layer_size: claim.size(),
+        compression: claim.compression(),
+        diff_id,
+        debian_arch: &r.recipe.source.architecture,
+        epoch: r.epoch,
+        ref_name: &ref_name,
+        version: &version,
+        revision: &r.recipe.digest,
+        source: &source,
+    };
+    dir.publish_new_with(&path, |out| {
+        crate::oci::write_archive(out, &image)
+            .map(drop)
+            .map_err(anyhow::Error::from)
+    })
+    .with_context(|| format!("publishing {}", path.display()))?;
+    Ok(path)
 }
 
 /// Counts the compressed bytes on their way into the artifact (the export bar).

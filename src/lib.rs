@@ -24,6 +24,7 @@ pub mod golden;
 pub mod lock;
 pub mod mirror;
 pub mod net;
+pub mod oci;
 pub mod outdated;
 pub mod plan;
 pub mod progress;

@@ -141,6 +141,11 @@ enum Command {
         /// naming what differs, if the recipe, a script or any file changed.
         #[arg(long, env = "INGOT_LOCKED")]
         locked: bool,
+        /// Also publish <name>-v<N>.oci.tar, an OCI image archive for `pct create` and
+        /// registries (same layer bytes as the tarball; the recipe's `[image] oci = true`
+        /// does the same). Example: ingot build recipes/ubuntu-24.04 --oci
+        #[arg(long, env = "INGOT_OCI")]
+        oci: bool,
     },
     /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
     ///
@@ -331,6 +336,7 @@ fn main() -> ExitCode {
             staging,
             json,
             locked,
+            oci,
         } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
@@ -344,6 +350,7 @@ fn main() -> ExitCode {
                 staging,
                 json,
                 locked,
+                oci,
             },
             verbose,
         ),

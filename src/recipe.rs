@@ -38,6 +38,9 @@ pub struct Recipe {
 pub struct ImageSection {
     /// Artifact prefix: `<name>-v<N>.tar.gz`.
     pub name: String,
+    /// Also publish `<name>-v<N>.oci.tar`, an OCI image archive (`ingot build --oci`).
+    #[serde(default)]
+    pub oci: bool,
 }
 
 /// `[source]` after validation: one entry per suite, each with its mirror.
@@ -344,6 +347,7 @@ impl Recipe {
             digest,
             image: ImageSection {
                 name: name.to_string(),
+                oci: raw.image.oci,
             },
             source: Source {
                 suites,

@@ -93,11 +93,15 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
                     "manifest": built.manifest,
                     "log": built.log,
                     "stages": built.stages,
+                    "oci": built.oci,
                 });
                 serde_json::to_writer_pretty(&mut out, &doc)?;
                 writeln!(out)?;
             } else {
                 writeln!(out, "{}", built.path.display())?;
+                if let Some(oci) = &built.oci {
+                    writeln!(out, "{}", oci.display())?;
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
