@@ -192,11 +192,20 @@ enum Command {
     ///
     /// Example: ingot verify out/ubuntu-24.04-lxc-rootfs-v1.tar.gz --json
     Verify {
-        /// The image tarball (.tar, .tar.gz, .tar.zst, .tar.xz).
+        /// The image tarball (.tar, .tar.gz, .tar.zst, .tar.xz) or OCI archive (.oci.tar).
         tarball: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Also check what Proxmox VE's `pct create` reads and writes (release files, /bin/sh's
+        /// architecture, systemd for cgroup v2, /etc files it writes, /dev). Example:
+        /// ingot verify --proxmox out/ubuntu-24.04-lxc-rootfs-v1.oci.tar
+        #[arg(long, env = "INGOT_VERIFY_PROXMOX")]
+        proxmox: bool,
+        /// The Debian architecture /bin/sh must be built for (default: an OCI archive's, else
+        /// this host's).
+        #[arg(long)]
+        arch: Option<String>,
     },
     /// Upload an image to Proxmox storage as a container template, through the API with a token.
     ///
@@ -354,7 +363,19 @@ fn main() -> ExitCode {
             },
             verbose,
         ),
-        Command::Verify { tarball, json } => cli::verify(&tarball, json),
+        Command::Verify {
+            tarball,
+            json,
+            proxmox,
+            arch,
+        } => cli::verify(
+            &tarball,
+            json,
+            &ingot::verify::VerifyOptions {
+                proxmox,
+                architecture: arch,
+            },
+        ),
         Command::Doctor { json } => cli::doctor(json),
         Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {

@@ -713,6 +713,12 @@ fn rootfs_tarball(dir: &Path, name: &str, host_key: bool) -> PathBuf {
     ] {
         std::fs::set_permissions(root.join(d), std::fs::Permissions::from_mode(mode)).unwrap();
     }
+    // `upload` checks what Proxmox reads too: /bin/sh's ELF header (the host's own shell,
+    // so its architecture) and the systemd version init links.
+    let host_sh = std::fs::read(std::fs::canonicalize("/bin/sh").unwrap()).unwrap();
+    std::fs::write(root.join("usr/bin/bash"), &host_sh[..64]).unwrap();
+    std::fs::create_dir_all(root.join("usr/lib/systemd")).unwrap();
+    std::fs::write(root.join("usr/lib/systemd/libsystemd-shared-255.so"), "").unwrap();
     if host_key {
         std::fs::write(
             root.join("etc/ssh/ssh_host_ed25519_key"),
@@ -726,6 +732,7 @@ fn rootfs_tarball(dir: &Path, name: &str, host_key: bool) -> PathBuf {
         ("lib", "usr/lib"),
         ("usr/sbin/init", "../lib/systemd/systemd"),
         ("etc/os-release", "../usr/lib/os-release"),
+        ("usr/bin/sh", "bash"),
     ] {
         std::os::unix::fs::symlink(target, root.join(link)).unwrap();
     }

@@ -160,9 +160,13 @@ pub fn build(o: &CommonOptions, b: &BuildOptions, verbose: bool) -> anyhow::Resu
 
 /// `ingot verify`: the golden-image contract on any tarball; exit 1 on any violation, 2 when
 /// the file cannot be read. `--json` prints JSON in every case.
-pub fn verify(tarball: &Path, json: bool) -> anyhow::Result<ExitCode> {
+pub fn verify(
+    tarball: &Path,
+    json: bool,
+    options: &ingot::verify::VerifyOptions,
+) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
-    match ingot::verify::verify_tarball(tarball) {
+    match ingot::verify::verify_tarball_with(tarball, options) {
         Ok(report) => {
             if json {
                 writeln!(out, "{}", report.to_json())?;

@@ -294,7 +294,14 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
     progress.finish(&format!("{name}: sha256 {sha256}, {size} bytes"));
     if !req.no_verify {
         progress.begin("verify", None);
-        let report = crate::verify::verify_tarball(path)?;
+        // What `pct create` reads and writes is checked too (`verify --proxmox`).
+        let report = crate::verify::verify_tarball_with(
+            path,
+            &crate::verify::VerifyOptions {
+                proxmox: true,
+                architecture: None,
+            },
+        )?;
         if let Some(first) = report.violations.first() {
             return Err(UploadError::VerifyFailed {
                 path: path.clone(),

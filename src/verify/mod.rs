@@ -11,6 +11,7 @@
 //! same bar.
 
 mod decompress;
+mod proxmox;
 mod rules;
 mod scan;
 mod sshd;
@@ -90,6 +91,19 @@ pub enum Rule {
     /// `/etc/lsb-release` identifies the distribution (`DISTRIB_ID`, `DISTRIB_RELEASE`);
     /// required on Ubuntu, where base-files ships it.
     LsbRelease,
+    /// `--proxmox`: what Proxmox's container setup reads to identify the distribution
+    /// (`/etc/os-release` `ID`; on Ubuntu `/etc/lsb-release` `DISTRIB_ID` and a release it
+    /// knows).
+    ProxmoxRelease,
+    /// `--proxmox`: `/bin/sh` is an ELF executable of the image's architecture.
+    ProxmoxArch,
+    /// `--proxmox`: a systemd `/sbin/init` is new enough for cgroup v2 (systemd ≥ 232).
+    ProxmoxSystemd,
+    /// `--proxmox`: `/etc/hostname`, `/etc/hosts`, `/etc/resolv.conf` (which Proxmox writes)
+    /// are not directories nor symlinks that climb out of the tree.
+    ProxmoxWrittenFiles,
+    /// `--proxmox`: nothing under `/dev` (Proxmox extracts with `--exclude ./dev/*`).
+    ProxmoxDev,
 }
 
 impl Rule {
@@ -123,6 +137,15 @@ impl Rule {
         Rule::LsbRelease,
     ];
 
+    /// The rules `verify --proxmox` adds to [`Rule::ALL`].
+    pub const PROXMOX: &'static [Rule] = &[
+        Rule::ProxmoxRelease,
+        Rule::ProxmoxArch,
+        Rule::ProxmoxSystemd,
+        Rule::ProxmoxWrittenFiles,
+        Rule::ProxmoxDev,
+    ];
+
     /// The stable id used in reports and JSON, e.g. `host-keys`.
     pub fn id(self) -> &'static str {
         match self {
@@ -152,6 +175,11 @@ impl Rule {
             Rule::Init => "init",
             Rule::OsRelease => "os-release",
             Rule::LsbRelease => "lsb-release",
+            Rule::ProxmoxRelease => "proxmox-release",
+            Rule::ProxmoxArch => "proxmox-arch",
+            Rule::ProxmoxSystemd => "proxmox-systemd",
+            Rule::ProxmoxWrittenFiles => "proxmox-written-files",
+            Rule::ProxmoxDev => "proxmox-dev",
         }
     }
 }
@@ -291,6 +319,15 @@ pub enum VerifyError {
         /// The cause.
         source: std::io::Error,
     },
+    /// An OCI image archive whose layout, digests or layer are wrong (the message says which).
+    #[error("{0}")]
+    Oci(String),
+}
+
+impl From<crate::oci::OciError> for VerifyError {
+    fn from(e: crate::oci::OciError) -> Self {
+        VerifyError::Oci(e.to_string())
+    }
 }
 
 impl VerifyError {
@@ -312,29 +349,153 @@ pub fn normalise_tar_path(raw: &str) -> (String, bool) {
 /// Check the golden-image contract on the tarball at `path` (gzip, zstd, xz or plain tar,
 /// detected by magic). Streams the file once; never modifies it.
 pub fn verify_tarball(path: &Path) -> Result<Report, VerifyError> {
+    verify_tarball_with(path, &VerifyOptions::default())
+}
+
+/// What `verify` checks beyond the golden-image contract.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// Also check what Proxmox VE's container setup reads and writes ([`Rule::PROXMOX`]).
+    pub proxmox: bool,
+    /// The Debian architecture `/bin/sh` must be built for; by default an OCI archive's
+    /// config's, else this host's.
+    pub architecture: Option<String>,
+}
+
+/// [`verify_tarball`] with options. An OCI image archive (`oci-layout`, `index.json`,
+/// `blobs/`) is read too: the single layer of its first manifest is checked against its
+/// digest and `diff_id` while the contract is checked on its stream.
+pub fn verify_tarball_with(path: &Path, options: &VerifyOptions) -> Result<Report, VerifyError> {
+    if crate::oci::looks_like_oci_archive(path) {
+        return verify_oci(path, options);
+    }
     let file = std::fs::File::open(path).map_err(|source| VerifyError::Open {
         path: path.to_path_buf(),
         source,
     })?;
-    verify_reader(path, std::io::BufReader::with_capacity(1 << 20, file))
+    let arch = options
+        .architecture
+        .clone()
+        .unwrap_or_else(|| proxmox::host_architecture().to_string());
+    verify_stream(path, std::io::BufReader::with_capacity(1 << 20, file), options, &arch, Ok)
 }
 
-/// Like [`verify_tarball`], for a tarball that is already open; `name` is used in the report
-/// and in errors.
-pub fn verify_reader(name: &Path, reader: impl Read) -> Result<Report, VerifyError> {
+/// Hashes what passes through into a borrowed hasher (read after the scan).
+struct HashInto<'h, R> {
+    inner: R,
+    hasher: &'h mut sha2::Sha256,
+}
+
+impl<R: Read> Read for HashInto<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        sha2::Digest::update(self.hasher, &buf[..n]);
+        Ok(n)
+    }
+}
+
+fn verify_oci(path: &Path, options: &VerifyOptions) -> Result<Report, VerifyError> {
+    let layer = crate::oci::locate_layer(path)?;
+    let expected = match layer.media_type.as_str() {
+        "application/vnd.oci.image.layer.v1.tar+gzip" => Compression::Gzip,
+        "application/vnd.oci.image.layer.v1.tar+zstd" => Compression::Zstd,
+        "application/vnd.oci.image.layer.v1.tar" => Compression::None,
+        other => {
+            return Err(VerifyError::Oci(format!(
+                "{}: layer media type {other:?}: expected an OCI tar, tar+gzip or tar+zstd layer",
+                path.display()
+            )));
+        }
+    };
+    let arch = match &options.architecture {
+        Some(a) => a.clone(),
+        None => proxmox::debian_architecture(&layer.architecture)
+            .unwrap_or(layer.architecture.as_str())
+            .to_string(),
+    };
+    let mut compressed = <sha2::Sha256 as sha2::Digest>::new();
+    let mut uncompressed = <sha2::Sha256 as sha2::Digest>::new();
+    let raw = HashInto {
+        inner: std::io::BufReader::with_capacity(1 << 20, crate::oci::open_layer(path, &layer)?),
+        hasher: &mut compressed,
+    };
+    let uncompressed_ref = &mut uncompressed;
+    let report = verify_stream(path, raw, options, &arch, move |stream| {
+        Ok(Box::new(HashInto {
+            inner: stream,
+            hasher: uncompressed_ref,
+        }))
+    })?;
+    let wrap_oci = |what: &str, got: String, want: &str| {
+        VerifyError::Oci(format!(
+            "{}: the layer's {what} is sha256:{got}, the image says sha256:{want}",
+            path.display()
+        ))
+    };
+    let got = hex::encode(sha2::Digest::finalize(compressed));
+    if got != layer.sha256 {
+        return Err(wrap_oci("digest", got, &layer.sha256));
+    }
+    let got = hex::encode(sha2::Digest::finalize(uncompressed));
+    if got != layer.diff_id {
+        return Err(wrap_oci("diff_id (uncompressed)", got, &layer.diff_id));
+    }
+    if report.compression != expected {
+        return Err(VerifyError::Oci(format!(
+            "{}: the layer is {:?}-compressed but its media type says {}",
+            path.display(),
+            report.compression,
+            layer.media_type
+        )));
+    }
+    Ok(report)
+}
+
+fn verify_stream<'a>(
+    name: &Path,
+    reader: impl Read + 'a,
+    options: &VerifyOptions,
+    arch: &str,
+    wrap: impl FnOnce(Box<dyn Read + 'a>) -> Result<Box<dyn Read + 'a>, VerifyError> + 'a,
+) -> Result<Report, VerifyError> {
     let (compression, stream) = decompress::open(name, reader)?;
+    let stream = wrap(stream)?;
     let image = scan::scan(name, compression, stream)?;
     let mut violations = image.violations.clone();
     rules::check_image(&image, &mut violations);
+    let mut checked = Rule::ALL.to_vec();
+    if options.proxmox {
+        proxmox::check(&image, arch, &mut violations);
+        checked.extend_from_slice(Rule::PROXMOX);
+    }
     violations.sort_by(|a, b| (a.rule, &a.path).cmp(&(b.rule, &b.path)));
     violations.dedup();
     Ok(Report {
         tarball: name.to_path_buf(),
         compression,
         entries: image.entries,
-        checked: Rule::ALL.to_vec(),
+        checked,
         violations,
     })
+}
+
+/// Like [`verify_tarball`], for a tarball that is already open; `name` is used in the report
+/// and in errors.
+pub fn verify_reader(name: &Path, reader: impl Read) -> Result<Report, VerifyError> {
+    verify_reader_with(name, reader, &VerifyOptions::default())
+}
+
+/// [`verify_reader`] with options (a plain or compressed tar stream, not an OCI archive).
+pub fn verify_reader_with(
+    name: &Path,
+    reader: impl Read,
+    options: &VerifyOptions,
+) -> Result<Report, VerifyError> {
+    let arch = options
+        .architecture
+        .clone()
+        .unwrap_or_else(|| proxmox::host_architecture().to_string());
+    verify_stream(name, reader, options, &arch, Ok)
 }
 
 #[cfg(test)]

@@ -440,7 +440,7 @@ fn init(image: &Image, out: &mut Vec<Violation>) {
 }
 
 /// `KEY=value` pairs of an os-release style file, unquoted.
-fn key_values(text: &str) -> Vec<(String, String)> {
+pub(super) fn key_values(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| l.trim().split_once('='))
         .map(|(k, v)| {
@@ -455,7 +455,7 @@ fn key_values(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
+pub(super) fn get<'a>(kv: &'a [(String, String)], key: &str) -> Option<&'a str> {
     kv.iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())

@@ -76,6 +76,35 @@ pub(super) struct Image {
     kept_bytes: u64,
     /// Every path a hard link points to (normalised): redefining one is a violation.
     link_targets: std::collections::HashSet<String>,
+    /// The first [`HEAD_BYTES`] of every regular file in a `bin`/`sbin` directory (the ELF
+    /// header of `/bin/sh`, wherever its symlinks lead).
+    pub heads: HashMap<String, Vec<u8>>,
+}
+
+/// How much of each program's start [`Image::heads`] keeps: an ELF header's `e_machine`.
+pub(super) const HEAD_BYTES: usize = 20;
+
+fn is_program_dir(path: &str) -> bool {
+    ["bin/", "sbin/", "usr/bin/", "usr/sbin/"]
+        .iter()
+        .any(|d| path.strip_prefix(d).is_some_and(|rest| !rest.contains('/')))
+}
+
+/// Copies the first [`HEAD_BYTES`] read when asked to.
+struct HeadCapture<'r, R> {
+    inner: &'r mut R,
+    head: Option<Vec<u8>>,
+}
+
+impl<R: Read> Read for HeadCapture<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some(head) = &mut self.head {
+            let want = HEAD_BYTES.saturating_sub(head.len()).min(n);
+            head.extend_from_slice(&buf[..want]);
+        }
+        Ok(n)
+    }
 }
 
 /// The path as the image sees it: `/etc/passwd`.
@@ -234,7 +263,16 @@ fn inspect_entry(
     if let Kind::File(size) = kind {
         let keep = size <= KEEP_LIMIT && image.should_keep(path, size);
         let mut kept = Vec::new();
-        if let Some(offset) = keys.scan(entry, size, keep.then_some(&mut kept))? {
+        let mut capture = HeadCapture {
+            inner: entry,
+            head: is_program_dir(path).then(Vec::new),
+        };
+        let found = keys.scan(&mut capture, size, keep.then_some(&mut kept))?;
+        match capture.head {
+            Some(head) => image.heads.insert(path.to_string(), head),
+            None => image.heads.remove(path),
+        };
+        if let Some(offset) = found {
             image.violations.push(Violation {
                 rule: Rule::PrivateKeys,
                 path: shown.clone(),
