@@ -262,20 +262,23 @@ fn written_files(image: &Image, out: &mut Vec<Violation>) {
                 path,
                 format!("symlink to {target:?} climbs out of the root: Proxmox writes this file"),
             ),
-            Some(Kind::Symlink(_)) => match image.lookup(path) {
-                Some((resolved, n)) if n.kind == Kind::Dir => push(
-                    out,
-                    Rule::ProxmoxWrittenFiles,
-                    path,
-                    format!("resolves to the directory /{resolved}: Proxmox writes this file"),
-                ),
+            Some(Kind::Symlink(_)) => match image.resolve(path) {
                 None => push(
                     out,
                     Rule::ProxmoxWrittenFiles,
                     path,
                     "symlink loop: Proxmox writes this file",
                 ),
-                _ => {}
+                Some(resolved) if image.nodes.get(&resolved).map(|n| &n.kind) == Some(&Kind::Dir) => {
+                    push(
+                        out,
+                        Rule::ProxmoxWrittenFiles,
+                        path,
+                        format!("resolves to the directory /{resolved}: Proxmox writes this file"),
+                    )
+                }
+                // Dangling (into /run, say) is fine: Proxmox creates the target.
+                Some(_) => {}
             },
             Some(Kind::Dir) => push(
                 out,
