@@ -623,9 +623,7 @@ impl OutputDir {
             .map_err(write_error)?;
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp);
         write(&mut out)?;
-        let temp = out
-            .into_inner()
-            .map_err(|e| write_error(e.into_error()))?;
+        let temp = out.into_inner().map_err(|e| write_error(e.into_error()))?;
         temp.as_file().sync_all().map_err(write_error)?;
         temp.persist_noclobber(path)
             .map_err(|e| ArtifactError::Publish {

@@ -62,7 +62,9 @@ pub enum OciError {
         source: io::Error,
     },
     /// The layer changed between hashing and archiving.
-    #[error("{path}: the layer's SHA-256 is {actual}, expected {expected} (changed while archived?)")]
+    #[error(
+        "{path}: the layer's SHA-256 is {actual}, expected {expected} (changed while archived?)"
+    )]
     LayerChanged {
         /// The layer file.
         path: PathBuf,
@@ -453,7 +455,10 @@ pub fn locate_layer(path: &Path) -> Result<LayerLocation, OciError> {
         .get(0)
         .ok_or_else(|| layout("index.json lists no manifest".into()))?;
     let manifest = json_of(&blob_name(&first["digest"], "index.json manifests[0]")?)?;
-    let config = json_of(&blob_name(&manifest["config"]["digest"], "manifest config")?)?;
+    let config = json_of(&blob_name(
+        &manifest["config"]["digest"],
+        "manifest config",
+    )?)?;
     let layers = manifest["layers"]
         .as_array()
         .ok_or_else(|| layout("the manifest has no layers".into()))?;
@@ -543,7 +548,10 @@ mod tests {
         assert_eq!(loc.diff_id, "ab".repeat(32));
         assert_eq!(loc.architecture, "amd64");
         let mut bytes = Vec::new();
-        open_layer(&path, &loc).unwrap().read_to_end(&mut bytes).unwrap();
+        open_layer(&path, &loc)
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
         assert_eq!(bytes, b"not really gzip");
         assert!(digests.manifest.starts_with("sha256:"));
         // A changed layer is refused, not archived.

@@ -247,7 +247,10 @@ fn a_shell_of_another_architecture_is_found() {
     let mut image = base();
     image.insert("usr/bin/dash".into(), (Entry::File(elf(2, 183)), 0)); // aarch64
     only(&proxmox(&image), Rule::ProxmoxArch, "/bin/sh");
-    image.insert("usr/bin/dash".into(), (Entry::File(b"#!/bin/busybox\n".to_vec()), 0));
+    image.insert(
+        "usr/bin/dash".into(),
+        (Entry::File(b"#!/bin/busybox\n".to_vec()), 0),
+    );
     only(&proxmox(&image), Rule::ProxmoxArch, "/bin/sh");
     // The same aarch64 shell is right for an arm64 image.
     image.insert("usr/bin/dash".into(), (Entry::File(elf(2, 183)), 0));

@@ -377,7 +377,13 @@ pub fn verify_tarball_with(path: &Path, options: &VerifyOptions) -> Result<Repor
         .architecture
         .clone()
         .unwrap_or_else(|| proxmox::host_architecture().to_string());
-    verify_stream(path, std::io::BufReader::with_capacity(1 << 20, file), options, &arch, Ok)
+    verify_stream(
+        path,
+        std::io::BufReader::with_capacity(1 << 20, file),
+        options,
+        &arch,
+        Ok,
+    )
 }
 
 /// Hashes what passes through into a borrowed hasher (read after the scan).

@@ -168,7 +168,9 @@ fn shell_architecture(image: &Image, arch: &str, out: &mut Vec<Violation>) {
             out,
             Rule::ProxmoxArch,
             "bin/sh",
-            format!("/{resolved} is not an ELF executable: Proxmox reads its header for the architecture"),
+            format!(
+                "/{resolved} is not an ELF executable: Proxmox reads its header for the architecture"
+            ),
         );
         return;
     };
@@ -220,13 +222,17 @@ fn systemd(image: &Image, out: &mut Vec<Violation>) {
             out,
             Rule::ProxmoxSystemd,
             "sbin/init",
-            format!("/{init} is systemd but no libsystemd-shared-<N>.so is in the image: Proxmox cannot tell its version (cgroup v2 needs {SYSTEMD_CGROUP_V2})"),
+            format!(
+                "/{init} is systemd but no libsystemd-shared-<N>.so is in the image: Proxmox cannot tell its version (cgroup v2 needs {SYSTEMD_CGROUP_V2})"
+            ),
         ),
         Some(&v) if v < SYSTEMD_CGROUP_V2 => push(
             out,
             Rule::ProxmoxSystemd,
             "sbin/init",
-            format!("systemd {v} is older than {SYSTEMD_CGROUP_V2}: no cgroup v2, which Proxmox VE 9 runs only"),
+            format!(
+                "systemd {v} is older than {SYSTEMD_CGROUP_V2}: no cgroup v2, which Proxmox VE 9 runs only"
+            ),
         ),
         Some(_) => {}
     }
@@ -269,7 +275,9 @@ fn written_files(image: &Image, out: &mut Vec<Violation>) {
                     path,
                     "symlink loop: Proxmox writes this file",
                 ),
-                Some(resolved) if image.nodes.get(&resolved).map(|n| &n.kind) == Some(&Kind::Dir) => {
+                Some(resolved)
+                    if image.nodes.get(&resolved).map(|n| &n.kind) == Some(&Kind::Dir) =>
+                {
                     push(
                         out,
                         Rule::ProxmoxWrittenFiles,
@@ -298,7 +306,10 @@ mod tests {
     #[test]
     fn symlinks_that_climb_out_are_told_apart() {
         assert!(climbs_out("etc/hosts", "../../etc/hosts"));
-        assert!(!climbs_out("etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf"));
+        assert!(!climbs_out(
+            "etc/resolv.conf",
+            "../run/systemd/resolve/stub-resolv.conf"
+        ));
         assert!(!climbs_out("etc/hosts", "/etc/hosts.real"));
         assert!(climbs_out("etc/hosts", "a/../../../x"));
     }
