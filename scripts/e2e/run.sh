@@ -12,7 +12,7 @@ RECIPE=${RECIPE:-$ROOT_DIR/recipes/ubuntu-24.04}
 MIRROR=${E2E_MIRROR:-http://archive.ubuntu.com/ubuntu}
 BUILD_USER=${E2E_USER:-ingot-e2e}
 WORK=${E2E_WORK:-/var/tmp/ingot-e2e}
-STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify dpkg mmdebstrap versions sandbox boot}
+STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify oci dpkg mmdebstrap versions sandbox boot}
 
 declare -A TIMES=()
 fail() { echo "e2e: FAIL: $*" >&2; echo "e2e: ${#TIMES[@]} passed, 1 failed"; exit 1; }
@@ -151,6 +151,27 @@ do_versions() {
   (cd "$out" && sha256sum -c ./*.sha256)
 }
 
+do_oci() {
+  # The golden image again (base cache: only provisioning and the export run), with its OCI
+  # archive: verify --proxmox passes on both, skopeo reads it, umoci's tree is the tarball's.
+  local out=$WORK/oci-out
+  rm -rf "$out"
+  "$INGOT" build "$RECIPE_COPY" --out "$out" --next --mirror "$MIRROR" --cache-dir "$ROOT_CACHE" --oci \
+    || return 1
+  local img oci; img=$(ls "$out"/*-v1.tar.gz); oci=$(ls "$out"/*-v1.oci.tar)
+  [ "$(sha256sum < "$img")" = "$(sha256sum < "$USER_IMAGE")" ] || { echo "the --oci build's tarball differs"; return 1; }
+  "$INGOT" verify --proxmox "$img"
+  "$INGOT" verify --proxmox "$oci"
+  skopeo inspect "oci-archive:$oci" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["Architecture"], d["Os"], d["Digest"]); assert d["Os"] == "linux"'
+  rm -rf "$WORK/oci-layout" "$WORK/oci-bundle"
+  skopeo copy "oci-archive:$oci" "oci:$WORK/oci-layout:v1"
+  umoci unpack --image "$WORK/oci-layout:v1" "$WORK/oci-bundle"
+  tar --numeric-owner --xattrs --xattrs-include='*' -C "$WORK/oci-bundle/rootfs" --sort=name -czf "$WORK/oci-unpacked.tar.gz" .
+  python3 scripts/e2e/compare-trees.py "$img" "$WORK/oci-unpacked.tar.gz" /dev/null
+  local caps; caps=$(getcap "$WORK/oci-bundle/rootfs/usr/bin/ping"); echo "$caps"
+  grep -q cap_net_raw <<< "$caps" || { echo "ping lost its capability in umoci's tree"; return 1; }
+}
+
 do_sandbox() {
   scripts/e2e/sandbox-probe.sh "$INGOT" "$RECIPE_COPY" "$WORK" "$BUILD_USER" "$MIRROR" "$ROOT_CACHE"
 }
@@ -165,6 +186,7 @@ USER_IMAGE=${USER_IMAGE:-$(ls "$WORK"/user-out/*-v1.tar.gz 2>/dev/null || true)}
 step reproducible do_reproducible
 step tarformat do_tarformat
 step verify do_verify
+step oci do_oci
 step dpkg do_dpkg
 step mmdebstrap do_mmdebstrap
 step versions do_versions
