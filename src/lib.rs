@@ -28,6 +28,7 @@ pub mod oci;
 pub mod outdated;
 pub mod plan;
 pub mod progress;
+pub mod push;
 pub mod recipe;
 pub mod resolve;
 pub mod sbom;

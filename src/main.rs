@@ -215,6 +215,23 @@ enum Command {
     /// PM_API_TOKEN_SECRET=… PM_NODE=pve1 PM_STORAGE=local ingot upload
     /// out/ubuntu-24.04-lxc-rootfs-v3.tar.gz --ca-file pve-root-ca.pem
     Upload(UploadArgs),
+    /// Push an OCI archive (`build --oci`) to a registry over the OCI distribution API; a
+    /// tag that names another manifest is never overwritten. Credentials:
+    /// INGOT_REGISTRY_USERNAME/INGOT_REGISTRY_PASSWORD, else a Docker config.json.
+    ///
+    /// Example: ingot push out/ubuntu-24.04-lxc-rootfs-v3.oci.tar registry.example.com/golden/ubuntu:v3
+    Push {
+        /// The OCI archive (`<image>-v<N>.oci.tar`).
+        archive: PathBuf,
+        /// HOST[:PORT]/NAME:TAG.
+        reference: String,
+        /// Trust the registry's certificate only if it chains to a CA in this PEM file.
+        #[arg(long, env = "INGOT_REGISTRY_CA_FILE")]
+        ca_file: Option<PathBuf>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check that this host can build rootless, and say how to fix what is missing.
     Doctor {
         /// Print the checks as JSON.
@@ -377,6 +394,12 @@ fn main() -> ExitCode {
             },
         ),
         Command::Doctor { json } => cli::doctor(json),
+        Command::Push {
+            archive,
+            reference,
+            ca_file,
+            json,
+        } => cli::push::push(&archive, &reference, ca_file.as_deref(), json),
         Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {
                 tarball: a.tarball,

@@ -375,6 +375,12 @@ pub struct LayerLocation {
     pub diff_id: String,
     /// The config's `architecture`.
     pub architecture: String,
+    /// The manifest's bytes, as stored (what a registry receives).
+    pub manifest: Vec<u8>,
+    /// The manifest's media type.
+    pub manifest_media_type: String,
+    /// The config's bytes.
+    pub config: Vec<u8>,
 }
 
 /// True if `path` is a tar whose first entries look like an OCI layout (any of `oci-layout`,
@@ -454,11 +460,12 @@ pub fn locate_layer(path: &Path) -> Result<LayerLocation, OciError> {
     let first = index["manifests"]
         .get(0)
         .ok_or_else(|| layout("index.json lists no manifest".into()))?;
-    let manifest = json_of(&blob_name(&first["digest"], "index.json manifests[0]")?)?;
-    let config = json_of(&blob_name(
-        &manifest["config"]["digest"],
-        "manifest config",
-    )?)?;
+    let manifest_name = blob_name(&first["digest"], "index.json manifests[0]")?;
+    let manifest = json_of(&manifest_name)?;
+    let config_name = blob_name(&manifest["config"]["digest"], "manifest config")?;
+    let config = json_of(&config_name)?;
+    let manifest_bytes = small.get(&manifest_name).cloned().unwrap_or_default();
+    let config_bytes = small.get(&config_name).cloned().unwrap_or_default();
     let layers = manifest["layers"]
         .as_array()
         .ok_or_else(|| layout("the manifest has no layers".into()))?;
@@ -488,6 +495,12 @@ pub fn locate_layer(path: &Path) -> Result<LayerLocation, OciError> {
             .as_str()
             .unwrap_or_default()
             .to_string(),
+        manifest_media_type: manifest["mediaType"]
+            .as_str()
+            .unwrap_or(MANIFEST_MEDIA_TYPE)
+            .to_string(),
+        manifest: manifest_bytes,
+        config: config_bytes,
     })
 }
 

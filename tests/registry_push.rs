@@ -1,0 +1,424 @@
+//! `ingot push` against a real registry: Debian's `docker-registry` (the CNCF distribution
+//! server), started here on loopback with TLS (a private CA made by rcgen) and htpasswd
+//! (bcrypt) authentication. The pushed image is read back by skopeo (`inspect`, `copy` to an
+//! `oci:` directory) and unpacked by umoci; the tree equals the tarball's as GNU tar extracts
+//! it. Credentials from the environment and from a Docker `config.json`; no credentials, an
+//! untrusted certificate and a tag that names another manifest are refused.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+const INGOT: &str = env!("CARGO_BIN_EXE_ingot");
+
+/// Fails (never skips) when a tool the test needs is missing.
+fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is not installed: apt-get install {package} (.ci/run installs it)"
+    );
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let o = cmd.output().unwrap();
+    assert!(
+        o.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    o
+}
+
+struct RegistryGuard(Child);
+
+impl Drop for RegistryGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A registry on 127.0.0.1 with TLS and htpasswd user `pusher`/`s3cret`: (host:port, CA PEM).
+fn start_registry(dir: &Path) -> (String, PathBuf, RegistryGuard) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "ingot test registry CA");
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let ca_pem = dir.join("ca.pem");
+    fs::write(&ca_pem, ca.pem()).unwrap();
+    fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem())).unwrap();
+    fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    let htpasswd = run(Command::new("htpasswd").args(["-Bbn", "pusher", "s3cret"]));
+    fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.join("config.yml");
+    fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: ingot-test\n    path: {}\n",
+            dir.join("storage").display(),
+            dir.join("cert.pem").display(),
+            dir.join("key.pem").display(),
+            dir.join("htpasswd").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(fs::File::create(dir.join("registry.log")).unwrap())
+        .stderr(fs::File::create(dir.join("registry.err")).unwrap())
+        .spawn()
+        .expect("docker-registry must be installed (apt-get install docker-registry)");
+    let guard = RegistryGuard(child);
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the registry did not listen within 20 s: {}",
+            fs::read_to_string(dir.join("registry.err")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    (format!("127.0.0.1:{port}"), ca_pem, guard)
+}
+
+/// A small root filesystem tarball by GNU tar (owners 0, an xattr) and its OCI archive, via
+/// the library that `build --oci` uses.
+fn oci_archive(dir: &Path, name: &str, motd: &str) -> (PathBuf, PathBuf) {
+    let root = dir.join(format!("{name}.root"));
+    for d in ["etc", "usr/bin", "var/tmp", "dev"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/motd"), motd).unwrap();
+    fs::write(root.join("usr/bin/hello"), "#!/bin/sh\necho hi\n").unwrap();
+    std::os::unix::fs::symlink("usr/bin", root.join("bin")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(
+        root.join("usr/bin/hello"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    fs::set_permissions(root.join("var/tmp"), fs::Permissions::from_mode(0o1777)).unwrap();
+    xattr::set(root.join("usr/bin/hello"), "user.ingot.test", b"kept").unwrap();
+    let tarball = dir.join(format!("{name}.tar.gz"));
+    run(Command::new("tar")
+        .args([
+            "--sort=name",
+            "--numeric-owner",
+            "--owner=0",
+            "--group=0",
+            "--mtime=@1700000000",
+        ])
+        .args(["--xattrs", "--xattrs-include=user.*", "-czf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&root)
+        .args(["bin", "dev", "etc", "usr", "var"]));
+    let bytes = fs::read(&tarball).unwrap();
+    let layer_sha = hex::encode(Sha256::digest(&bytes));
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut plain).unwrap();
+    let diff_id = hex::encode(Sha256::digest(&plain));
+    let archive = dir.join(format!("{name}.oci.tar"));
+    let mut out = fs::File::create(&archive).unwrap();
+    ingot::oci::write_archive(
+        &mut out,
+        &ingot::oci::OciImage {
+            layer_path: &tarball,
+            layer_sha256: &layer_sha,
+            layer_size: bytes.len() as u64,
+            compression: ingot::export::compress::Compression::Gzip,
+            diff_id: &diff_id,
+            debian_arch: "amd64",
+            epoch: ingot::epoch::BuildEpoch(1_700_000_000),
+            ref_name: "v1",
+            version: "1",
+            revision: "test",
+            source: "recipes/test",
+        },
+    )
+    .unwrap();
+    (tarball, archive)
+}
+
+fn push(
+    archive: &Path,
+    reference: &str,
+    ca: Option<&Path>,
+    env: &[(&str, &str)],
+    home: &Path,
+) -> Output {
+    let mut cmd = Command::new(INGOT);
+    cmd.arg("push").arg(archive).arg(reference);
+    if let Some(ca) = ca {
+        cmd.arg("--ca-file").arg(ca);
+    }
+    cmd.env_remove("INGOT_REGISTRY_USERNAME")
+        .env_remove("INGOT_REGISTRY_PASSWORD")
+        .env_remove("DOCKER_CONFIG")
+        .env_remove("INGOT_REGISTRY_CA_FILE")
+        .env("HOME", home);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap()
+}
+
+fn tree(root: &Path) -> BTreeMap<String, String> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        names.sort();
+        for p in names {
+            let md = fs::symlink_metadata(&p).unwrap();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let what = if md.file_type().is_symlink() {
+                format!("link {}", fs::read_link(&p).unwrap().display())
+            } else if md.is_dir() {
+                "dir".into()
+            } else {
+                format!(
+                    "file {}",
+                    hex::encode(Sha256::digest(fs::read(&p).unwrap()))
+                )
+            };
+            let mut xattrs: Vec<String> = xattr::list(&p)
+                .unwrap()
+                .map(|n| {
+                    format!(
+                        "{}={}",
+                        n.to_string_lossy(),
+                        hex::encode(xattr::get(&p, &n).unwrap().unwrap_or_default())
+                    )
+                })
+                .collect();
+            xattrs.sort();
+            out.insert(
+                rel,
+                format!(
+                    "{what} mode {:o} owner {}:{} [{}]",
+                    md.mode() & 0o7777,
+                    md.uid(),
+                    md.gid(),
+                    xattrs.join(",")
+                ),
+            );
+            if md.is_dir() {
+                walk(root, &p, out);
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+#[test]
+fn push_to_a_real_registry_with_tls_and_htpasswd_then_skopeo_and_umoci_read_it_back() {
+    require_tool("docker-registry", "docker-registry");
+    require_tool("htpasswd", "apache2-utils");
+    require_tool("skopeo", "skopeo");
+    require_tool("umoci", "umoci");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let home = dir.join("home");
+    fs::create_dir_all(&home).unwrap();
+    let (host, ca, _registry) = start_registry(dir);
+    let (tarball, archive) = oci_archive(dir, "one", "one\n");
+    let reference = format!("{host}/golden/mini:v1");
+    let creds = [
+        ("INGOT_REGISTRY_USERNAME", "pusher"),
+        ("INGOT_REGISTRY_PASSWORD", "s3cret"),
+    ];
+
+    // No credentials: refused by the registry, said in one line, exit 1.
+    let o = push(&archive, &reference, Some(&ca), &[], &home);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("refused access"), "{err}");
+    // The registry's certificate not trusted (built-in roots only): refused.
+    let o = push(&archive, &reference, None, &creds, &home);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // Wrong password: refused, and the password is not in the message.
+    let o = push(
+        &archive,
+        &reference,
+        Some(&ca),
+        &[
+            ("INGOT_REGISTRY_USERNAME", "pusher"),
+            ("INGOT_REGISTRY_PASSWORD", "wrong-pw"),
+        ],
+        &home,
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(!err.contains("wrong-pw"), "{err}");
+
+    // Pushed with the environment's credentials.
+    let o = push(&archive, &reference, Some(&ca), &creds, &home);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let digest = line.rsplit_once('@').unwrap().1.to_string();
+    assert!(digest.starts_with("sha256:"), "{line}");
+
+    // The same image again: accepted, nothing sent.
+    let o = push(&archive, &reference, Some(&ca), &creds, &home);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing sent"));
+
+    // Another image under the same tag: refused, the tag unchanged.
+    let (_, other) = oci_archive(dir, "two", "two\n");
+    let o = push(&other, &reference, Some(&ca), &creds, &home);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("never overwritten"), "{err}");
+
+    // Credentials from a Docker config.json, under another tag.
+    let docker = dir.join("docker");
+    fs::create_dir_all(&docker).unwrap();
+    fs::write(
+        docker.join("config.json"),
+        format!(
+            r#"{{"auths":{{"{host}":{{"auth":"{}"}}}}}}"#,
+            base64_of("pusher:s3cret")
+        ),
+    )
+    .unwrap();
+    let o = push(
+        &other,
+        &format!("{host}/golden/mini:v2"),
+        Some(&ca),
+        &[("DOCKER_CONFIG", docker.to_str().unwrap())],
+        &home,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // skopeo reads what the registry holds.
+    let certs = dir.join("certs");
+    fs::create_dir_all(&certs).unwrap();
+    fs::copy(&ca, certs.join("ca.crt")).unwrap();
+    let skopeo = |args: &[&str]| {
+        run(Command::new("skopeo")
+            .args(&args[..1])
+            .args([
+                "--cert-dir",
+                certs.to_str().unwrap(),
+                "--creds",
+                "pusher:s3cret",
+            ])
+            .args(&args[1..]))
+    };
+    let inspect = skopeo(&["inspect", &format!("docker://{reference}")]);
+    let doc: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+    assert_eq!(doc["Digest"], digest, "{doc}");
+    assert_eq!(doc["Architecture"], "amd64");
+    let layout = dir.join("layout");
+    run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--src-cert-dir",
+            certs.to_str().unwrap(),
+            "--src-creds",
+            "pusher:s3cret",
+        ])
+        .arg(format!("docker://{reference}"))
+        .arg(format!("oci:{}:v1", layout.display())));
+    let bundle = dir.join("bundle");
+    let mut umoci = Command::new("umoci");
+    umoci.arg("unpack");
+    let root = nix_is_root();
+    if !root {
+        umoci.arg("--rootless");
+    }
+    run(umoci
+        .arg("--image")
+        .arg(format!("{}:v1", layout.display()))
+        .arg(&bundle));
+    let extracted = dir.join("extracted");
+    fs::create_dir(&extracted).unwrap();
+    run(Command::new("tar")
+        .args([
+            "--numeric-owner",
+            "--xattrs",
+            "--xattrs-include=user.*",
+            "-xpzf",
+        ])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&extracted));
+    let (want, got) = (tree(&extracted), tree(&bundle.join("rootfs")));
+    assert!(
+        want.values().any(|v| v.contains("user.ingot.test=")),
+        "{want:?}"
+    );
+    let strip = |m: BTreeMap<String, String>| -> BTreeMap<String, String> {
+        // Rootless umoci records owners in user.rootlesscontainers, so only root compares them.
+        m.into_iter()
+            .map(|(k, v)| {
+                let v = if root {
+                    v
+                } else {
+                    v.split(" owner ").next().unwrap_or_default().to_string()
+                        + &v[v.find(" [").unwrap_or(v.len())..]
+                };
+                (
+                    k,
+                    v.replace(",user.rootlesscontainers", "")
+                        .replace("user.rootlesscontainers", ""),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        strip(want),
+        strip(got),
+        "umoci's tree differs from the tarball's"
+    );
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
