@@ -195,8 +195,11 @@ fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The bytes of an image's config, manifest and index.
+type Documents = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// The image config, manifest and index of `image`, as the bytes written.
-fn documents(image: &OciImage) -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), OciError> {
+fn documents(image: &OciImage) -> Result<Documents, OciError> {
     let media_type = layer_media_type(image.compression)?;
     let (architecture, variant) = platform(image.debian_arch)?;
     let created = crate::sbom::rfc3339_utc(image.epoch.0);

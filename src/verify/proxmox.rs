@@ -203,7 +203,7 @@ fn systemd(image: &Image, out: &mut Vec<Violation>) {
     let Some(init) = image.resolve("sbin/init") else {
         return;
     };
-    if !init.rsplit('/').next().is_some_and(|n| n == "systemd") {
+    if init.rsplit('/').next().is_none_or(|n| n != "systemd") {
         return;
     }
     // libsystemd-shared-<N>.so (Ubuntu, Debian) or libsystemd-shared-<N>-<rel>.so (Fedora).
