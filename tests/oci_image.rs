@@ -301,3 +301,55 @@ fn a_tampered_oci_layer_is_refused_by_verify() {
         String::from_utf8_lossy(&v.stdout)
     );
 }
+
+/// A small gzip tarball by GNU tar, wrapped by the library `build --oci` uses, with the
+/// `diff_id` given.
+fn wrapped(dir: &Path, diff_id: Option<&str>) -> PathBuf {
+    fs::create_dir_all(dir).unwrap();
+    let root = dir.join("root");
+    fs::create_dir_all(root.join("etc")).unwrap();
+    fs::write(root.join("etc/motd"), "hi\n").unwrap();
+    let tarball = dir.join("layer.tar.gz");
+    run(Command::new("tar")
+        .args(["--numeric-owner", "--owner=0", "--group=0", "-czf"])
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&root)
+        .arg("etc"));
+    let bytes = fs::read(&tarball).unwrap();
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut plain).unwrap();
+    let true_diff_id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&plain));
+    let layer_sha = sha256(&tarball);
+    let archive = dir.join("x.oci.tar");
+    ingot::oci::write_archive(
+        &mut fs::File::create(&archive).unwrap(),
+        &ingot::oci::OciImage {
+            layer_path: &tarball,
+            layer_sha256: &layer_sha,
+            layer_size: bytes.len() as u64,
+            compression: ingot::export::compress::Compression::Gzip,
+            diff_id: diff_id.unwrap_or(&true_diff_id),
+            debian_arch: "amd64",
+            epoch: ingot::epoch::BuildEpoch(0),
+            ref_name: "v1",
+            version: "1",
+            revision: "r",
+            source: "s",
+        },
+    )
+    .unwrap();
+    archive
+}
+
+#[test]
+fn verify_checks_the_layer_against_the_configs_diff_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = wrapped(&tmp.path().join("good"), None);
+    // A readable archive: a report (this tiny tree breaks the contract, which is beside the
+    // point), not an error.
+    assert!(ingot::verify::verify_tarball(&good).is_ok());
+    let bad = wrapped(&tmp.path().join("bad"), Some(&"0".repeat(64)));
+    let err = ingot::verify::verify_tarball(&bad).unwrap_err().to_string();
+    assert!(err.contains("diff_id"), "{err}");
+}
