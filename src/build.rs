@@ -103,6 +103,9 @@ pub struct BuildOptions {
     pub json: bool,
     /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
     pub locked: bool,
+    /// Sign `<artifact>.provenance.json` with this Ed25519 PKCS#8 PEM key (see
+    /// [`crate::provenance`]); read before anything is built.
+    pub sign_key: Option<PathBuf>,
 }
 
 /// The outcome of the network half of a build: verified suites and the resolved plan.
@@ -501,6 +504,12 @@ fn build_recorded(
     log_slot: &mut LogSlot,
     hold: &mut Option<SignalHold>,
 ) -> anyhow::Result<Built> {
+    let started = std::time::SystemTime::now();
+    let sign_key = b
+        .sign_key
+        .as_deref()
+        .map(crate::provenance::keys::SignKey::load)
+        .transpose()?;
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
     }
@@ -747,7 +756,19 @@ fn build_recorded(
             claim.file_name()
         );
     }
-    let published = claim.publish_with_sbom(inputs, &sbom)?;
+    let statement = crate::provenance::statement_for_build(
+        &r,
+        b,
+        claim.file_name(),
+        &claim.sha256(),
+        started,
+    )?;
+    let provenance = crate::provenance::render_envelope(&statement, sign_key.as_ref());
+    let published = claim.publish_with_sidecars(
+        inputs,
+        &sbom,
+        vec![(crate::provenance::SIDECAR_SUFFIX, provenance)],
+    )?;
     recorder.log(&format!("published {}", published.path.display()));
     Ok(Built {
         path: published.path,
@@ -830,6 +851,9 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
             || c.downcast_ref::<crate::net::CaFileError>().is_some()
+            || c.downcast_ref::<crate::provenance::keys::KeyError>().is_some()
+            || c.downcast_ref::<crate::provenance::ProvenanceError>()
+                .is_some_and(crate::provenance::ProvenanceError::is_bad_input)
             || c.downcast_ref::<crate::stage::staging::StagingError>()
                 .is_some()
             || matches!(

@@ -6,7 +6,8 @@
 //! with [`verify`] checking the golden-image contract on any tarball; [`net`] is the transport
 //! that `archive` and `fetch` share. [`lock`] pins a resolution for `build --locked`,
 //! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
-//! contains and [`outdated`] says when a rebuild is due.
+//! contains, [`provenance`] proves where it came from, [`rebuild`] re-does a build and
+//! compares, and [`outdated`] says when a rebuild is due.
 #![deny(missing_docs)]
 
 pub mod archive;
@@ -23,6 +24,8 @@ pub mod net;
 pub mod outdated;
 pub mod plan;
 pub mod progress;
+pub mod provenance;
+pub mod rebuild;
 pub mod recipe;
 pub mod sbom;
 pub mod signal_hold;
