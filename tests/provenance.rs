@@ -97,12 +97,12 @@ fn signed_provenance_verifies_independently_and_tampering_is_refused() {
     // Another key, written by Python's `cryptography` as OpenSSL does (PKCS#8 PEM): the
     // format `--sign-key` reads whoever wrote it.
     let other = keys.join("other.pem");
-    let gen = "import sys; from cryptography.hazmat.primitives import serialization as s; \
+    let keygen = "import sys; from cryptography.hazmat.primitives import serialization as s; \
                from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey as K; \
                k=K.generate(); \
                open(sys.argv[1],'wb').write(k.private_bytes(s.Encoding.PEM,s.PrivateFormat.PKCS8,s.NoEncryption())); \
                open(sys.argv[1]+'.pub','wb').write(k.public_key().public_bytes(s.Encoding.PEM,s.PublicFormat.SubjectPublicKeyInfo))";
-    let o = python(&["-c", gen, arg(&other)]);
+    let o = python(&["-c", keygen, arg(&other)]);
     assert!(o.status.success(), "{o:?}");
     let other_public = PathBuf::from(format!("{}.pub", other.display()));
 
