@@ -53,27 +53,52 @@ pub struct SbomError(#[from] DebError);
 /// Read maintainer and license of every fetched `.deb` (in parallel); sorted by name,
 /// architecture, version.
 pub fn describe_packages(debs: &[FetchedDeb]) -> Result<Vec<SbomPackage>, SbomError> {
+    let mut shared: Vec<(usize, String)> = Vec::new();
     let mut out: Vec<SbomPackage> = debs
         .par_iter()
         .map(|d| {
             let control = deb::read_control(&d.path)?;
             let maintainer = control_field(&control, "Maintainer");
-            let declared = read_copyright(&d.path, &d.package.name)?
-                .as_deref()
-                .and_then(declared_license)
-                .unwrap_or_default();
+            let (declared, other) = match read_copyright(&d.path, &d.package.name)? {
+                CopyrightFile::Text(text) => (declared_license(&text).unwrap_or_default(), None),
+                CopyrightFile::SharedWith(other) => (DeclaredLicense::default(), Some(other)),
+                CopyrightFile::None => (DeclaredLicense::default(), None),
+            };
             let license = (!declared.expression.is_empty()).then_some(declared.expression);
-            Ok(SbomPackage {
-                name: d.package.name.clone(),
-                version: d.package.version.clone(),
-                architecture: d.package.architecture.clone(),
-                sha256: d.package.sha256.clone(),
-                maintainer,
-                license,
-                license_texts: declared.extracted,
-            })
+            Ok((
+                SbomPackage {
+                    name: d.package.name.clone(),
+                    version: d.package.version.clone(),
+                    architecture: d.package.architecture.clone(),
+                    sha256: d.package.sha256.clone(),
+                    maintainer,
+                    license,
+                    license_texts: declared.extracted,
+                },
+                other,
+            ))
         })
-        .collect::<Result<_, SbomError>>()?;
+        .collect::<Result<Vec<_>, SbomError>>()?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (p, other))| {
+            if let Some(other) = other {
+                shared.push((i, other));
+            }
+            p
+        })
+        .collect();
+    // A shared doc directory: the license of the package whose copyright it is (one level).
+    for (i, other) in shared {
+        if let Some(source) = out
+            .iter()
+            .find(|p| p.name == other && p.license.is_some())
+            .cloned()
+        {
+            out[i].license = source.license;
+            out[i].license_texts = source.license_texts;
+        }
+    }
     out.sort_by(|a, b| {
         (&a.name, &a.architecture, &a.version).cmp(&(&b.name, &b.architecture, &b.version))
     });
@@ -88,25 +113,58 @@ fn control_field(control: &str, field: &str) -> Option<String> {
     })
 }
 
-/// `usr/share/doc/<pkg>/copyright` from the data member, if it is a regular file.
-fn read_copyright(path: &std::path::Path, package: &str) -> Result<Option<String>, DebError> {
-    let wanted = format!("usr/share/doc/{package}/copyright");
+/// What a `.deb` has at `usr/share/doc/<pkg>`.
+enum CopyrightFile {
+    /// `copyright` is a regular file: its text.
+    Text(String),
+    /// The doc directory is a symlink to another package's (Policy 12.5 allows it for a
+    /// package of the same source that it depends on): that package's name.
+    SharedWith(String),
+    /// Neither.
+    None,
+}
+
+/// `usr/share/doc/<pkg>/copyright` from the data member, if it is a regular file, or the
+/// package whose doc directory `usr/share/doc/<pkg>` links to.
+fn read_copyright(path: &std::path::Path, package: &str) -> Result<CopyrightFile, DebError> {
+    let dir = format!("usr/share/doc/{package}");
+    let wanted = format!("{dir}/copyright");
     let found = deb::with_member(path, DebMember::Data, |tar| {
         let mut archive = tar::Archive::new(tar);
         for entry in archive.entries()? {
             let entry = entry?;
             let name = entry.path_bytes();
             let name = name.strip_prefix(b"./").unwrap_or(&name);
+            let name = name.strip_suffix(b"/").unwrap_or(name);
+            if name == dir.as_bytes() && entry.header().entry_type().is_symlink() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                let other = target
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                return Ok(if other.is_empty() {
+                    CopyrightFile::None
+                } else {
+                    CopyrightFile::SharedWith(other)
+                });
+            }
             if name == wanted.as_bytes() {
                 if !entry.header().entry_type().is_file() {
-                    return Ok(None);
+                    return Ok(CopyrightFile::None);
                 }
                 let mut bytes = Vec::new();
                 entry.take(MAX_COPYRIGHT_BYTES).read_to_end(&mut bytes)?;
-                return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+                return Ok(CopyrightFile::Text(
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
             }
         }
-        Ok::<_, std::io::Error>(None)
+        Ok::<_, std::io::Error>(CopyrightFile::None)
     })?;
     found.map_err(|source| DebError::Io {
         path: path.to_path_buf(),
@@ -305,22 +363,23 @@ fn dep5_expression(value: &str, refs: &mut LicenseRefs) -> Option<String> {
             groups.push(Vec::new());
         }
     }
+    let grouped = |e: String| if e.contains(' ') { format!("({e})") } else { e };
     let mut out = String::new();
     for (i, group) in groups.iter().enumerate() {
-        let mut words: &[String] = group;
-        if i > 0 {
-            let (op, rest) = words.split_first()?;
-            let op = match op.to_ascii_lowercase().as_str() {
-                "and" => "AND",
-                "or" => "OR",
-                _ => return None,
-            };
-            out = format!("({out}) {op} ");
-            words = rest;
+        if i == 0 {
+            out = group_expression(group, refs)?;
+            continue;
         }
-        out.push_str(&group_expression(words, refs)?);
+        let (op, rest) = group.split_first()?;
+        let op = match op.to_ascii_lowercase().as_str() {
+            "and" => "AND",
+            "or" => "OR",
+            _ => return None,
+        };
+        // `A or B, and C or D`: each side of the comma is one operand.
+        let right = grouped(group_expression(rest, refs)?);
+        out = format!("{} {op} {right}", grouped(out));
     }
-    // A single group needs no parentheses of its own.
     Some(out)
 }
 
@@ -661,6 +720,17 @@ mod tests {
                 "LicenseRef-public-domain".to_string(),
                 "Nobody owns this.\n\nReally.".to_string()
             )]
+        );
+        let comma = dep5.replace(
+            "License: BSD-3-clause and ISC or MIT",
+            "License: REGCOMP, and GPL-1+ or Artistic",
+        );
+        assert!(
+            dep5_license(&comma)
+                .unwrap()
+                .ends_with("AND (LicenseRef-REGCOMP AND (GPL-1.0-or-later OR Artistic-1.0-Perl))"),
+            "{:?}",
+            dep5_license(&comma)
         );
         // Not DEP-5: the licenses named on License: lines and under common-licenses.
         let free = "This package is free software; you can redistribute it under the GPL,\n\
