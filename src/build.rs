@@ -756,13 +756,8 @@ fn build_recorded(
             claim.file_name()
         );
     }
-    let statement = crate::provenance::statement_for_build(
-        &r,
-        b,
-        claim.file_name(),
-        &claim.sha256(),
-        started,
-    )?;
+    let statement =
+        crate::provenance::statement_for_build(&r, b, claim.file_name(), &claim.sha256(), started)?;
     let provenance = crate::provenance::render_envelope(&statement, sign_key.as_ref());
     let published = claim.publish_with_sidecars(
         inputs,
@@ -851,7 +846,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
     let bad_input = e.chain().any(|c| {
         c.downcast_ref::<crate::recipe::RecipeError>().is_some()
             || c.downcast_ref::<crate::net::CaFileError>().is_some()
-            || c.downcast_ref::<crate::provenance::keys::KeyError>().is_some()
+            || c.downcast_ref::<crate::provenance::keys::KeyError>()
+                .is_some()
             || c.downcast_ref::<crate::provenance::ProvenanceError>()
                 .is_some_and(crate::provenance::ProvenanceError::is_bad_input)
             || c.downcast_ref::<crate::stage::staging::StagingError>()

@@ -320,7 +320,11 @@ fn parse_paragraph(lines: &[&str]) -> Dep5Paragraph {
         if line.starts_with([' ', '\t']) {
             if in_license && let Some((_, text)) = license.as_mut() {
                 let t = line.trim();
-                text.push(if t == "." { String::new() } else { t.to_string() });
+                text.push(if t == "." {
+                    String::new()
+                } else {
+                    t.to_string()
+                });
             }
             continue;
         }

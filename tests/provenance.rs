@@ -26,7 +26,10 @@ fn python(args: &[&str]) -> Output {
 }
 
 fn require_python_cryptography() {
-    let o = python(&["-c", "import cryptography.hazmat.primitives.asymmetric.ed25519"]);
+    let o = python(&[
+        "-c",
+        "import cryptography.hazmat.primitives.asymmetric.ed25519",
+    ]);
     assert!(
         o.status.success(),
         "python3 with `cryptography` is needed for the independent DSSE check \
@@ -91,8 +94,15 @@ fn signed_provenance_verifies_independently_and_tampering_is_refused() {
     let public = PathBuf::from(format!("{}.pub", key.display()));
     assert_eq!(stdout_path(&o), public);
     let mode = fs::metadata(&key).unwrap().permissions();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
-    assert!(!ingot(&["key", "generate", "--out", arg(&key)]).status.success());
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    assert!(
+        !ingot(&["key", "generate", "--out", arg(&key)])
+            .status
+            .success()
+    );
 
     // Another key, written by Python's `cryptography` as OpenSSL does (PKCS#8 PEM): the
     // format `--sign-key` reads whoever wrote it.
@@ -279,13 +289,7 @@ fn signed_provenance_verifies_independently_and_tampering_is_refused() {
     );
     assert!(!out.exists(), "nothing may be written for a refused key");
     // The public key is not a signing key either.
-    let o = ingot(&[
-        "verify",
-        arg(&image),
-        "--provenance",
-        "--key",
-        arg(&key),
-    ]);
+    let o = ingot(&["verify", arg(&image), "--provenance", "--key", arg(&key)]);
     assert_eq!(code(&o), Some(2), "{o:?}");
 
     // Reproducible: a second build (another key) has the same payload but for
@@ -343,7 +347,14 @@ fn rebuild_from_an_ingot_mirror_is_identical_offline_and_a_changed_script_is_ref
 
     let rebuild = |image: &Path, cache: &str| {
         Command::new("unshare")
-            .args(["-n", INGOT, "rebuild", arg(image), "--recipe", arg(&f.recipe)])
+            .args([
+                "-n",
+                INGOT,
+                "rebuild",
+                arg(image),
+                "--recipe",
+                arg(&f.recipe),
+            ])
             .args(["--mirror", &format!("file://{}", mirror.display())])
             .args(["--cache-dir", arg(&f.dir.join(cache)), "--quiet"])
             .env("TMPDIR", &tmp)

@@ -239,7 +239,10 @@ mod tests {
         let key = SignKey::generate().unwrap();
         let public_path = key.write_pair(&out).unwrap();
         let mode = std::fs::metadata(&out).unwrap().permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
         let text = std::fs::read_to_string(&out).unwrap();
         assert!(text.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{text}");
         let loaded = SignKey::load(&out).unwrap();
@@ -249,10 +252,7 @@ mod tests {
         assert!(public.verify(b"m", &loaded.sign(b"m")));
         assert!(!public.verify(b"n", &loaded.sign(b"m")));
         assert!(!format!("{loaded:?}").contains("BEGIN"));
-        assert!(matches!(
-            key.write_pair(&out),
-            Err(KeyError::Exists { .. })
-        ));
+        assert!(matches!(key.write_pair(&out), Err(KeyError::Exists { .. })));
     }
 
     #[test]

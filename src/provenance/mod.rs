@@ -138,12 +138,11 @@ pub fn statement_for_build(
     })?;
     let lock = if b.locked {
         let path = crate::lock::lock_path(recipe);
-        let (digest, _) = crate::fetch::hash_file(&path).map_err(|source| {
-            ProvenanceError::Input {
+        let (digest, _) =
+            crate::fetch::hash_file(&path).map_err(|source| ProvenanceError::Input {
                 path: path.clone(),
                 source,
-            }
-        })?;
+            })?;
         Some(LockParameter {
             path: crate::lock::LOCK_FILE_NAME.to_string(),
             sha256: digest,
@@ -170,16 +169,18 @@ pub fn statement_for_build(
     packages.sort_by(|a, b| {
         (&a.name, &a.architecture, &a.version).cmp(&(&b.name, &b.architecture, &b.version))
     });
-    dependencies.extend(packages.into_iter().map(|p| ResourceDescriptor {
-        uri: p.url(),
-        digest: sha256_digest(&p.sha256),
-        name: p.name.clone(),
-        annotations: [
-            ("version".to_string(), p.version.clone()),
-            ("architecture".to_string(), p.architecture.clone()),
-            ("suite".to_string(), p.suite.clone()),
-        ]
-        .into(),
+    dependencies.extend(packages.into_iter().map(|p| {
+        ResourceDescriptor {
+            uri: p.url(),
+            digest: sha256_digest(&p.sha256),
+            name: p.name.clone(),
+            annotations: [
+                ("version".to_string(), p.version.clone()),
+                ("architecture".to_string(), p.architecture.clone()),
+                ("suite".to_string(), p.suite.clone()),
+            ]
+            .into(),
+        }
     }));
     Ok(Statement {
         statement_type: STATEMENT_TYPE.to_string(),
@@ -335,10 +336,12 @@ pub fn verify_beside(tarball: &Path, key: &PublicKey) -> Result<ProvenanceCheck,
         recorded: recorded.to_string(),
         actual: actual.clone(),
     };
-    let recorded = statement.subject_sha256().ok_or_else(|| ProvenanceError::Malformed {
-        path: envelope.clone(),
-        message: "the statement must have exactly one subject with a sha256 digest".into(),
-    })?;
+    let recorded = statement
+        .subject_sha256()
+        .ok_or_else(|| ProvenanceError::Malformed {
+            path: envelope.clone(),
+            message: "the statement must have exactly one subject with a sha256 digest".into(),
+        })?;
     if recorded != actual {
         return Err(mismatch(&envelope, "the subject", recorded));
     }

@@ -112,7 +112,11 @@ fn recorded_inputs(tarball: &Path) -> Result<Recorded, RebuildError> {
                 record,
                 files: Some(def.external_parameters.files.clone()),
                 recipe_digest: def.external_parameters.recipe_digest.clone(),
-                lock_sha256: def.external_parameters.lock.as_ref().map(|l| l.sha256.clone()),
+                lock_sha256: def
+                    .external_parameters
+                    .lock
+                    .as_ref()
+                    .map(|l| l.sha256.clone()),
                 compression: def.internal_parameters.compression,
                 version,
             })
@@ -259,11 +263,12 @@ pub fn rebuild(
         sign_key: None,
     };
     let built = build::build_image(o, &options, reporter).map_err(|f| f.error)?;
-    let (rebuilt_sha256, _) =
-        crate::fetch::hash_file(&built.path).map_err(|source| crate::verify::VerifyError::Open {
+    let (rebuilt_sha256, _) = crate::fetch::hash_file(&built.path).map_err(|source| {
+        crate::verify::VerifyError::Open {
             path: built.path.clone(),
             source,
-        })?;
+        }
+    })?;
     let differences = if rebuilt_sha256 == sha256 {
         None
     } else {

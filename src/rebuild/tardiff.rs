@@ -139,11 +139,7 @@ pub fn compare(original: &Path, rebuilt: &Path) -> Result<TarDiff, VerifyError> 
                 format!("{}:{}", ours.owner.0, ours.owner.1),
                 format!("{}:{}", theirs.owner.0, theirs.owner.1),
             ),
-            (
-                "mtime",
-                ours.mtime.to_string(),
-                theirs.mtime.to_string(),
-            ),
+            ("mtime", ours.mtime.to_string(), theirs.mtime.to_string()),
             (
                 "xattr",
                 format!("{:?}", ours.xattrs),
