@@ -63,6 +63,9 @@ pub struct BuildOptions {
     pub json: bool,
     /// Install exactly the set of the recipe's `ingot.lock` (see [`crate::lock`]).
     pub locked: bool,
+    /// Sign `<artifact>.provenance.json` with this Ed25519 PKCS#8 PEM key (see
+    /// [`crate::provenance`]); read before anything is built.
+    pub sign_key: Option<PathBuf>,
 }
 
 /// Resolve, then download (or take from the cache) every planned `.deb`.
@@ -335,6 +338,12 @@ fn build_recorded(
     log_slot: &mut LogSlot,
     hold: &mut Option<SignalHold>,
 ) -> anyhow::Result<Built> {
+    let started = std::time::SystemTime::now();
+    let sign_key = b
+        .sign_key
+        .as_deref()
+        .map(crate::provenance::keys::SignKey::load)
+        .transpose()?;
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
         // An exact version that is taken is refused before anything is fetched (the claim
@@ -587,7 +596,25 @@ fn build_recorded(
             claim.file_name()
         );
     }
-    let published = claim.publish_with_sbom(inputs, &sbom)?;
+    let choices = crate::provenance::BuildChoices {
+        locked: b.locked,
+        compression: b.compression,
+        staging: b.staging,
+        base_cache: !b.no_base_cache,
+    };
+    let statement = crate::provenance::statement_for_build(
+        &r,
+        &choices,
+        claim.file_name(),
+        &claim.sha256(),
+        started,
+    )?;
+    let provenance = crate::provenance::render_envelope(&statement, sign_key.as_ref());
+    let published = claim.publish_with_sidecars(
+        inputs,
+        &sbom,
+        vec![(crate::provenance::SIDECAR_SUFFIX, provenance)],
+    )?;
     recorder.log(&format!("published {}", published.path.display()));
     Ok(Built {
         path: published.path,

@@ -8,7 +8,8 @@
 //! suites and a plan that every verb takes; [`cache`] owns the cache's layout. [`lock`] is
 //! the file format that pins a resolution for `build --locked`,
 //! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
-//! contains and [`outdated`] says when a rebuild is due.
+//! contains, [`provenance`] proves where it came from, [`rebuild`] re-does a build and
+//! compares, and [`outdated`] says when a rebuild is due.
 #![deny(missing_docs)]
 
 pub mod archive;
@@ -27,6 +28,8 @@ pub mod net;
 pub mod outdated;
 pub mod plan;
 pub mod progress;
+pub mod provenance;
+pub mod rebuild;
 pub mod recipe;
 pub mod resolve;
 pub mod sbom;

@@ -141,6 +141,11 @@ enum Command {
         /// naming what differs, if the recipe, a script or any file changed.
         #[arg(long, env = "INGOT_LOCKED")]
         locked: bool,
+        /// Sign <artifact>.provenance.json with this Ed25519 private key (PKCS#8 PEM, as
+        /// `openssl genpkey -algorithm ed25519` or `ingot key generate` writes), e.g.
+        /// --sign-key ~/.config/ingot/signing.pem.
+        #[arg(long, env = "INGOT_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
     },
     /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
     ///
@@ -186,12 +191,37 @@ enum Command {
     /// Check a tarball against the golden-image contract.
     ///
     /// Example: ingot verify out/ubuntu-24.04-lxc-rootfs-v1.tar.gz --json
+    ///
+    /// With --provenance: also check <tarball>.provenance.json's signature under --key, that
+    /// its subject is the tarball's SHA-256, and that the manifest and SBOM beside it record
+    /// the same digest, e.g. ingot verify out/img-v1.tar.gz --provenance --key signing.pem.pub
     Verify {
         /// The image tarball (.tar, .tar.gz, .tar.zst, .tar.xz).
         tarball: PathBuf,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
+        /// Check the provenance beside the tarball too (a missing one is a failure).
+        #[arg(long, requires = "key")]
+        provenance: bool,
+        /// The Ed25519 public key (SPKI PEM) the provenance must be signed with.
+        #[arg(long, requires = "provenance")]
+        key: Option<PathBuf>,
+    },
+    /// Rebuild a published image from its recipe and lock, and compare the bytes.
+    ///
+    /// Reads the provenance (or manifest) beside TARBALL, refuses a recipe folder whose files
+    /// differ from the recorded ones, builds --locked into a private temporary directory
+    /// (nothing is published) and exits 0 with "identical", or 1 with the first differing
+    /// tar entries. Example: ingot rebuild out/img-v1.tar.gz --recipe recipes/ubuntu-24.04
+    /// --mirror file:///srv/ingot-mirror
+    Rebuild(RebuildArgs),
+    /// Manage provenance signing keys.
+    ///
+    /// Example: ingot key generate --out ~/.config/ingot/signing.pem
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
     },
     /// Upload an image to Proxmox storage as a container template, through the API with a token.
     ///
@@ -252,6 +282,47 @@ struct UploadArgs {
     /// Print volid, size and checksum as JSON.
     #[arg(long)]
     json: bool,
+    /// Refuse, before any request, an image whose provenance is not signed by this Ed25519
+    /// public key (SPKI PEM) or does not match it (as `ingot verify --provenance --key`).
+    #[arg(long, env = "PM_REQUIRE_SIGNATURE")]
+    require_signature: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RebuildArgs {
+    /// The published image tarball to rebuild.
+    tarball: PathBuf,
+    /// The recipe folder (with its ingot.lock) the image was built from.
+    #[arg(long)]
+    recipe: PathBuf,
+    /// Use this archive root for every suite, e.g. a DIR written by `ingot mirror`.
+    #[arg(long, env = "INGOT_MIRROR")]
+    mirror: Option<String>,
+    /// Accept a signed Release older than the newest one seen (see `ingot build`).
+    #[arg(long, env = "INGOT_ALLOW_OLDER", value_parser = clap::builder::FalseyValueParser::new())]
+    allow_older: bool,
+    /// Content-addressed download cache [default: $XDG_CACHE_HOME/ingot].
+    #[arg(long, env = "INGOT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Parallel downloads.
+    #[arg(long, short = 'j', env = "INGOT_JOBS", default_value_t = 8)]
+    jobs: usize,
+    /// Trust only the CA certificates of this PEM file for https:// mirrors.
+    #[arg(long, env = "INGOT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Write a new Ed25519 key pair: FILE (PKCS#8 PEM, mode 0600) and FILE.pub (SPKI PEM).
+    Generate {
+        /// The private key's file (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -331,6 +402,7 @@ fn main() -> ExitCode {
             staging,
             json,
             locked,
+            sign_key,
         } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
@@ -344,10 +416,37 @@ fn main() -> ExitCode {
                 staging,
                 json,
                 locked,
+                sign_key,
             },
             verbose,
         ),
-        Command::Verify { tarball, json } => cli::verify(&tarball, json),
+        Command::Verify {
+            tarball,
+            json,
+            provenance,
+            key,
+        } => match key.filter(|_| provenance) {
+            Some(key) => cli::provenance::verify(&tarball, &key, json),
+            None => cli::verify(&tarball, json),
+        },
+        Command::Rebuild(a) => cli::provenance::rebuild(
+            &CommonOptions {
+                recipe: a.recipe,
+                mirror: a.mirror,
+                allow_expired: false,
+                allow_older: a.allow_older,
+                cache_dir: a.cache_dir,
+                jobs: a.jobs,
+                quiet,
+                ca_file: a.ca_file,
+            },
+            &a.tarball,
+            a.json,
+            verbose,
+        ),
+        Command::Key {
+            action: KeyAction::Generate { out },
+        } => cli::provenance::key_generate(&out),
         Command::Doctor { json } => cli::doctor(json),
         Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {
@@ -365,6 +464,7 @@ fn main() -> ExitCode {
                 task_timeout: a.task_timeout,
                 json: a.json,
                 quiet,
+                require_signature: a.require_signature,
             },
             verbose,
         ),

@@ -12,7 +12,8 @@ RECIPE=${RECIPE:-$ROOT_DIR/recipes/ubuntu-24.04}
 MIRROR=${E2E_MIRROR:-http://archive.ubuntu.com/ubuntu}
 BUILD_USER=${E2E_USER:-ingot-e2e}
 WORK=${E2E_WORK:-/var/tmp/ingot-e2e}
-STEPS=${E2E_STEPS:-resolve build reproducible tarformat verify dpkg mmdebstrap versions sandbox boot}
+STEPS=${E2E_STEPS:-resolve build reproducible provenance tarformat verify dpkg mmdebstrap versions sandbox boot}
+PYSPDXTOOLS=${PYSPDXTOOLS:-/opt/spdx-tools/bin/pyspdxtools}
 
 declare -A TIMES=()
 fail() { echo "e2e: FAIL: $*" >&2; echo "e2e: ${#TIMES[@]} passed, 1 failed"; exit 1; }
@@ -79,14 +80,36 @@ do_build() {
 
 do_reproducible() {
   # Real root, another TZ and umask, another output directory, the staging tree on disk
-  # (the rootless build's was on a tmpfs): same bytes.
+  # (the rootless build's was on a tmpfs): same bytes. This one signs its provenance.
+  rm -f "$WORK/signing.pem" "$WORK/signing.pem.pub"
+  "$INGOT" key generate --out "$WORK/signing.pem" || return 1
   (umask 077; TZ=Asia/Tokyo "$INGOT" build "$RECIPE_COPY" --out "$WORK/root-out" --next \
-      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE" --staging disk) || return 1
+      --mirror "$MIRROR" --cache-dir "$ROOT_CACHE" --staging disk --sign-key "$WORK/signing.pem") || return 1
   ROOT_IMAGE=$(ls "$WORK"/root-out/*-v1.tar.gz)
   local a b
   a=$(sha256sum < "$USER_IMAGE"); b=$(sha256sum < "$ROOT_IMAGE")
   echo "rootless: $a"; echo "root:     $b"
   [ "$a" = "$b" ] || { echo "builds differ"; return 1; }
+}
+
+do_provenance() {
+  local root=${ROOT_IMAGE:-$(ls "$WORK"/root-out/*-v1.tar.gz)}
+  # An independent DSSE verifier (Python's cryptography), then ingot's own check.
+  python3 scripts/dsse-verify.py "$root" "$WORK/signing.pem.pub" || return 1
+  "$INGOT" verify "$root" --provenance --key "$WORK/signing.pem.pub" | tail -1 || return 1
+  # Two builds (rootless and root), byte-identical SBOMs, valid for the SPDX validator,
+  # at most 10% of the packages without a declared license.
+  cmp "$USER_IMAGE.spdx.json" "$root.spdx.json" || { echo "the two builds' SBOMs differ"; return 1; }
+  "$PYSPDXTOOLS" -i "$USER_IMAGE.spdx.json" || { echo "pyspdxtools refuses the SBOM"; return 1; }
+  python3 - "$USER_IMAGE.spdx.json" <<'PY' || return 1
+import json, sys
+doc = json.load(open(sys.argv[1]))
+pkgs = [p for p in doc["packages"] if p["SPDXID"] != "SPDXRef-Image"]
+none = sorted(p["name"] for p in pkgs if p["licenseDeclared"] == "NOASSERTION")
+print(f"SBOM: {len(pkgs)} packages, {len(none)} NOASSERTION ({100 * len(none) / len(pkgs):.1f} %): {' '.join(none)}")
+print(f"SBOM: {len(doc.get('hasExtractedLicensingInfos', []))} LicenseRef texts")
+sys.exit(0 if len(none) * 10 <= len(pkgs) else 1)
+PY
 }
 
 do_tarformat() {
@@ -163,6 +186,8 @@ step resolve do_resolve
 step build do_build
 USER_IMAGE=${USER_IMAGE:-$(ls "$WORK"/user-out/*-v1.tar.gz 2>/dev/null || true)}
 step reproducible do_reproducible
+ROOT_IMAGE=${ROOT_IMAGE:-$(ls "$WORK"/root-out/*-v1.tar.gz 2>/dev/null || true)}
+step provenance do_provenance
 step tarformat do_tarformat
 step verify do_verify
 step dpkg do_dpkg

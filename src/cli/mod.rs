@@ -7,6 +7,7 @@
 //! `src/cli/` and `main.rs` prints (`tests/code_structure.rs` fails if something does).
 
 pub mod exit;
+pub mod provenance;
 pub mod render;
 pub mod upload;
 

@@ -319,6 +319,17 @@ pub fn verify_tarball(path: &Path) -> Result<Report, VerifyError> {
     verify_reader(path, std::io::BufReader::with_capacity(1 << 20, file))
 }
 
+/// The decompressed tar stream of the tarball at `path`, whatever its compression (detected
+/// by magic, as [`verify_tarball`] does): for readers other than the contract's (`rebuild`'s
+/// entry-by-entry comparison).
+pub fn open_tar_stream(path: &Path) -> Result<(Compression, Box<dyn Read>), VerifyError> {
+    let file = std::fs::File::open(path).map_err(|source| VerifyError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decompress::open(path, std::io::BufReader::with_capacity(1 << 20, file))
+}
+
 /// Like [`verify_tarball`], for a tarball that is already open; `name` is used in the report
 /// and in errors.
 pub fn verify_reader(name: &Path, reader: impl Read) -> Result<Report, VerifyError> {
