@@ -832,6 +832,8 @@ pub fn exit_code(e: &anyhow::Error) -> u8 {
             || c.downcast_ref::<crate::net::CaFileError>().is_some()
             || c.downcast_ref::<crate::stage::staging::StagingError>()
                 .is_some()
+            || c.downcast_ref::<crate::scaffold::ScaffoldError>()
+                .is_some_and(crate::scaffold::ScaffoldError::is_bad_input)
             || matches!(
                 c.downcast_ref::<verify::VerifyError>(),
                 Some(verify::VerifyError::Open { .. })

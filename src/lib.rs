@@ -6,12 +6,14 @@
 //! with [`verify`] checking the golden-image contract on any tarball; [`net`] is the transport
 //! that `archive` and `fetch` share. [`lock`] pins a resolution for `build --locked`,
 //! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
-//! contains and [`outdated`] says when a rebuild is due.
+//! contains and [`outdated`] says when a rebuild is due. [`catalog`] finds recipes and keyrings
+//! by name, [`scaffold`] writes a new recipe folder from an existing one.
 #![deny(missing_docs)]
 
 pub mod archive;
 pub mod artifact;
 pub mod build;
+pub mod catalog;
 pub mod deb;
 pub mod epoch;
 pub mod export;
@@ -25,6 +27,7 @@ pub mod plan;
 pub mod progress;
 pub mod recipe;
 pub mod sbom;
+pub mod scaffold;
 pub mod signal_hold;
 pub mod stage;
 pub mod upload;

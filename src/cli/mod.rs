@@ -5,6 +5,8 @@
 //! under `src/cli/`) returning `anyhow::Result<ExitCode>`. Errors returned from a verb are
 //! printed once by `main`, as one line, with the exit code of [`ingot::build::exit_code`].
 
+pub mod assets;
+pub mod recipes;
 pub mod render;
 
 use std::io::Write;

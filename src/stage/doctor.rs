@@ -97,22 +97,7 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
                 ),
             },
         );
-        checks.push(
-            match read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") {
-                Some(1) => Check::fail(
-                    "apparmor userns restriction",
-                    "AppArmor restricts unprivileged user namespaces \
-                     (kernel.apparmor_restrict_unprivileged_userns = 1, Ubuntu 24.04); fix: \
-                     install an AppArmor profile for ingot with `userns,` or sysctl -w \
-                     kernel.apparmor_restrict_unprivileged_userns=0",
-                ),
-                Some(n) => Check::pass(
-                    "apparmor userns restriction",
-                    format!("kernel.apparmor_restrict_unprivileged_userns = {n}"),
-                ),
-                None => Check::pass("apparmor userns restriction", "not present on this kernel"),
-            },
-        );
+        checks.push(super::apparmor::userns_check_here());
         let user = idmap::caller_name(uid);
         checks.push(subid_check(
             &user,

@@ -125,6 +125,7 @@ impl StageSpec {
     }
 }
 
+pub mod apparmor;
 pub mod base_cache;
 mod child;
 pub mod confined;
