@@ -88,7 +88,8 @@ pub fn valid_recipe_name(name: &str) -> bool {
     !b.is_empty()
         && b.len() <= 100
         && b[0].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(c))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._+-".contains(c))
 }
 
 /// The folder `ingot new NAME` writes by default: `recipes/NAME` in the working directory,
@@ -154,12 +155,14 @@ fn assemble(
     let reference = string_key(&text, "source", "keyring").unwrap_or_default();
     // The temporary folder sits beside the destination, so a relative reference resolves from
     // it exactly as it will from the destination.
-    let same_keyring = |path: &Path| match (std::fs::read(path), std::fs::read(&source.source.keyring)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    };
-    let resolves = crate::catalog::resolve_keyring(work, &reference, &crate::catalog::search_roots())
-        .is_ok_and(|p| same_keyring(&p));
+    let same_keyring =
+        |path: &Path| match (std::fs::read(path), std::fs::read(&source.source.keyring)) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+    let resolves =
+        crate::catalog::resolve_keyring(work, &reference, &crate::catalog::search_roots())
+            .is_ok_and(|p| same_keyring(&p));
     let keyring_rewritten = !resolves;
     if keyring_rewritten {
         let absolute = source
@@ -240,9 +243,7 @@ fn copy_tree(
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
         let rel_path = rel.join(entry.file_name());
-        if rel.as_os_str().is_empty()
-            && NOT_COPIED.iter().any(|n| entry.file_name() == *n)
-        {
+        if rel.as_os_str().is_empty() && NOT_COPIED.iter().any(|n| entry.file_name() == *n) {
             continue;
         }
         let src = from.join(&rel_path);
@@ -353,7 +354,8 @@ fn set_string_key(text: &str, section: &str, key: &str, value: &str) -> String {
 mod tests {
     use super::*;
 
-    const TEXT: &str = "[image]\nname = \"old\"   # the prefix\n\n[source]\nkeyring = \"../../keyrings/k.gpg\"\n";
+    const TEXT: &str =
+        "[image]\nname = \"old\"   # the prefix\n\n[source]\nkeyring = \"../../keyrings/k.gpg\"\n";
 
     #[test]
     fn keys_are_read_and_set_in_their_section() {

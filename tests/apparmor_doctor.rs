@@ -22,7 +22,10 @@ impl Host {
         self
     }
     fn restricted(&self) -> &Host {
-        self.write("proc/sys/kernel/apparmor_restrict_unprivileged_userns", "1\n")
+        self.write(
+            "proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+            "1\n",
+        )
     }
     fn with_shipped_profile(&self) -> &Host {
         let shipped = Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/apparmor.d/ingot");
@@ -45,7 +48,10 @@ fn no_restriction_passes() {
     let h = Host::new();
     let c = userns_check(h.root(), &packaged());
     assert!(c.ok && c.message.contains("not present"), "{c}");
-    h.write("proc/sys/kernel/apparmor_restrict_unprivileged_userns", "0\n");
+    h.write(
+        "proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+        "0\n",
+    );
     let c = userns_check(h.root(), Path::new("/anywhere/ingot"));
     assert!(c.ok, "{c}");
 }
@@ -57,7 +63,8 @@ fn restricted_without_the_profile_says_to_install_the_package() {
     let c = userns_check(h.root(), &packaged());
     assert!(!c.ok, "{c}");
     assert!(
-        c.message.contains("apparmor_restrict_unprivileged_userns = 1")
+        c.message
+            .contains("apparmor_restrict_unprivileged_userns = 1")
             && c.message.contains("/etc/apparmor.d/ingot")
             && c.message.contains("fix: install the ingot package")
             && c.message.contains("sudo apt-get install ./ingot_"),
@@ -65,7 +72,11 @@ fn restricted_without_the_profile_says_to_install_the_package() {
     );
     // A file of that name without `userns,` for /usr/bin/ingot is not the shipped profile.
     h.write("etc/apparmor.d/ingot", "profile ingot /usr/bin/ingot {}\n");
-    assert!(userns_check(h.root(), &packaged()).message.contains("no AppArmor profile"));
+    assert!(
+        userns_check(h.root(), &packaged())
+            .message
+            .contains("no AppArmor profile")
+    );
 }
 
 #[test]
@@ -77,7 +88,8 @@ fn restricted_with_the_profile_installed_but_not_loaded_says_how_to_load_it() {
     assert!(!c.ok, "{c}");
     assert!(
         c.message.contains("installed but not loaded")
-            && c.message.ends_with("fix: sudo apparmor_parser -r /etc/apparmor.d/ingot"),
+            && c.message
+                .ends_with("fix: sudo apparmor_parser -r /etc/apparmor.d/ingot"),
         "{c}"
     );
 }
@@ -86,10 +98,14 @@ fn restricted_with_the_profile_installed_but_not_loaded_says_how_to_load_it() {
 fn restricted_with_the_profile_for_another_binary_says_to_run_the_packaged_one() {
     let h = Host::new();
     h.restricted().with_shipped_profile();
-    let c = userns_check(h.root(), Path::new("/home/u/src/ingot/target/release/ingot"));
+    let c = userns_check(
+        h.root(),
+        Path::new("/home/u/src/ingot/target/release/ingot"),
+    );
     assert!(!c.ok, "{c}");
     assert!(
-        c.message.contains("allows only /usr/bin/ingot, not /home/u/src/ingot/target/release/ingot")
+        c.message
+            .contains("allows only /usr/bin/ingot, not /home/u/src/ingot/target/release/ingot")
             && c.message.ends_with("fix: run /usr/bin/ingot instead"),
         "{c}"
     );
@@ -103,7 +119,10 @@ fn restricted_and_running_under_the_profile_passes() {
     h.write("proc/self/attr/current", "unconfined\n");
     h.write("proc/self/attr/apparmor/current", "ingot (unconfined)\n");
     let c = userns_check(h.root(), &packaged());
-    assert!(c.ok && c.message.contains("runs under the AppArmor profile ingot"), "{c}");
+    assert!(
+        c.ok && c.message.contains("runs under the AppArmor profile ingot"),
+        "{c}"
+    );
     let h = Host::new();
     h.restricted().with_shipped_profile();
     h.write("proc/self/attr/current", "ingot (unconfined)\0");
@@ -120,12 +139,22 @@ fn restricted_loaded_but_not_in_force_says_to_run_again() {
         "lsb_release (enforce)\ningot (unconfined)\n",
     );
     let c = userns_check(h.root(), &packaged());
-    assert!(!c.ok && c.message.contains("is loaded but this process did not start under it"), "{c}");
+    assert!(
+        !c.ok
+            && c.message
+                .contains("is loaded but this process did not start under it"),
+        "{c}"
+    );
     // Another profile whose name starts with "ingot" is not ours.
-    h.write("sys/kernel/security/apparmor/profiles", "ingotx (enforce)\n");
-    assert!(userns_check(h.root(), &packaged())
-        .message
-        .contains("installed but not loaded"));
+    h.write(
+        "sys/kernel/security/apparmor/profiles",
+        "ingotx (enforce)\n",
+    );
+    assert!(
+        userns_check(h.root(), &packaged())
+            .message
+            .contains("installed but not loaded")
+    );
 }
 
 #[test]

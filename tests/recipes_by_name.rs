@@ -79,7 +79,7 @@ impl Roots {
             .env("XDG_CONFIG_HOME", self.path("config"))
             .env("INGOT_DATA_DIR", self.path("sys"))
             .env("INGOT_CACHE_DIR", self.path("cache"))
-            .env("INGOT_QUIET", "1")
+            .env("INGOT_QUIET", "true")
             .env_remove("SOURCE_DATE_EPOCH")
             .output()
             .unwrap()
@@ -177,7 +177,9 @@ fn a_recipe_name_is_found_in_the_roots_in_order_with_its_keyring() {
     assert_eq!(rows, [("mini", "user", true), ("mini", "system", false)]);
     assert_eq!(
         recipes[0]["keyring"].as_str().unwrap(),
-        r.path("sys/keyrings/mini-archive-keyring.gpg").to_str().unwrap()
+        r.path("sys/keyrings/mini-archive-keyring.gpg")
+            .to_str()
+            .unwrap()
     );
     assert_eq!(recipes[0]["image"], "mini-rootfs");
     let roots: Vec<&str> = listed["search_path"]
@@ -229,7 +231,11 @@ fn a_recipe_name_is_found_in_the_roots_in_order_with_its_keyring() {
     let err = bad_input(&r.ingot(&["resolve", "mini", "--mirror", &mirror]));
     assert!(
         err.contains("source.keyring")
-            && err.contains(r.path("sys/keyrings/mini-archive-keyring.gpg").to_str().unwrap()),
+            && err.contains(
+                r.path("sys/keyrings/mini-archive-keyring.gpg")
+                    .to_str()
+                    .unwrap()
+            ),
         "{err}"
     );
 }
@@ -253,9 +259,11 @@ fn ingot_new_writes_a_recipe_that_builds_by_name() {
     names.sort();
     // The source's lock is not copied; the README is a stub of its own.
     assert_eq!(names, ["README.md", "provision.sh", "recipe.toml"]);
-    assert!(fs::read_to_string(dir.join("README.md"))
-        .unwrap()
-        .starts_with("# my-mini\n"));
+    assert!(
+        fs::read_to_string(dir.join("README.md"))
+            .unwrap()
+            .starts_with("# my-mini\n")
+    );
     let me = nix::unistd::geteuid().as_raw();
     for n in &names {
         let meta = fs::metadata(dir.join(n)).unwrap();
@@ -306,7 +314,11 @@ fn ingot_new_refuses_and_writes_nothing() {
     assert!(err.contains("already exists"), "{err}");
     assert_eq!(snapshot(&r.work()), before_empty);
     fs::remove_dir(r.work().join("recipes/empty")).unwrap();
-    assert_eq!(snapshot(&r.work()), before, "nothing written, nothing left behind");
+    assert_eq!(
+        snapshot(&r.work()),
+        before,
+        "nothing written, nothing left behind"
+    );
 
     // A fresh working directory: a refused `new` does not even create `recipes/`.
     let fresh = r.path("fresh");

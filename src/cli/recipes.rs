@@ -56,7 +56,11 @@ pub fn list(json: bool) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let width = found.iter().map(|f| f.name.len()).max().unwrap_or(4).max(4);
-    writeln!(out, "{:<width$}  {:<6}  {:<32}  PATH", "NAME", "ROOT", "IMAGE")?;
+    writeln!(
+        out,
+        "{:<width$}  {:<6}  {:<32}  PATH",
+        "NAME", "ROOT", "IMAGE"
+    )?;
     for (f, r) in found.iter().zip(&loaded) {
         let what = match r {
             Ok(r) => r.image.name.clone(),

@@ -37,9 +37,10 @@ fn current_label(root: &Path) -> Option<String> {
 /// not to ordinary users).
 fn profile_loaded(root: &Path) -> Option<bool> {
     let list = std::fs::read_to_string(root.join("sys/kernel/security/apparmor/profiles")).ok()?;
-    Some(list.lines().any(|l| {
-        l.split(" (").next() == Some(PROFILE_NAME)
-    }))
+    Some(
+        list.lines()
+            .any(|l| l.split(" (").next() == Some(PROFILE_NAME)),
+    )
 }
 
 /// The check for a process running `exe`, with every host path under `root`.
