@@ -6,7 +6,7 @@
 //! Every path is read under a host root (`/` in use, a prepared folder in tests), so the
 //! decision is testable on a kernel without AppArmor. Reads only; never loads anything.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::doctor::Check;
 
@@ -102,10 +102,4 @@ pub fn userns_check(root: &Path, exe: &Path) -> Check {
             profile.display()
         )),
     }
-}
-
-/// [`userns_check`] for this host and this process.
-pub(crate) fn userns_check_here() -> Check {
-    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"));
-    userns_check(Path::new("/"), &exe)
 }

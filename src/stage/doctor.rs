@@ -97,7 +97,8 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
                 ),
             },
         );
-        checks.push(super::apparmor::userns_check_here());
+        // The binary re-executed into the namespace is the one the profile must cover.
+        checks.push(super::apparmor::userns_check(Path::new("/"), exe));
         let user = idmap::caller_name(uid);
         checks.push(subid_check(
             &user,
