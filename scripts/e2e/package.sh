@@ -40,7 +40,7 @@ as_user "cd /tmp && lintian --fail-on error --tag-display-limit 0 '$ROOT_DIR/$DE
 sed 's/^/  lintian: /' "$PKG/lintian.txt"
 ok "lintian: no errors, $(grep -c '^W: ' "$PKG/lintian.txt" || true) warnings ($((SECONDS - t0)) s)"
 
-DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall "./$DEB" >/dev/null \
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --reinstall "./$DEB" >/dev/null \
   || fail "apt-get install ./$DEB"
 for f in /usr/bin/ingot /etc/apparmor.d/ingot /usr/share/ingot/recipes/ubuntu-24.04/recipe.toml \
          /usr/share/ingot/keyrings/ubuntu-archive-keyring.gpg /usr/share/man/man1/ingot.1.gz \
@@ -103,6 +103,11 @@ MANWIDTH=80 man --warnings ingot-build > "$PKG/man.txt" 2> "$PKG/man.err" || fai
 grep -q -- "--out" "$PKG/man.txt" || fail "man ingot-build does not document --out"
 ok "man ingot-build renders ($(wc -l < "$PKG/man.txt") lines)"
 
+# bash loads the completion (zsh and fish are not on this host: their files are checked above).
+bash -c '. /usr/share/bash-completion/completions/ingot && complete -p ingot' | grep -q ' ingot$' \
+  || fail "bash cannot load /usr/share/bash-completion/completions/ingot"
+ok "bash completion loads"
+
 # The AppArmor profile parses with AppArmor 4's parser (Ubuntu 24.04's): its .deb and libc6's,
 # resolved and downloaded by the installed ingot from the signed archive, run through their
 # own dynamic loader (no chroot, nothing installed).
@@ -147,7 +152,7 @@ if command -v apparmor_parser >/dev/null && ! apparmor_parser -Q -K < /etc/appar
   ok "the postinst disabled the profile for this host's older AppArmor ($(apparmor_parser --version | head -n 1))"
 fi
 
-DEBIAN_FRONTEND=noninteractive apt-get purge -y -qq ingot >/dev/null || fail "apt-get purge ingot"
+DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 purge -y -qq ingot >/dev/null || fail "apt-get purge ingot"
 for f in /usr/bin/ingot /etc/apparmor.d/ingot /etc/apparmor.d/disable/ingot /etc/apparmor.d/local/ingot /usr/share/ingot; do
   [ ! -e "$f" ] && [ ! -L "$f" ] || fail "$f left behind by apt-get purge"
 done
