@@ -9,13 +9,15 @@
 //! the file format that pins a resolution for `build --locked`,
 //! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
 //! contains, [`provenance`] proves where it came from, [`rebuild`] re-does a build and
-//! compares, and [`outdated`] says when a rebuild is due.
+//! compares, and [`outdated`] says when a rebuild is due. [`catalog`] finds recipes and
+//! keyrings by name, [`scaffold`] writes a new recipe folder from an existing one.
 #![deny(missing_docs)]
 
 pub mod archive;
 pub mod artifact;
 pub mod build;
 pub mod cache;
+pub mod catalog;
 pub mod choice;
 pub mod deb;
 pub mod epoch;
@@ -33,6 +35,7 @@ pub mod rebuild;
 pub mod recipe;
 pub mod resolve;
 pub mod sbom;
+pub mod scaffold;
 pub mod signal_hold;
 pub mod stage;
 pub mod upload;

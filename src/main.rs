@@ -57,7 +57,8 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct SourceArgs {
-    /// The recipe: its folder or its recipe.toml.
+    /// The recipe: its name (looked up in ./recipes/, $XDG_CONFIG_HOME/ingot/recipes/,
+    /// /usr/share/ingot/recipes/), its folder or its recipe.toml.
     recipe: PathBuf,
     /// Use this archive root for every suite (http://, https:// or file://), e.g. a local mirror.
     #[arg(long, env = "INGOT_MIRROR")]
@@ -237,9 +238,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the recipes found by name, and where: ./recipes/, then
+    /// $XDG_CONFIG_HOME/ingot/recipes/, then /usr/share/ingot/recipes/.
+    ///
+    /// Example: ingot recipes --json
+    Recipes {
+        /// Print JSON (the search path and each recipe).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new recipe folder of your own from an existing recipe, and say what to edit.
+    ///
+    /// Example: ingot new my-image --from ubuntu-24.04 && ingot build my-image
+    New {
+        /// The new recipe's name (also its image name).
+        name: String,
+        /// The recipe to start from: a name (see `ingot recipes`) or a path.
+        #[arg(long, default_value = "ubuntu-24.04")]
+        from: PathBuf,
+        /// The folder to write [default: recipes/NAME]; refused if it exists.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: the namespaced build child.
     #[command(name = "__stage", hide = true)]
     Stage { spec: PathBuf },
+    /// Internal (packaging): write the man pages and shell completions into DIR.
+    #[command(name = "__generate-assets", hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 #[derive(Args)]
@@ -448,6 +477,16 @@ fn main() -> ExitCode {
             action: KeyAction::Generate { out },
         } => cli::provenance::key_generate(&out),
         Command::Doctor { json } => cli::doctor(json),
+        Command::Recipes { json } => cli::recipes::list(json),
+        Command::New {
+            name,
+            from,
+            dir,
+            json,
+        } => cli::recipes::new(&name, &from, dir, json),
+        Command::GenerateAssets { dir } => {
+            cli::assets::generate(<Cli as clap::CommandFactory>::command(), &dir)
+        }
         Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {
                 tarball: a.tarball,

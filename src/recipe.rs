@@ -1,7 +1,8 @@
 //! Recipes: `recipes/<name>/recipe.toml` and the scripts beside it, parsed and validated.
 //!
 //! This module owns the recipe format and its error messages (file, line, key, what was
-//! expected). It never touches the network or the filesystem beyond the recipe's own folder.
+//! expected). It never touches the network, nor the filesystem beyond the recipe's own folder
+//! and the search path of [`crate::catalog`] (a recipe by name, a keyring by file name).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -157,6 +158,9 @@ pub enum RecipeError {
         /// The parser's message, flattened to one line.
         message: String,
     },
+    /// A recipe given by name that no folder of the search path holds.
+    #[error(transparent)]
+    NotFound(#[from] crate::catalog::RecipeNotFound),
     /// A value is present but wrong.
     #[error("{path}:{line}: `{key}`: {message}")]
     Invalid {
@@ -181,8 +185,10 @@ pub struct RecipeOverrides {
 }
 
 impl Recipe {
-    /// Load `RECIPE`, which is the recipe's folder or its `recipe.toml`.
+    /// Load `RECIPE`, which is the recipe's folder, its `recipe.toml`, or a recipe's name
+    /// looked up in the search path ([`crate::catalog::locate_recipe`]).
     pub fn load(path: &Path, overrides: &RecipeOverrides) -> Result<Recipe, RecipeError> {
+        let path = &crate::catalog::locate_recipe(path, &crate::catalog::search_roots())?;
         let file = if path.is_dir() {
             path.join("recipe.toml")
         } else {
@@ -295,16 +301,32 @@ impl Recipe {
                 mirror,
             });
         }
-        let keyring = dir.join(&raw.source.keyring);
-        if !keyring.is_file() {
-            return Err(invalid(
+        let keyring = crate::catalog::resolve_keyring(
+            dir,
+            &raw.source.keyring,
+            &crate::catalog::search_roots(),
+        )
+        .map_err(|tried| {
+            invalid(
                 "source.keyring",
                 format!(
-                    "expected an OpenPGP keyring file, {} does not exist",
-                    keyring.display()
+                    "expected an OpenPGP keyring file, {} does not exist{}",
+                    tried[0].display(),
+                    if tried.len() > 1 {
+                        format!(
+                            " (nor does {})",
+                            tried[1..]
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        String::new()
+                    }
                 ),
-            ));
-        }
+            )
+        })?;
 
         let mut include = Vec::new();
         for p in &raw.packages.include {

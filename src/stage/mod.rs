@@ -125,7 +125,9 @@ impl StageSpec {
     }
 }
 
+pub mod apparmor;
 pub mod base_cache;
+mod check;
 mod child;
 pub mod confined;
 pub mod doctor;
@@ -139,7 +141,7 @@ mod signals;
 mod spawn;
 pub mod staging;
 
-pub use doctor::Check;
+pub use check::Check;
 
 /// A stage failure, as one line for the user.
 #[derive(Debug, thiserror::Error)]
