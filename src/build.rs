@@ -46,6 +46,8 @@ pub struct CommonOptions {
     pub quiet: bool,
     /// Trust only the CA certificates of this PEM file for `https://` mirrors.
     pub ca_file: Option<PathBuf>,
+    /// `--suite-mirror SUITE=URL`, each over `--mirror` for its suite.
+    pub suite_mirrors: Vec<String>,
 }
 
 impl CommonOptions {
@@ -65,6 +67,7 @@ impl CommonOptions {
             &RecipeOverrides {
                 mirror: self.mirror.clone(),
                 allow_expired: self.allow_expired,
+                suite_mirrors: self.suite_mirrors.clone(),
             },
         )
     }
@@ -551,6 +554,7 @@ fn build_recorded(
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
         base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
         staging_tmpfs: None,
+        script_env: crate::policy::script_env(&r.recipe),
     };
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod mirror;
 pub mod net;
 pub mod outdated;
+pub mod policy;
 pub mod plan;
 pub mod progress;
 pub mod recipe;

@@ -46,6 +46,10 @@ struct SourceArgs {
     /// Use this archive root for every suite (http://, https:// or file://), e.g. a local mirror.
     #[arg(long, env = "INGOT_MIRROR")]
     mirror: Option<String>,
+    /// One suite's archive root, over --mirror (repeatable), e.g. Debian's separate security
+    /// archive: --suite-mirror trixie-security=http://mirror.example/debian-security.
+    #[arg(long = "suite-mirror", value_name = "SUITE=URL", env = "INGOT_SUITE_MIRRORS", value_delimiter = ',')]
+    suite_mirrors: Vec<String>,
     /// Accept a Release whose Valid-Until is in the past (snapshot archives).
     #[arg(long, env = "INGOT_ALLOW_EXPIRED")]
     allow_expired: bool,
@@ -285,6 +289,7 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
         jobs: s.jobs,
         quiet,
         ca_file: s.ca_file.clone(),
+        suite_mirrors: s.suite_mirrors.clone(),
     }
 }
 

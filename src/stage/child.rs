@@ -474,6 +474,7 @@ fn assemble(
             ScriptKind::Provision,
             i + 1,
             provision_network,
+            &spec.script_env,
             &mut logger,
         )
         .map_err(|e| e.to_string())?;
@@ -487,6 +488,7 @@ fn assemble(
             ScriptKind::Cleanup,
             i + 1,
             Network::Loopback,
+            &spec.script_env,
             &mut logger,
         )
         .map_err(|e| e.to_string())?;
