@@ -82,16 +82,24 @@ else
     systemctl enable ssh.service
 fi
 
-# Check the effective configuration the way sshd itself computes it. The image has no host
-# key (sshd -G of OpenSSH < 9 exits without one): evaluate with a throwaway key given by -h.
-# OpenSSH < 10 prints prohibit-password as its old name, without-password.
+# Check the effective configuration the way sshd itself computes it: `sshd -G` (OpenSSH >=
+# 9.x), else `sshd -T` (which also wants the privilege separation directory, made in /run for
+# the check: /run is empty in the image). The image has no host key and sshd wants one: a
+# throwaway key is given by -h. OpenSSH < 10 prints prohibit-password as without-password.
 hostkey_dir=$(mktemp -d)
 ssh-keygen -q -t ed25519 -N '' -C golden-policy-check -f "$hostkey_dir/key"
-effective=$(sshd -G -f /etc/ssh/sshd_config -h "$hostkey_dir/key" 2>&1) || {
-    rm -rf "$hostkey_dir"
-    log "sshd -G failed: $effective"
-    exit 1
-}
+if effective=$(sshd -G -f /etc/ssh/sshd_config -h "$hostkey_dir/key" 2>&1); then
+    :
+else
+    made_privsep_dir=no
+    [ -d /run/sshd ] || { install -d -m 0755 /run/sshd && made_privsep_dir=yes; }
+    effective=$(sshd -T -f /etc/ssh/sshd_config -h "$hostkey_dir/key" 2>&1) || {
+        rm -rf "$hostkey_dir"
+        log "sshd -G and sshd -T failed: $effective"
+        exit 1
+    }
+    [ "$made_privsep_dir" = no ] || rmdir /run/sshd
+fi
 rm -rf "$hostkey_dir"
 effective=$(printf '%s\n' "$effective" | tr 'A-Z' 'a-z')
 for want in 'passwordauthentication no' 'kbdinteractiveauthentication no' \
@@ -108,7 +116,12 @@ passwd -l root >/dev/null
 # --- Baseline hardening ---------------------------------------------------------------------
 # Files created in root sessions (interactive, ssh, Ansible) are not world-readable.
 # pam_umask (common-session) reads UMASK from login.defs; it leaves root's group bits alone.
-sed -i 's/^UMASK[[:space:]].*/UMASK\t\t027/' /etc/login.defs
+# Debian 13's login.defs has no UMASK line any more (pam_umask then defaults to 022): add one.
+if grep -q '^UMASK[[:space:]]' /etc/login.defs; then
+    sed -i 's/^UMASK[[:space:]].*/UMASK\t\t027/' /etc/login.defs
+else
+    printf '\n# Golden image: read by pam_umask.\nUMASK\t\t027\n' >> /etc/login.defs
+fi
 grep -q '^UMASK[[:space:]]*027$' /etc/login.defs
 
 # Network sysctls: namespaced, so they apply per container where systemd-sysctl runs.
