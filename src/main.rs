@@ -48,7 +48,12 @@ struct SourceArgs {
     mirror: Option<String>,
     /// One suite's archive root, over --mirror (repeatable), e.g. Debian's separate security
     /// archive: --suite-mirror trixie-security=http://mirror.example/debian-security.
-    #[arg(long = "suite-mirror", value_name = "SUITE=URL", env = "INGOT_SUITE_MIRRORS", value_delimiter = ',')]
+    #[arg(
+        long = "suite-mirror",
+        value_name = "SUITE=URL",
+        env = "INGOT_SUITE_MIRRORS",
+        value_delimiter = ','
+    )]
     suite_mirrors: Vec<String>,
     /// Accept a Release whose Valid-Until is in the past (snapshot archives).
     #[arg(long, env = "INGOT_ALLOW_EXPIRED")]

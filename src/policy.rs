@@ -69,7 +69,10 @@ impl Policy {
             format!(
                 "{}: {}",
                 file.display(),
-                e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+                e.to_string()
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
             )
         })?;
         if raw.releases.is_empty() {

@@ -409,7 +409,8 @@ impl Recipe {
         let policy = match &raw.extends {
             Some(rel) => {
                 let base = dir.join(rel);
-                let policy = crate::policy::Policy::load(&base).map_err(|m| invalid("extends", m))?;
+                let policy =
+                    crate::policy::Policy::load(&base).map_err(|m| invalid("extends", m))?;
                 let release = policy
                     .release(&raw.source.suites[0])
                     .map_err(|m| invalid("source.suites", m))?
@@ -449,7 +450,11 @@ impl Recipe {
             dir,
             &raw.provision.scripts,
         )?);
-        cleanup.extend(resolve_scripts("cleanup.scripts", dir, &raw.cleanup.scripts)?);
+        cleanup.extend(resolve_scripts(
+            "cleanup.scripts",
+            dir,
+            &raw.cleanup.scripts,
+        )?);
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&digest_input));
 
         Ok(Recipe {
@@ -711,7 +716,11 @@ scripts = ["provision.sh"]
         .unwrap();
     }
 
-    fn load_with(dir: &Path, mirror: Option<&str>, suite_mirrors: &[&str]) -> Result<Recipe, String> {
+    fn load_with(
+        dir: &Path,
+        mirror: Option<&str>,
+        suite_mirrors: &[&str],
+    ) -> Result<Recipe, String> {
         Recipe::load(
             dir,
             &RecipeOverrides {
@@ -766,9 +775,16 @@ scripts = ["provision.sh"]
             ]
         );
         let e = load_with(d.path(), Some("http://m.example"), &["trixie-security"]).unwrap_err();
-        assert!(e.contains("--suite-mirror") && e.contains("SUITE=URL"), "{e}");
-        let e = load_with(d.path(), Some("http://m.example"), &["trixie-security=ftp://x"])
-            .unwrap_err();
+        assert!(
+            e.contains("--suite-mirror") && e.contains("SUITE=URL"),
+            "{e}"
+        );
+        let e = load_with(
+            d.path(),
+            Some("http://m.example"),
+            &["trixie-security=ftp://x"],
+        )
+        .unwrap_err();
         assert!(e.contains("--suite-mirror") && e.contains("ftp://x"), "{e}");
     }
 

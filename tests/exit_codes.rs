@@ -260,7 +260,14 @@ fn exit_2_a_debian_recipe_without_mirrors_says_how_to_give_them() {
     let dir = tempfile::tempdir().unwrap();
     let (cache, out) = (dir.path().join("cache"), dir.path().join("out"));
     let recipe = repo_path("recipes/debian-13");
-    let base = ["build", recipe.as_str(), "--cache-dir", s(&cache), "--out", s(&out)];
+    let base = [
+        "build",
+        recipe.as_str(),
+        "--cache-dir",
+        s(&cache),
+        "--out",
+        s(&out),
+    ];
     let o = ingot(&base);
     assert_exit(&o, 2);
     assert_one_error_line(&o, "--mirror URL (INGOT_MIRROR)");

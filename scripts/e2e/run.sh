@@ -57,8 +57,11 @@ CACHE=$USER_HOME/.cache/ingot
 # who can write it could plant what root then installs).
 ROOT_CACHE=$WORK/root-cache
 install -d -m 0700 "$ROOT_CACHE"
-# The user must be able to read the checkout and run the binary.
-install -m 0755 "$INGOT" /usr/local/bin/ingot-e2e
+# The user must be able to read the checkout and run the binary: a copy in this run's own
+# work directory (a shared path such as /usr/local/bin would be another run's binary).
+install -d -m 0755 "$WORK/bin"
+install -m 0755 "$INGOT" "$WORK/bin/ingot-e2e"
+export USER_INGOT=$WORK/bin/ingot-e2e
 RECIPE_COPY=$WORK/recipe-src
 cp -a "$ROOT_DIR/recipes" "$ROOT_DIR/keyrings" "$WORK/" && RECIPE_COPY=$WORK/recipes/$(basename "$RECIPE")
 chmod -R a+rX "$WORK"
@@ -66,13 +69,13 @@ chmod -R a+rX "$WORK"
 as_user() { su "$BUILD_USER" -s /bin/sh -c "$*"; }
 
 do_resolve() {
-  scripts/compare-resolve.sh /usr/local/bin/ingot-e2e "$RECIPE_COPY"
+  scripts/compare-resolve.sh "$USER_INGOT" "$RECIPE_COPY"
 }
 
 do_build() {
   install -d -o "$BUILD_USER" -g "$BUILD_USER" "$WORK/user-out"
   # Rootless: the build runs as an ordinary user, TZ and umask of its own.
-  as_user "cd /tmp && umask 022 && TZ=UTC ingot-e2e build '$RECIPE_COPY' --out '$WORK/user-out' --next --mirror '$MIRROR'" \
+  as_user "cd /tmp && umask 022 && TZ=UTC $USER_INGOT build '$RECIPE_COPY' --out '$WORK/user-out' --next --mirror '$MIRROR'" \
     || return 1
   ls -l "$WORK/user-out"
   USER_IMAGE=$(ls "$WORK"/user-out/*-v1.tar.gz)
@@ -183,7 +186,7 @@ do_release() {
   args=$(release_args "$name")
   rm -rf "$dir"; install -d -o "$BUILD_USER" -g "$BUILD_USER" "$dir" "$dir/out"
   t=$SECONDS
-  as_user "cd /tmp && umask 022 && TZ=UTC ingot-e2e build '$WORK/recipes/$name' --out '$dir/out' --next $args" \
+  as_user "cd /tmp && umask 022 && TZ=UTC $USER_INGOT build '$WORK/recipes/$name' --out '$dir/out' --next $args" \
     || return 1
   img=$(ls "$dir"/out/*-v1.tar.gz)
   echo "$name: build $((SECONDS - t)) s, $(du -h "$img" | cut -f1) $(basename "$img")"
@@ -214,7 +217,11 @@ do_release() {
   echo "$name: mmdebstrap comparison $((SECONDS - part_t)) s"
   rm -rf "$dir/mm"
   part_t=$SECONDS
-  LXC_NAME_PREFIX="$LXC_PREFIX-${name//./}" scripts/e2e/lxc-boot-test.sh "$img" || return 1
+  # Ubuntu 26.04 in this test's unprivileged container: agetty cannot open the LXC console
+  # LXC gives it ("Failed to set up standard input"); see the README's Known gaps.
+  local allow=""
+  case $name in ubuntu-26.04) allow="console-getty.service";; esac
+  ALLOW_FAILED_UNITS=$allow LXC_NAME_PREFIX="$LXC_PREFIX-${name//./}" scripts/e2e/lxc-boot-test.sh "$img" || return 1
   echo "$name: boot $((SECONDS - part_t)) s"
 }
 

@@ -608,7 +608,9 @@ fn release_files(image: &Image, out: &mut Vec<Violation>) {
                     out,
                     Rule::LsbRelease,
                     "etc/lsb-release",
-                    format!("DISTRIB_ID={distrib} but os-release says ID=ubuntu (Proxmox's setup expects DISTRIB_ID=Ubuntu)"),
+                    format!(
+                        "DISTRIB_ID={distrib} but os-release says ID=ubuntu (Proxmox's setup expects DISTRIB_ID=Ubuntu)"
+                    ),
                 ),
                 (Some(_), Some(release)) => {
                     if let Some(v) = version
