@@ -123,6 +123,24 @@ else
     printf '\n# Golden image: read by pam_umask.\nUMASK\t\t027\n' >> /etc/login.defs
 fi
 grep -q '^UMASK[[:space:]]*027$' /etc/login.defs
+# Debian 12's common-session has no pam_umask (Ubuntu's and Debian 13's have): add it the
+# Debian way, as a pam-auth-update profile, so that PAM upgrades keep it.
+if ! grep -q pam_umask /etc/pam.d/common-session; then
+    cat > /usr/share/pam-configs/golden-umask <<'PAM'
+Name: umask from /etc/login.defs (golden image)
+Default: yes
+Priority: 0
+Session-Type: Additional
+Session:
+	optional	pam_umask.so
+PAM
+    chmod 0644 /usr/share/pam-configs/golden-umask
+    pam-auth-update --package --enable golden-umask
+    grep -q pam_umask /etc/pam.d/common-session-noninteractive || {
+        log "pam-auth-update did not add pam_umask to common-session-noninteractive"
+        exit 1
+    }
+fi
 
 # Network sysctls: namespaced, so they apply per container where systemd-sysctl runs.
 cat > /etc/sysctl.d/60-golden-net.conf <<'CONF'

@@ -194,6 +194,8 @@ check_ssh() {
         fail "$name: key login as root failed: $out"
     }
     log "$name: key login as root ok (uid $(echo "$out" | head -1), umask $(echo "$out" | tail -1))"
+    # The golden policy's UMASK 027 reaches non-interactive SSH sessions (pam_umask).
+    [ "$(echo "$out" | tail -1)" = 0027 ] || fail "$name: umask over SSH is $(echo "$out" | tail -1), not 0027"
 
     in_ct "$name" sh -c "echo 'root:$password' | chpasswd"
     [ "$(in_ct "$name" awk -F: '$1 == "root" { print substr($2, 1, 1) }' /etc/shadow)" = '$' ] ||
