@@ -7,8 +7,10 @@ INGOT  := target/release/ingot
 # RECIPE may be a folder or the name of one under recipes/ (RECIPE=debian-13).
 RECIPE_DIR = $(if $(wildcard $(RECIPE)/recipe.toml),$(RECIPE),recipes/$(RECIPE))
 # Every golden recipe, built by `make images`. The Debian ones take the site's mirrors from
-# INGOT_MIRROR and INGOT_SUITE_MIRRORS (e.g. bookworm-security=URL,trixie-security=URL).
+# DEBIAN_MIRROR (their --mirror only) and INGOT_SUITE_MIRRORS (e.g.
+# bookworm-security=URL,trixie-security=URL); the Ubuntu ones use their own.
 IMAGES := ubuntu-22.04 ubuntu-24.04 ubuntu-26.04 debian-12 debian-13
+DEBIAN_MIRROR ?=
 
 .PHONY: ingot images image.build-next image.build image.verify image.resolve image.upload test test-hermetic test-hermetic-user e2e bench doctor
 
@@ -23,7 +25,8 @@ image.build-next: ingot
 images: ingot
 	@for r in $(IMAGES); do \
 	  echo "make images: $$r" >&2; \
-	  $(INGOT) build recipes/$$r --out $(OUT) --next || exit 1; \
+	  case $$r in debian-*) m="$(if $(DEBIAN_MIRROR),--mirror $(DEBIAN_MIRROR))";; *) m="";; esac; \
+	  $(INGOT) build recipes/$$r --out $(OUT) --next $$m || exit 1; \
 	done
 
 # Build exactly version $(VERSION) (refused if it exists).
