@@ -4,20 +4,35 @@ CARGO  ?= cargo
 RECIPE ?= recipes/ubuntu-24.04
 OUT    ?= out
 INGOT  := target/release/ingot
+# RECIPE may be a folder or the name of one under recipes/ (RECIPE=debian-13).
+RECIPE_DIR = $(if $(wildcard $(RECIPE)/recipe.toml),$(RECIPE),recipes/$(RECIPE))
+# Every golden recipe, built by `make images`. The Debian ones take the site's mirrors from
+# DEBIAN_MIRROR (their --mirror only) and INGOT_SUITE_MIRRORS (e.g.
+# bookworm-security=URL,trixie-security=URL); the Ubuntu ones use their own.
+IMAGES := ubuntu-22.04 ubuntu-24.04 ubuntu-26.04 debian-12 debian-13
+DEBIAN_MIRROR ?=
 
-.PHONY: ingot image.build-next image.build image.verify image.resolve image.upload test test-hermetic test-hermetic-user e2e e2e-package deb bench doctor
+.PHONY: ingot images image.build-next image.build image.verify image.resolve image.upload test test-hermetic test-hermetic-user e2e e2e-package deb bench doctor
 
 ingot:
 	$(CARGO) build --release --locked
 
 # The seed's command: build the next version of the golden image into $(OUT).
 image.build-next: ingot
-	$(INGOT) build $(RECIPE) --out $(OUT) --next
+	$(INGOT) build $(RECIPE_DIR) --out $(OUT) --next
+
+# The next version of every golden image (one shared cache), stopping at the first failure.
+images: ingot
+	@for r in $(IMAGES); do \
+	  echo "make images: $$r" >&2; \
+	  case $$r in debian-*) m="$(if $(DEBIAN_MIRROR),--mirror $(DEBIAN_MIRROR))";; *) m="";; esac; \
+	  $(INGOT) build recipes/$$r --out $(OUT) --next $$m || exit 1; \
+	done
 
 # Build exactly version $(VERSION) (refused if it exists).
 image.build: ingot
 	@test -n "$(VERSION)" || { echo "usage: make image.build VERSION=N" >&2; exit 2; }
-	$(INGOT) build $(RECIPE) --out $(OUT) --version $(VERSION)
+	$(INGOT) build $(RECIPE_DIR) --out $(OUT) --version $(VERSION)
 
 image.verify: ingot
 	@test -n "$(IMAGE)" || { echo "usage: make image.verify IMAGE=out/…tar.gz" >&2; exit 2; }
@@ -30,7 +45,7 @@ image.upload: ingot
 	INGOT=$(INGOT) scripts/upload-lxc-template-via-api.sh "$$newest" $(UPLOAD_FLAGS)
 
 image.resolve: ingot
-	$(INGOT) resolve $(RECIPE)
+	$(INGOT) resolve $(RECIPE_DIR)
 
 doctor: ingot
 	$(INGOT) doctor

@@ -400,6 +400,7 @@ fn build_recorded(
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
         base_cache: (!b.no_base_cache).then(|| cache.base_dir()),
         staging_tmpfs: None,
+        script_env: r.recipe.script_env(),
     };
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,

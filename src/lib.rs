@@ -29,6 +29,7 @@ pub mod mirror;
 pub mod net;
 pub mod outdated;
 pub mod plan;
+pub mod policy;
 pub mod progress;
 pub mod provenance;
 pub mod rebuild;

@@ -63,6 +63,15 @@ struct SourceArgs {
     /// Use this archive root for every suite (http://, https:// or file://), e.g. a local mirror.
     #[arg(long, env = "INGOT_MIRROR")]
     mirror: Option<String>,
+    /// One suite's archive root, over --mirror (repeatable), e.g. Debian's separate security
+    /// archive: --suite-mirror trixie-security=http://mirror.example/debian-security.
+    #[arg(
+        long = "suite-mirror",
+        value_name = "SUITE=URL",
+        env = "INGOT_SUITE_MIRRORS",
+        value_delimiter = ','
+    )]
+    suite_mirrors: Vec<String>,
     /// Accept a Release whose Valid-Until is in the past (snapshot archives).
     #[arg(long, env = "INGOT_ALLOW_EXPIRED")]
     allow_expired: bool,
@@ -327,6 +336,14 @@ struct RebuildArgs {
     /// Use this archive root for every suite, e.g. a DIR written by `ingot mirror`.
     #[arg(long, env = "INGOT_MIRROR")]
     mirror: Option<String>,
+    /// One suite's archive root, over --mirror (repeatable; see `ingot build`).
+    #[arg(
+        long = "suite-mirror",
+        value_name = "SUITE=URL",
+        env = "INGOT_SUITE_MIRRORS",
+        value_delimiter = ','
+    )]
+    suite_mirrors: Vec<String>,
     /// Accept a signed Release older than the newest one seen (see `ingot build`).
     #[arg(long, env = "INGOT_ALLOW_OLDER", value_parser = clap::builder::FalseyValueParser::new())]
     allow_older: bool,
@@ -401,6 +418,7 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
         jobs: s.jobs,
         quiet,
         ca_file: s.ca_file.clone(),
+        suite_mirrors: s.suite_mirrors.clone(),
     }
 }
 
@@ -468,6 +486,7 @@ fn main() -> ExitCode {
                 jobs: a.jobs,
                 quiet,
                 ca_file: a.ca_file,
+                suite_mirrors: a.suite_mirrors,
             },
             &a.tarball,
             a.json,

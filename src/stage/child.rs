@@ -554,6 +554,7 @@ fn assemble(
             ScriptKind::Provision,
             i + 1,
             provision_network,
+            &spec.script_env,
             &mut logger,
         )?;
     }
@@ -566,6 +567,7 @@ fn assemble(
             ScriptKind::Cleanup,
             i + 1,
             Network::Loopback,
+            &spec.script_env,
             &mut logger,
         )?;
     }

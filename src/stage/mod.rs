@@ -102,6 +102,10 @@ pub struct StageSpec {
     /// build's mount namespace ([`staging`]); `None`: a directory on disk.
     #[serde(default)]
     pub staging_tmpfs: Option<u64>,
+    /// Variables added to the provision and cleanup scripts' clean environment
+    /// (`INGOT_SUITE_MIRRORS`: the build's `suite=URL` pairs).
+    #[serde(default)]
+    pub script_env: Vec<(String, String)>,
 }
 
 impl StageSpec {
@@ -121,6 +125,7 @@ impl StageSpec {
             apt_extended_states: None,
             base_cache: None,
             staging_tmpfs: None,
+            script_env: Vec::new(),
         }
     }
 }

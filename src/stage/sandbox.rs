@@ -97,9 +97,30 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_with_env(root, program, args, &[], network, tail_lines, log)
+}
+
+/// [`run`], with `env` added to [`CLEAN_ENV`] (the recipe's scripts get the build's suite
+/// mirrors this way).
+pub fn run_with_env<I, S>(
+    root: &Path,
+    program: &str,
+    args: I,
+    env: &[(String, String)],
+    network: Network,
+    tail_lines: usize,
+    log: &mut dyn FnMut(&str),
+) -> io::Result<Finished>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     let (reader, writer) = io::pipe()?;
     let writer2 = writer.try_clone()?;
     let mut cmd = command(root, program, args, network)?;
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2));

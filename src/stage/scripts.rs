@@ -90,6 +90,7 @@ pub fn run_script(
     kind: ScriptKind,
     index: usize,
     network: Network,
+    env: &[(String, String)],
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
     let word = kind.word();
@@ -117,7 +118,7 @@ pub fn run_script(
     confined::create_file_at(&tmp, &copy, 0o700, &body, &shown).map_err(place)?;
 
     log(&format!("running {word} script {name}"));
-    let result = run_copied(root, &format!("/{shown}"), &name, word, network, log);
+    let result = run_copied(root, &format!("/{shown}"), &name, word, network, env, log);
     let removed = confined::unlink_at(&tmp, &copy, &shown);
     result?;
     match removed {
@@ -134,12 +135,14 @@ fn run_copied(
     name: &str,
     word: &'static str,
     network: Network,
+    env: &[(String, String)],
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
-    let finished = sandbox::run(
+    let finished = sandbox::run_with_env(
         root,
         "/bin/sh",
         [inside],
+        env,
         network,
         TAIL_LINES,
         &mut |line| log(&crate::progress::output_line(name, line)),

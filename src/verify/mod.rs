@@ -90,6 +90,9 @@ pub enum Rule {
     /// `/etc/lsb-release` identifies the distribution (`DISTRIB_ID`, `DISTRIB_RELEASE`);
     /// required on Ubuntu, where base-files ships it.
     LsbRelease,
+    /// `/etc/debian_version` names the release `os-release` says; required on Debian, where
+    /// base-files ships it (Proxmox's setup reads it).
+    DebianVersion,
 }
 
 impl Rule {
@@ -121,6 +124,7 @@ impl Rule {
         Rule::Init,
         Rule::OsRelease,
         Rule::LsbRelease,
+        Rule::DebianVersion,
     ];
 
     /// The stable id used in reports and JSON, e.g. `host-keys`.
@@ -152,6 +156,7 @@ impl Rule {
             Rule::Init => "init",
             Rule::OsRelease => "os-release",
             Rule::LsbRelease => "lsb-release",
+            Rule::DebianVersion => "debian-version",
         }
     }
 }
