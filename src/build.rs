@@ -551,6 +551,7 @@ fn build_recorded(
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
         base_cache: (!b.no_base_cache).then(|| cache.root().join("base")),
         staging_tmpfs: None,
+        script_timeout_secs: Some(r.recipe.script_timeout_secs),
     };
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,

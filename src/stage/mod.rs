@@ -102,6 +102,10 @@ pub struct StageSpec {
     /// build's mount namespace ([`staging`]); `None`: a directory on disk.
     #[serde(default)]
     pub staging_tmpfs: Option<u64>,
+    /// The time limit of each provision and cleanup script in seconds (`[provision] timeout`);
+    /// `None`: [`crate::recipe::DEFAULT_SCRIPT_TIMEOUT_SECS`].
+    #[serde(default)]
+    pub script_timeout_secs: Option<u64>,
 }
 
 impl StageSpec {
@@ -121,6 +125,7 @@ impl StageSpec {
             apt_extended_states: None,
             base_cache: None,
             staging_tmpfs: None,
+            script_timeout_secs: None,
         }
     }
 }
@@ -133,11 +138,14 @@ pub mod idmap;
 pub mod install;
 pub mod invariants;
 pub mod mounts;
+mod nested_userns;
+pub mod proc_masks;
 pub mod sandbox;
 pub mod scripts;
 mod signals;
 mod spawn;
 pub mod staging;
+pub mod syscall_filter;
 
 pub use doctor::Check;
 
