@@ -76,7 +76,7 @@ impl CommonOptions {
 pub enum OutputFormat {
     /// A versioned, compressed tarball.
     Tar,
-    /// The assembled tree in a directory.
+    /// The assembled tree at `OUT/rootfs`, `OUT` a new directory of mode 0700.
     Dir,
 }
 

@@ -108,8 +108,8 @@ enum Command {
         /// gzip (Proxmox), zstd, xz or none.
         #[arg(long, value_enum, default_value_t = ingot::export::compress::Compression::Gzip, env = "INGOT_COMPRESSION")]
         compression: ingot::export::compress::Compression,
-        /// Keep the staging tree here for debugging instead of removing it.
-        #[arg(long)]
+        /// Keep the staging tree for debugging at DIR/rootfs (DIR is created, mode 0700).
+        #[arg(long, value_name = "DIR")]
         keep_staging: Option<PathBuf>,
         /// Neither restore nor store the configured tree (after dpkg) in the cache.
         #[arg(long, env = "INGOT_NO_BASE_CACHE")]

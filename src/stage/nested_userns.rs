@@ -140,8 +140,9 @@ fn map_when_ready(ready_r: OwnedFd, go_w: OwnedFd, proc: &Path) -> io::Result<()
     }
     let pid = i32::from_ne_bytes(pid);
     for name in ["uid_map", "gid_map"] {
+        let own = std::fs::read_to_string(Path::new("/proc/self").join(name))?;
         let path = proc.join(pid.to_string()).join(name);
-        std::fs::write(&path, format!("0 0 {IMAGE_IDS}\n")).map_err(|e| {
+        std::fs::write(&path, inner_map(&own)).map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!("writing {} for a sandboxed program: {e}", path.display()),
@@ -153,12 +154,39 @@ fn map_when_ready(ready_r: OwnedFd, go_w: OwnedFd, proc: &Path) -> io::Result<()
     Ok(())
 }
 
+/// The inner map for a caller whose own map is `own` (the text of its `uid_map`/`gid_map`):
+/// each of its extents, cut to the image's ids 0..65535, mapped to itself. One extent per
+/// extent of the caller's: the kernel wants each inner extent inside one outer extent
+/// (an ordinary user's build maps 0 and 1..65535 apart).
+pub(crate) fn inner_map(own: &str) -> String {
+    let mut out = String::new();
+    for line in own.lines() {
+        let mut fields = line.split_whitespace().map(|f| f.parse::<u64>());
+        let (Some(Ok(first)), Some(Ok(_)), Some(Ok(count))) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let end = (first + count).min(u64::from(IMAGE_IDS));
+        if first < end {
+            out.push_str(&format!("{first} {first} {}\n", end - first));
+        }
+    }
+    out
+}
+
 /// Between fork and exec, in the program: unshare the user namespace, report the pid on
 /// `ready_w`, and wait for one byte on `go_r`. Async-signal-safe, allocation-free.
 pub(crate) fn enter_in_child(ready_w: i32, go_r: i32) -> io::Result<()> {
     // SAFETY: plain syscalls on descriptors inherited from the caller and on stack buffers.
     unsafe {
         if nix::libc::unshare(nix::libc::CLONE_NEWUSER) == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        // This process is a fork of the non-dumpable worker, so its /proc files belong to
+        // the host's root, out of the worker's reach unless that is mapped (real root only):
+        // dumpable for as long as the maps are written (exec sets it anew anyway).
+        if nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 1, 0, 0, 0) == -1 {
             return Err(io::Error::last_os_error());
         }
         let pid = nix::libc::getpid().to_ne_bytes();
@@ -176,8 +204,29 @@ pub(crate) fn enter_in_child(ready_w: i32, go_r: i32) -> io::Result<()> {
             }
             return Err(io::Error::from_raw_os_error(nix::libc::EPERM));
         }
+        if nix::libc::prctl(nix::libc::PR_SET_DUMPABLE, 0, 0, 0, 0) == -1 {
+            return Err(io::Error::last_os_error());
+        }
         nix::libc::close(ready_w);
         nix::libc::close(go_r);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inner_map;
+
+    #[test]
+    fn the_inner_map_keeps_the_image_ids_one_extent_per_outer_extent() {
+        // An ordinary user: 0 is the caller, 1..65535 the subordinate range.
+        assert_eq!(
+            inner_map("         0       1001          1\n         1     800000      65535\n"),
+            "0 0 1\n1 1 65535\n"
+        );
+        // Real root: the host's root (65536 here) stays out.
+        assert_eq!(inner_map("0 100000 65536\n65536 0 1\n"), "0 0 65536\n");
+        // The host's own namespace (a caller outside any build).
+        assert_eq!(inner_map("0 0 4294967295\n"), "0 0 65536\n");
+    }
 }
