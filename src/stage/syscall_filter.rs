@@ -88,7 +88,7 @@ fn build() -> Result<[BpfProgram; 2], seccompiler::BackendError> {
     );
     eperm.insert(
         libc::SYS_ioctl,
-        vec![ioctl_cmd(libc::TIOCSTI as u64)?, ioctl_cmd(TIOCLINUX)?],
+        vec![ioctl_cmd(libc::TIOCSTI)?, ioctl_cmd(TIOCLINUX)?],
     );
     let refuse = SeccompFilter::new(
         eperm,
