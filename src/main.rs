@@ -134,8 +134,8 @@ enum Command {
         /// gzip (Proxmox), zstd, xz or none.
         #[arg(long, value_parser = choice::<Compression>(), default_value_t = Compression::Gzip, env = "INGOT_COMPRESSION")]
         compression: Compression,
-        /// Keep the staging tree here for debugging instead of removing it.
-        #[arg(long)]
+        /// Keep the staging tree for debugging at DIR/rootfs (DIR is created, mode 0700).
+        #[arg(long, value_name = "DIR")]
         keep_staging: Option<PathBuf>,
         /// Neither restore nor store the configured tree (after dpkg) in the cache.
         #[arg(long, env = "INGOT_NO_BASE_CACHE")]

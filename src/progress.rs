@@ -390,19 +390,23 @@ pub fn one_line(e: &anyhow::Error) -> String {
     escape_controls(&parts.join(": ").replace('\n', " "))
 }
 
-/// `line` with every control character but tab as `\u{…}` (as `{:?}` shows them), so that
-/// output from inside the image cannot move a terminal's cursor or retitle its window.
+/// `line` with every control character but tab written as `\xNN` (C1 controls as `\u{NN}`), so
+/// that output from inside the image can carry no terminal escape sequence to wherever it is
+/// printed (the sandbox escapes program output with it; the CLI escapes error lines).
 pub fn escape_controls(line: &str) -> String {
     if !line.chars().any(|c| c.is_control() && c != '\t') {
         return line.to_string();
     }
-    line.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
             }
-        })
-        .collect()
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
 }

@@ -29,6 +29,9 @@ pub struct Recipe {
     /// `[provision] network = true`: the provision scripts get the host's network and its
     /// `resolv.conf` (read-only); by default they see only a loopback interface of their own.
     pub provision_network: bool,
+    /// `[provision] timeout`: the time limit of each provision and cleanup script, in seconds
+    /// ([`DEFAULT_SCRIPT_TIMEOUT_SECS`] unless the recipe says).
+    pub script_timeout_secs: u64,
     /// Scripts run inside the image's sandbox after provisioning, before ingot's own cleanup invariants.
     pub cleanup: Vec<PathBuf>,
     /// `extends = "../golden"`: the golden policy's release this recipe builds (its scripts
@@ -140,7 +143,11 @@ struct RawProvision {
     scripts: Vec<String>,
     #[serde(default)]
     network: bool,
+    timeout: Option<u64>,
 }
+
+/// The time limit of each recipe script unless `[provision] timeout` says otherwise: 30 minutes.
+pub const DEFAULT_SCRIPT_TIMEOUT_SECS: u64 = 1800;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -491,6 +498,16 @@ impl Recipe {
             dir,
             &raw.cleanup.scripts,
         )?);
+        let script_timeout_secs = match raw.provision.timeout {
+            None => DEFAULT_SCRIPT_TIMEOUT_SECS,
+            Some(0) => {
+                return Err(invalid(
+                    "provision.timeout",
+                    "must be a number of seconds above 0".into(),
+                ));
+            }
+            Some(secs) => secs,
+        };
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&digest_input));
 
         Ok(Recipe {
@@ -513,6 +530,7 @@ impl Recipe {
             },
             provision,
             provision_network: raw.provision.network,
+            script_timeout_secs,
             cleanup,
             release: policy.map(|(_, _, release)| release),
         })
@@ -638,6 +656,30 @@ scripts = ["provision.sh"]
         write(d.path(), &bad);
         let err = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap_err();
         assert!(err.to_string().contains("network"), "{err}");
+    }
+
+    #[test]
+    fn the_script_time_limit_has_a_default_and_must_be_positive() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), GOOD);
+        let r = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap();
+        assert_eq!(r.script_timeout_secs, DEFAULT_SCRIPT_TIMEOUT_SECS);
+        let with = GOOD.replace(
+            "scripts = [\"provision.sh\"]",
+            "scripts = [\"provision.sh\"]\ntimeout = 90",
+        );
+        write(d.path(), &with);
+        let r = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap();
+        assert_eq!(r.script_timeout_secs, 90);
+        for bad in ["timeout = 0", "timeout = -5", "timeout = \"1h\""] {
+            let text = GOOD.replace(
+                "scripts = [\"provision.sh\"]",
+                &format!("scripts = [\"provision.sh\"]\n{bad}"),
+            );
+            write(d.path(), &text);
+            let err = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("timeout"), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -40,8 +40,9 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
     if root {
         checks.push(Check::pass(
             "unprivileged user namespaces",
-            "running as real root: not needed (ids mapped directly, identity 0..65535)",
+            "running as real root: not needed (ids mapped directly)",
         ));
+        checks.push(root_range_check());
     } else {
         checks.push(
             match read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") {
@@ -78,6 +79,30 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
         checks.push(trial(exe));
     }
     checks
+}
+
+/// Real root's range: the image's ids land there, never on host uid 0.
+fn root_range_check() -> Check {
+    let name = "root's id range";
+    let mut found = Vec::new();
+    for path in ["/etc/subuid", "/etc/subgid"] {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Check::fail(name, format!("cannot read {path}: {e}")),
+        };
+        let (r, default) = idmap::root_range(&text);
+        let end = u64::from(r.start) + u64::from(r.count) - 1;
+        found.push(if default {
+            format!(
+                "{path}: no entry of 65536 ids for root, using the default {}..{end}",
+                r.start
+            )
+        } else {
+            format!("{path}: root's {}..{end}", r.start)
+        });
+    }
+    Check::pass(name, format!("image ids 0..65535 on {}", found.join(", ")))
 }
 
 /// The subordinate-id check for `user` (uid `uid`) against the given subuid/subgid files.

@@ -106,6 +106,10 @@ pub struct StageSpec {
     /// (`INGOT_SUITE_MIRRORS`: the build's `suite=URL` pairs).
     #[serde(default)]
     pub script_env: Vec<(String, String)>,
+    /// The time limit of each provision and cleanup script in seconds (`[provision] timeout`);
+    /// `None`: [`crate::recipe::DEFAULT_SCRIPT_TIMEOUT_SECS`].
+    #[serde(default)]
+    pub script_timeout_secs: Option<u64>,
 }
 
 impl StageSpec {
@@ -126,6 +130,7 @@ impl StageSpec {
             base_cache: None,
             staging_tmpfs: None,
             script_env: Vec::new(),
+            script_timeout_secs: None,
         }
     }
 }
@@ -140,11 +145,14 @@ pub mod idmap;
 pub mod install;
 pub mod invariants;
 pub mod mounts;
+mod nested_userns;
+pub mod proc_masks;
 pub mod sandbox;
 pub mod scripts;
 mod signals;
 mod spawn;
 pub mod staging;
+pub mod syscall_filter;
 
 pub use check::Check;
 

@@ -69,6 +69,21 @@ pub enum ScriptError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The script ran past its time limit and was stopped.
+    #[error(
+        "{kind} script {name} exceeded its time limit of {limit_secs} s ([provision] timeout) \
+         and was stopped; last output: {last_output}"
+    )]
+    TimedOut {
+        /// provision/cleanup.
+        kind: &'static str,
+        /// The script's file name.
+        name: String,
+        /// The limit.
+        limit_secs: u64,
+        /// Its last lines, joined with ` | `.
+        last_output: String,
+    },
     /// The script failed.
     #[error("{kind} script {name} {status}; last output: {last_output}")]
     Failed {
@@ -91,6 +106,7 @@ pub fn run_script(
     index: usize,
     network: Network,
     env: &[(String, String)],
+    timeout: std::time::Duration,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
     let word = kind.word();
@@ -118,7 +134,16 @@ pub fn run_script(
     confined::create_file_at(&tmp, &copy, 0o700, &body, &shown).map_err(place)?;
 
     log(&format!("running {word} script {name}"));
-    let result = run_copied(root, &format!("/{shown}"), &name, word, network, env, log);
+    let result = run_copied(
+        root,
+        &format!("/{shown}"),
+        &name,
+        word,
+        network,
+        env,
+        timeout,
+        log,
+    );
     let removed = confined::unlink_at(&tmp, &copy, &shown);
     result?;
     match removed {
@@ -136,15 +161,17 @@ fn run_copied(
     word: &'static str,
     network: Network,
     env: &[(String, String)],
+    timeout: std::time::Duration,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
-    let finished = sandbox::run_with_env(
+    let finished = sandbox::run_limited(
         root,
         "/bin/sh",
         [inside],
         env,
         network,
         TAIL_LINES,
+        Some(timeout),
         &mut |line| log(&crate::progress::output_line(name, line)),
     )
     .map_err(|source| ScriptError::Start {
@@ -152,6 +179,19 @@ fn run_copied(
         name: name.to_string(),
         source,
     })?;
+    let last_output = if finished.tail.is_empty() {
+        "(none)".to_string()
+    } else {
+        finished.tail.join(" | ")
+    };
+    if finished.timed_out {
+        return Err(ScriptError::TimedOut {
+            kind: word,
+            name: name.to_string(),
+            limit_secs: timeout.as_secs(),
+            last_output,
+        });
+    }
     let status = finished.status;
     if status.success() {
         return Ok(());
@@ -160,11 +200,6 @@ fn run_copied(
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by {}", super::signals::signal_name(sig)),
         _ => status.to_string(),
-    };
-    let last_output = if finished.tail.is_empty() {
-        "(none)".to_string()
-    } else {
-        finished.tail.join(" | ")
     };
     Err(ScriptError::Failed {
         kind: word,
