@@ -582,9 +582,11 @@ fn assemble(
             script,
             ScriptKind::Provision,
             i + 1,
-            provision_network,
-            &spec.script_env,
-            timeout,
+            scripts::ScriptRun {
+                network: provision_network,
+                env: &spec.script_env,
+                timeout,
+            },
             &mut logger,
         )?;
     }
@@ -596,9 +598,11 @@ fn assemble(
             script,
             ScriptKind::Cleanup,
             i + 1,
-            Network::Loopback,
-            &spec.script_env,
-            timeout,
+            scripts::ScriptRun {
+                network: Network::Loopback,
+                env: &spec.script_env,
+                timeout,
+            },
             &mut logger,
         )?;
     }

@@ -431,7 +431,6 @@ fn loopback_up() -> io::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::escape_control;
 
     #[test]
     fn control_characters_are_escaped_and_text_is_kept() {

@@ -98,15 +98,25 @@ pub enum ScriptError {
     },
 }
 
+/// How a recipe script runs: its network, the variables added to its clean environment
+/// (the build's suite mirrors), and its time limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptRun<'a> {
+    /// Loopback only, or the network the recipe asked for.
+    pub network: Network,
+    /// Added to the sandbox's clean environment.
+    pub env: &'a [(String, String)],
+    /// Killed, with everything it started, after this long.
+    pub timeout: std::time::Duration,
+}
+
 /// Run the host script `script` as the `index`th (1-based) script of `kind` in `root`.
 pub fn run_script(
     root: &Path,
     script: &Path,
     kind: ScriptKind,
     index: usize,
-    network: Network,
-    env: &[(String, String)],
-    timeout: std::time::Duration,
+    how: ScriptRun<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
     let word = kind.word();
@@ -134,16 +144,7 @@ pub fn run_script(
     confined::create_file_at(&tmp, &copy, 0o700, &body, &shown).map_err(place)?;
 
     log(&format!("running {word} script {name}"));
-    let result = run_copied(
-        root,
-        &format!("/{shown}"),
-        &name,
-        word,
-        network,
-        env,
-        timeout,
-        log,
-    );
+    let result = run_copied(root, &format!("/{shown}"), &name, word, how, log);
     let removed = confined::unlink_at(&tmp, &copy, &shown);
     result?;
     match removed {
@@ -159,19 +160,17 @@ fn run_copied(
     inside: &str,
     name: &str,
     word: &'static str,
-    network: Network,
-    env: &[(String, String)],
-    timeout: std::time::Duration,
+    how: ScriptRun<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
     let finished = sandbox::run_limited(
         root,
         "/bin/sh",
         [inside],
-        env,
-        network,
+        how.env,
+        how.network,
         TAIL_LINES,
-        Some(timeout),
+        Some(how.timeout),
         &mut |line| log(&crate::progress::output_line(name, line)),
     )
     .map_err(|source| ScriptError::Start {
@@ -188,7 +187,7 @@ fn run_copied(
         return Err(ScriptError::TimedOut {
             kind: word,
             name: name.to_string(),
-            limit_secs: timeout.as_secs(),
+            limit_secs: how.timeout.as_secs(),
             last_output,
         });
     }
