@@ -199,12 +199,12 @@ pub fn declared_license(copyright: &str) -> Option<DeclaredLicense> {
     if is_dep5 {
         let paragraphs = dep5_paragraphs(copyright);
         for p in &paragraphs {
-            if !p.has_files {
-                if let Some((name, text)) = &p.license {
-                    refs.texts
-                        .entry(name.to_ascii_lowercase())
-                        .or_insert_with(|| text.clone());
-                }
+            if !p.has_files
+                && let Some((name, text)) = &p.license
+            {
+                refs.texts
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| text.clone());
             }
         }
         for p in paragraphs.iter().filter(|p| p.has_files) {
