@@ -585,10 +585,17 @@ fn names_in(out: &Path) -> Vec<String> {
 /// The complete set of version `n`: the image and all its sidecars, nothing else.
 fn complete_set(n: u32) -> Vec<String> {
     let image = format!("mini-rootfs-v{n}.tar.gz");
-    let mut set: Vec<String> = ["", ".log", ".manifest.json", ".sha256", ".spdx.json"]
-        .iter()
-        .map(|s| format!("{image}{s}"))
-        .collect();
+    let mut set: Vec<String> = [
+        "",
+        ".log",
+        ".manifest.json",
+        ".provenance.json",
+        ".sha256",
+        ".spdx.json",
+    ]
+    .iter()
+    .map(|s| format!("{image}{s}"))
+    .collect();
     set.sort();
     set
 }
