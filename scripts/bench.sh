@@ -3,7 +3,7 @@
 #
 # 1. The resolver on all of noble main+universe.
 # 2. The recipe built by mmdebstrap --mode=unshare (same suites, variant, packages, and the
-#    recipe's provision.sh as --customize-hook, .tar.gz out; not cleanup.sh, which empties the
+#    golden policy's provision.sh as --customize-hook, .tar.gz out; not cleanup.sh, which empties the
 #    /tmp and apt lists mmdebstrap's own cleanup still needs) and by ingot
 #    (.tar.gz), both as the same ordinary user, alternating, ROUNDS rounds, in three ingot
 #    scenarios: cold (empty cache), warm-debs (the .debs cached, the base cache cleared),
@@ -51,6 +51,8 @@ trap 'rm -rf "$WORK"' EXIT
 cp "$INGOT" "$WORK/ingot"
 cp -a keyrings "$WORK/"
 mkdir -p "$WORK/recipes" && cp -a "$RECIPE" "$WORK/recipes/r"
+# The golden policy the recipe extends (recipes/golden), beside it as in the repository.
+cp -a "$(dirname "$RECIPE")/golden" "$WORK/recipes/"
 chown -R "$BENCH_USER:" "$WORK"
 chmod 755 "$WORK"
 as_user() { su -s /bin/sh "$BENCH_USER" -c "cd '$WORK' && PATH=/usr/local/bin:/usr/bin:/bin && $*"; }
@@ -92,7 +94,7 @@ sources=()
 for s in $suites; do sources+=("deb $MIRROR $s ${components//,/ }"); done
 mm_args=(--mode=unshare "--variant=$variant" "--components=$components" "--architectures=$arch"
   "--keyring=$KEYS/ubuntu-archive-keyring.gpg" "--include=apt,$includes"
-  "--customize-hook=chroot \"\$1\" /bin/sh -s < '$WORK/recipes/r/provision.sh'"
+  "--customize-hook=chroot \"\$1\" env INGOT_SUITE_MIRRORS= /bin/sh -s < '$WORK/recipes/golden/provision.sh'"
   "$first_suite" "$WORK/mm.tar.gz" "${sources[@]}")
 printf '%q ' mmdebstrap "${mm_args[@]}" > "$WORK/mm.sh"
 chown "$BENCH_USER:" "$WORK/mm.sh"

@@ -1,5 +1,5 @@
 //! Artifacts: `<image>-v<N>.tar.gz` naming, monotonic versions, no-clobber publishing, the
-//! `.sha256`, `.manifest.json` and `.spdx.json` beside each image. An existing version is never
+//! `.sha256`, `.manifest.json`, `.spdx.json` and `.provenance.json` beside each image. An existing version is never
 //! overwritten.
 //!
 //! The orchestrator's sequence:
@@ -499,6 +499,22 @@ impl Claim<'_> {
         inputs: BuildInputs,
         sbom_packages: &[crate::sbom::SbomPackage],
     ) -> Result<Published, ArtifactError> {
+        self.publish_with_sidecars(inputs, sbom_packages, Vec::new())
+    }
+
+    /// SHA-256 (hex) of what was written so far: the artifact's, once the stream is over.
+    pub fn sha256(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
+    /// [`Claim::publish_with_sbom`], plus `extra` sidecars (`(suffix, bytes)`, e.g.
+    /// `.provenance.json`), written like the others: each new, before the tarball.
+    pub fn publish_with_sidecars(
+        self,
+        inputs: BuildInputs,
+        sbom_packages: &[crate::sbom::SbomPackage],
+        extra: Vec<(&'static str, Vec<u8>)>,
+    ) -> Result<Published, ArtifactError> {
         let final_path = self.final_path();
         let temp_path = self.temp_path.clone();
         let write_error = |source| ArtifactError::Write {
@@ -564,6 +580,13 @@ impl Claim<'_> {
         if let Some(sbom) = &sbom {
             sidecars.push((&sbom_path, sbom.as_slice()));
         }
+        let extra: Vec<(PathBuf, Vec<u8>)> = extra
+            .into_iter()
+            .map(|(suffix, bytes)| (sidecar(&final_path, suffix), bytes))
+            .collect();
+        for (path, bytes) in &extra {
+            sidecars.push((path, bytes.as_slice()));
+        }
 
         let mut created = Vec::new();
         let result = (|| {
@@ -595,6 +618,7 @@ impl Claim<'_> {
             manifest_path,
             manifest,
             sbom_path: sbom.map(|_| sbom_path),
+            extra_paths: extra.into_iter().map(|(path, _)| path).collect(),
         })
     }
 }
@@ -780,6 +804,8 @@ pub struct Published {
     pub manifest: Manifest,
     /// Its `.spdx.json`, when one was written.
     pub sbom_path: Option<PathBuf>,
+    /// The extra sidecars written (`.provenance.json`).
+    pub extra_paths: Vec<PathBuf>,
 }
 
 #[cfg(test)]

@@ -31,7 +31,7 @@ pub use crate::resolve::{CommonOptions, Resolved};
 pub enum OutputFormat {
     /// A versioned, compressed tarball.
     Tar,
-    /// The assembled tree in a directory.
+    /// The assembled tree at `OUT/rootfs`, `OUT` a new directory of mode 0700.
     Dir,
 }
 
@@ -66,6 +66,9 @@ pub struct BuildOptions {
     /// Also publish `<name>-v<N>.oci.tar` (see [`crate::oci`]); the recipe's `[image] oci`
     /// turns it on too.
     pub oci: bool,
+    /// Sign `<artifact>.provenance.json` with this Ed25519 PKCS#8 PEM key (see
+    /// [`crate::provenance`]); read before anything is built.
+    pub sign_key: Option<PathBuf>,
 }
 
 /// Resolve, then download (or take from the cache) every planned `.deb`.
@@ -340,6 +343,12 @@ fn build_recorded(
     log_slot: &mut LogSlot,
     hold: &mut Option<SignalHold>,
 ) -> anyhow::Result<Built> {
+    let started = std::time::SystemTime::now();
+    let sign_key = b
+        .sign_key
+        .as_deref()
+        .map(crate::provenance::keys::SignKey::load)
+        .transpose()?;
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
         // An exact version that is taken is refused before anything is fetched (the claim
@@ -407,6 +416,8 @@ fn build_recorded(
         apt_extended_states: Some(r.plan.apt_extended_states(&r.recipe.source.architecture)),
         base_cache: (!b.no_base_cache).then(|| cache.base_dir()),
         staging_tmpfs: None,
+        script_env: r.recipe.script_env(),
+        script_timeout_secs: Some(r.recipe.script_timeout_secs),
     };
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,
@@ -424,6 +435,9 @@ fn build_recorded(
     }
     std::fs::create_dir_all(&spec.staging_parent)
         .with_context(|| format!("creating {}", spec.staging_parent.display()))?;
+    if let Some(keep) = &b.keep_staging {
+        spec.keep_staging = Some(private_tree_dir(keep)?);
+    }
 
     if b.format == OutputFormat::Dir {
         if b.out.exists() {
@@ -438,14 +452,20 @@ fn build_recorded(
         };
         std::fs::create_dir_all(&parent)
             .with_context(|| format!("creating {}", parent.display()))?;
-        let out = std::fs::canonicalize(&parent)?.join(b.out.file_name().unwrap_or_default());
-        open_log_file(recorder, &with_suffix(&out, ".log"))?;
+        let dir_out = std::fs::canonicalize(&parent)?.join(b.out.file_name().unwrap_or_default());
+        open_log_file(recorder, &with_suffix(&dir_out, ".log"))?;
         *log_slot = LogSlot::InPlace;
-        spec.staging_parent = std::fs::canonicalize(&parent)?;
+        let out = private_tree_dir(&dir_out)?;
+        // Staged inside the private directory too: the same filesystem, never reachable.
+        spec.staging_parent = dir_out.clone();
         spec.output = StageOutput::Dir(out.clone());
         let (fetched, staged) = while_rest_downloads(&r, &cache, &rest, downloading, |gate| {
             stage::run_stage_gated(&spec, gate, &mut |_| Ok(()), recorder)
         });
+        if staged.is_err() {
+            // Nothing half-written: the stage removed its tree; the private directory goes.
+            let _ = std::fs::remove_dir(&dir_out);
+        }
         if let Err(e @ stage::StageError::Interrupted { .. }) = staged {
             return Err(e.into());
         }
@@ -608,11 +628,29 @@ fn build_recorded(
             claim.file_name()
         );
     }
+    let choices = crate::provenance::BuildChoices {
+        locked: b.locked,
+        compression: b.compression,
+        staging: b.staging,
+        base_cache: !b.no_base_cache,
+    };
+    let statement = crate::provenance::statement_for_build(
+        &r,
+        &choices,
+        claim.file_name(),
+        &claim.sha256(),
+        started,
+    )?;
+    let provenance = crate::provenance::render_envelope(&statement, sign_key.as_ref());
     let oci = match (b.oci || r.recipe.image.oci, &diff_id) {
         (true, Some(diff_id)) => Some(publish_oci(&dir, &claim, &r, diff_id)?),
         _ => None,
     };
-    let published = match claim.publish_with_sbom(inputs, &sbom) {
+    let published = match claim.publish_with_sidecars(
+        inputs,
+        &sbom,
+        vec![(crate::provenance::SIDECAR_SUFFIX, provenance)],
+    ) {
         Ok(published) => published,
         Err(e) => {
             // The tarball is the commit point: an OCI archive without it goes.
@@ -746,4 +784,23 @@ impl Write for CountingWriter<'_, '_> {
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
     }
+}
+
+/// Create `dir` (it must not exist) as a directory only the caller can enter (mode 0700) and
+/// return where a tree goes inside it, `dir/rootfs`: a `--format dir` or `--keep-staging`
+/// tree's setuid files are then never runnable by other users of the host.
+fn private_tree_dir(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| {
+            format!(
+                "creating {} (a new directory, mode 0700, for the tree)",
+                dir.display()
+            )
+        })?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("setting the mode of {}", dir.display()))?;
+    Ok(dir.join("rootfs"))
 }

@@ -8,13 +8,16 @@
 //! suites and a plan that every verb takes; [`cache`] owns the cache's layout. [`lock`] is
 //! the file format that pins a resolution for `build --locked`,
 //! [`mirror`] writes the partial archive of a lock, [`sbom`] describes what an artifact
-//! contains and [`outdated`] says when a rebuild is due.
+//! contains, [`provenance`] proves where it came from, [`rebuild`] re-does a build and
+//! compares, and [`outdated`] says when a rebuild is due. [`catalog`] finds recipes and
+//! keyrings by name, [`scaffold`] writes a new recipe folder from an existing one.
 #![deny(missing_docs)]
 
 pub mod archive;
 pub mod artifact;
 pub mod build;
 pub mod cache;
+pub mod catalog;
 pub mod choice;
 pub mod deb;
 pub mod epoch;
@@ -27,11 +30,15 @@ pub mod net;
 pub mod oci;
 pub mod outdated;
 pub mod plan;
+pub mod policy;
 pub mod progress;
+pub mod provenance;
 pub mod push;
+pub mod rebuild;
 pub mod recipe;
 pub mod resolve;
 pub mod sbom;
+pub mod scaffold;
 pub mod signal_hold;
 pub mod stage;
 pub mod upload;

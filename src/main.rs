@@ -57,11 +57,21 @@ struct Cli {
 
 #[derive(Args, Clone)]
 struct SourceArgs {
-    /// The recipe: its folder or its recipe.toml.
+    /// The recipe: its name (looked up in ./recipes/, $XDG_CONFIG_HOME/ingot/recipes/,
+    /// /usr/share/ingot/recipes/), its folder or its recipe.toml.
     recipe: PathBuf,
     /// Use this archive root for every suite (http://, https:// or file://), e.g. a local mirror.
     #[arg(long, env = "INGOT_MIRROR")]
     mirror: Option<String>,
+    /// One suite's archive root, over --mirror (repeatable), e.g. Debian's separate security
+    /// archive: --suite-mirror trixie-security=http://mirror.example/debian-security.
+    #[arg(
+        long = "suite-mirror",
+        value_name = "SUITE=URL",
+        env = "INGOT_SUITE_MIRRORS",
+        value_delimiter = ','
+    )]
+    suite_mirrors: Vec<String>,
     /// Accept a Release whose Valid-Until is in the past (snapshot archives).
     #[arg(long, env = "INGOT_ALLOW_EXPIRED")]
     allow_expired: bool,
@@ -124,8 +134,8 @@ enum Command {
         /// gzip (Proxmox), zstd, xz or none.
         #[arg(long, value_parser = choice::<Compression>(), default_value_t = Compression::Gzip, env = "INGOT_COMPRESSION")]
         compression: Compression,
-        /// Keep the staging tree here for debugging instead of removing it.
-        #[arg(long)]
+        /// Keep the staging tree for debugging at DIR/rootfs (DIR is created, mode 0700).
+        #[arg(long, value_name = "DIR")]
         keep_staging: Option<PathBuf>,
         /// Neither restore nor store the configured tree (after dpkg) in the cache.
         #[arg(long, env = "INGOT_NO_BASE_CACHE")]
@@ -146,6 +156,11 @@ enum Command {
         /// does the same). Example: ingot build recipes/ubuntu-24.04 --oci
         #[arg(long, env = "INGOT_OCI")]
         oci: bool,
+        /// Sign <artifact>.provenance.json with this Ed25519 private key (PKCS#8 PEM, as
+        /// `openssl genpkey -algorithm ed25519` or `ingot key generate` writes), e.g.
+        /// --sign-key ~/.config/ingot/signing.pem.
+        #[arg(long, env = "INGOT_SIGN_KEY")]
+        sign_key: Option<PathBuf>,
     },
     /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
     ///
@@ -191,6 +206,10 @@ enum Command {
     /// Check a tarball against the golden-image contract.
     ///
     /// Example: ingot verify out/ubuntu-24.04-lxc-rootfs-v1.tar.gz --json
+    ///
+    /// With --provenance: also check <tarball>.provenance.json's signature under --key, that
+    /// its subject is the tarball's SHA-256, and that the manifest and SBOM beside it record
+    /// the same digest, e.g. ingot verify out/img-v1.tar.gz --provenance --key signing.pem.pub
     Verify {
         /// The image tarball (.tar, .tar.gz, .tar.zst, .tar.xz) or OCI archive (.oci.tar).
         tarball: PathBuf,
@@ -206,6 +225,27 @@ enum Command {
         /// this host's).
         #[arg(long)]
         arch: Option<String>,
+        /// Check the provenance beside the tarball too (a missing one is a failure).
+        #[arg(long, requires = "key")]
+        provenance: bool,
+        /// The Ed25519 public key (SPKI PEM) the provenance must be signed with.
+        #[arg(long, requires = "provenance")]
+        key: Option<PathBuf>,
+    },
+    /// Rebuild a published image from its recipe and lock, and compare the bytes.
+    ///
+    /// Reads the provenance (or manifest) beside TARBALL, refuses a recipe folder whose files
+    /// differ from the recorded ones, builds --locked into a private temporary directory
+    /// (nothing is published) and exits 0 with "identical", or 1 with the first differing
+    /// tar entries. Example: ingot rebuild out/img-v1.tar.gz --recipe recipes/ubuntu-24.04
+    /// --mirror file:///srv/ingot-mirror
+    Rebuild(RebuildArgs),
+    /// Manage provenance signing keys.
+    ///
+    /// Example: ingot key generate --out ~/.config/ingot/signing.pem
+    Key {
+        #[command(subcommand)]
+        action: KeyAction,
     },
     /// Upload an image to Proxmox storage as a container template, through the API with a token.
     ///
@@ -238,9 +278,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the recipes found by name, and where: ./recipes/, then
+    /// $XDG_CONFIG_HOME/ingot/recipes/, then /usr/share/ingot/recipes/.
+    ///
+    /// Example: ingot recipes --json
+    Recipes {
+        /// Print JSON (the search path and each recipe).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a new recipe folder of your own from an existing recipe, and say what to edit.
+    ///
+    /// Example: ingot new my-image --from ubuntu-24.04 && ingot build my-image
+    New {
+        /// The new recipe's name (also its image name).
+        name: String,
+        /// The recipe to start from: a name (see `ingot recipes`) or a path.
+        #[arg(long, default_value = "ubuntu-24.04")]
+        from: PathBuf,
+        /// The folder to write [default: recipes/NAME]; refused if it exists.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print what was written as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Internal: the namespaced build child.
     #[command(name = "__stage", hide = true)]
     Stage { spec: PathBuf },
+    /// Internal (packaging): write the man pages and shell completions into DIR.
+    #[command(name = "__generate-assets", hide = true)]
+    GenerateAssets { dir: PathBuf },
 }
 
 #[derive(Args)]
@@ -283,6 +351,55 @@ struct UploadArgs {
     /// Print volid, size and checksum as JSON.
     #[arg(long)]
     json: bool,
+    /// Refuse, before any request, an image whose provenance is not signed by this Ed25519
+    /// public key (SPKI PEM) or does not match it (as `ingot verify --provenance --key`).
+    #[arg(long, env = "PM_REQUIRE_SIGNATURE")]
+    require_signature: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct RebuildArgs {
+    /// The published image tarball to rebuild.
+    tarball: PathBuf,
+    /// The recipe folder (with its ingot.lock) the image was built from.
+    #[arg(long)]
+    recipe: PathBuf,
+    /// Use this archive root for every suite, e.g. a DIR written by `ingot mirror`.
+    #[arg(long, env = "INGOT_MIRROR")]
+    mirror: Option<String>,
+    /// One suite's archive root, over --mirror (repeatable; see `ingot build`).
+    #[arg(
+        long = "suite-mirror",
+        value_name = "SUITE=URL",
+        env = "INGOT_SUITE_MIRRORS",
+        value_delimiter = ','
+    )]
+    suite_mirrors: Vec<String>,
+    /// Accept a signed Release older than the newest one seen (see `ingot build`).
+    #[arg(long, env = "INGOT_ALLOW_OLDER", value_parser = clap::builder::FalseyValueParser::new())]
+    allow_older: bool,
+    /// Content-addressed download cache [default: $XDG_CACHE_HOME/ingot].
+    #[arg(long, env = "INGOT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+    /// Parallel downloads.
+    #[arg(long, short = 'j', env = "INGOT_JOBS", default_value_t = 8)]
+    jobs: usize,
+    /// Trust only the CA certificates of this PEM file for https:// mirrors.
+    #[arg(long, env = "INGOT_CA_FILE")]
+    ca_file: Option<PathBuf>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum KeyAction {
+    /// Write a new Ed25519 key pair: FILE (PKCS#8 PEM, mode 0600) and FILE.pub (SPKI PEM).
+    Generate {
+        /// The private key's file (never overwritten).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -332,6 +449,7 @@ fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
         jobs: s.jobs,
         quiet,
         ca_file: s.ca_file.clone(),
+        suite_mirrors: s.suite_mirrors.clone(),
     }
 }
 
@@ -363,6 +481,7 @@ fn main() -> ExitCode {
             json,
             locked,
             oci,
+            sign_key,
         } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
@@ -377,6 +496,7 @@ fn main() -> ExitCode {
                 json,
                 locked,
                 oci,
+                sign_key,
             },
             verbose,
         ),
@@ -385,21 +505,55 @@ fn main() -> ExitCode {
             json,
             proxmox,
             arch,
-        } => cli::verify(
-            &tarball,
-            json,
-            &ingot::verify::VerifyOptions {
-                proxmox,
-                architecture: arch,
-            },
-        ),
-        Command::Doctor { json } => cli::doctor(json),
+            provenance,
+            key,
+        } => match key.filter(|_| provenance) {
+            Some(key) => cli::provenance::verify(&tarball, &key, json),
+            None => cli::verify(
+                &tarball,
+                json,
+                &ingot::verify::VerifyOptions {
+                    proxmox,
+                    architecture: arch,
+                },
+            ),
+        },
         Command::Push {
             archive,
             reference,
             ca_file,
             json,
         } => cli::push::push(&archive, &reference, ca_file.as_deref(), json),
+        Command::Rebuild(a) => cli::provenance::rebuild(
+            &CommonOptions {
+                recipe: a.recipe,
+                mirror: a.mirror,
+                allow_expired: false,
+                allow_older: a.allow_older,
+                cache_dir: a.cache_dir,
+                jobs: a.jobs,
+                quiet,
+                ca_file: a.ca_file,
+                suite_mirrors: a.suite_mirrors,
+            },
+            &a.tarball,
+            a.json,
+            verbose,
+        ),
+        Command::Key {
+            action: KeyAction::Generate { out },
+        } => cli::provenance::key_generate(&out),
+        Command::Doctor { json } => cli::doctor(json),
+        Command::Recipes { json } => cli::recipes::list(json),
+        Command::New {
+            name,
+            from,
+            dir,
+            json,
+        } => cli::recipes::new(&name, &from, dir, json),
+        Command::GenerateAssets { dir } => {
+            cli::assets::generate(<Cli as clap::CommandFactory>::command(), &dir)
+        }
         Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {
                 tarball: a.tarball,
@@ -416,6 +570,7 @@ fn main() -> ExitCode {
                 task_timeout: a.task_timeout,
                 json: a.json,
                 quiet,
+                require_signature: a.require_signature,
             },
             verbose,
         ),

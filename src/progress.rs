@@ -312,6 +312,40 @@ impl Reporter for Recorder<'_> {
     }
 }
 
+/// The error chain as one line: `outer: inner: innermost`, without repeats, with control
+/// characters (a script's escape sequences) shown escaped rather than sent to a terminal.
+pub fn one_line(e: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+    }
+    escape_controls(&parts.join(": ").replace('\n', " "))
+}
+
+/// `line` with every control character but tab written as `\xNN` (C1 controls as `\u{NN}`), so
+/// that output from inside the image can carry no terminal escape sequence to wherever it is
+/// printed (the sandbox escapes program output with it; the CLI escapes error lines).
+pub fn escape_controls(line: &str) -> String {
+    if !line.chars().any(|c| c.is_control() && c != '\t') {
+        return line.to_string();
+    }
+    let mut out = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if (c as u32) < 0x80 && c.is_control() => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -375,34 +409,4 @@ mod tests {
         assert_eq!(tail.last().map(String::as_str), Some("provision.sh: hello"));
         assert!(!tail.iter().any(|l| l.starts_with("error: ")));
     }
-}
-
-/// The error chain as one line: `outer: inner: innermost`, without repeats, with control
-/// characters (a script's escape sequences) shown escaped rather than sent to a terminal.
-pub fn one_line(e: &anyhow::Error) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for cause in e.chain() {
-        let s = cause.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-    }
-    escape_controls(&parts.join(": ").replace('\n', " "))
-}
-
-/// `line` with every control character but tab as `\u{…}` (as `{:?}` shows them), so that
-/// output from inside the image cannot move a terminal's cursor or retitle its window.
-pub fn escape_controls(line: &str) -> String {
-    if !line.chars().any(|c| c.is_control() && c != '\t') {
-        return line.to_string();
-    }
-    line.chars()
-        .map(|c| {
-            if c.is_control() && c != '\t' {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
 }

@@ -1,7 +1,8 @@
 //! Recipes: `recipes/<name>/recipe.toml` and the scripts beside it, parsed and validated.
 //!
 //! This module owns the recipe format and its error messages (file, line, key, what was
-//! expected). It never touches the network or the filesystem beyond the recipe's own folder.
+//! expected). It never touches the network, nor the filesystem beyond the recipe's own folder
+//! and the search path of [`crate::catalog`] (a recipe by name, a keyring by file name).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +29,14 @@ pub struct Recipe {
     /// `[provision] network = true`: the provision scripts get the host's network and its
     /// `resolv.conf` (read-only); by default they see only a loopback interface of their own.
     pub provision_network: bool,
+    /// `[provision] timeout`: the time limit of each provision and cleanup script, in seconds
+    /// ([`DEFAULT_SCRIPT_TIMEOUT_SECS`] unless the recipe says).
+    pub script_timeout_secs: u64,
     /// Scripts run inside the image's sandbox after provisioning, before ingot's own cleanup invariants.
     pub cleanup: Vec<PathBuf>,
+    /// `extends = "../golden"`: the golden policy's release this recipe builds (its scripts
+    /// are already first in `provision` and `cleanup`). `None` for a recipe of its own.
+    pub release: Option<crate::policy::Release>,
 }
 
 /// `[image]`: how artifacts are named.
@@ -89,6 +96,8 @@ pub struct PackageSelection {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawRecipe {
+    #[serde(default)]
+    extends: Option<String>,
     image: ImageSection,
     source: RawSource,
     packages: RawPackages,
@@ -101,7 +110,8 @@ struct RawRecipe {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawSource {
-    mirror: String,
+    #[serde(default)]
+    mirror: Option<String>,
     suites: Vec<String>,
     #[serde(default = "default_components")]
     components: Vec<String>,
@@ -111,6 +121,10 @@ struct RawSource {
     suite_mirrors: BTreeMap<String, String>,
     #[serde(default, rename = "allow-expired")]
     allow_expired: bool,
+    /// Suites served from an archive of their own (Debian's `-security`): `--mirror` does
+    /// not apply to them, each needs `--suite-mirror SUITE=URL` or a `suite-mirrors` entry.
+    #[serde(default, rename = "separate-archive")]
+    separate_archive: Vec<String>,
 }
 
 fn default_components() -> Vec<String> {
@@ -132,7 +146,11 @@ struct RawProvision {
     scripts: Vec<String>,
     #[serde(default)]
     network: bool,
+    timeout: Option<u64>,
 }
+
+/// The time limit of each recipe script unless `[provision] timeout` says otherwise: 30 minutes.
+pub const DEFAULT_SCRIPT_TIMEOUT_SECS: u64 = 1800;
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,6 +178,9 @@ pub enum RecipeError {
         /// The parser's message, flattened to one line.
         message: String,
     },
+    /// A recipe given by name that no folder of the search path holds.
+    #[error(transparent)]
+    NotFound(#[from] crate::catalog::RecipeNotFound),
     /// A value is present but wrong.
     #[error("{path}:{line}: `{key}`: {message}")]
     Invalid {
@@ -181,11 +202,30 @@ pub struct RecipeOverrides {
     pub mirror: Option<String>,
     /// Accept expired `Valid-Until` (snapshot archives).
     pub allow_expired: bool,
+    /// `--suite-mirror SUITE=URL` (`INGOT_SUITE_MIRRORS`, comma-separated): one suite's mirror,
+    /// over `--mirror` and the recipe.
+    pub suite_mirrors: Vec<String>,
 }
 
 impl Recipe {
-    /// Load `RECIPE`, which is the recipe's folder or its `recipe.toml`.
+    /// The variables the recipe's scripts get besides the clean environment:
+    /// `INGOT_SUITE_MIRRORS`, the build's suites and the mirror each came from
+    /// (`suite=URL,…`, as `--suite-mirror` takes them), so that a policy can write the image's apt
+    /// sources for a distribution whose public mirror the repository does not name.
+    pub fn script_env(&self) -> Vec<(String, String)> {
+        let pairs: Vec<String> = self
+            .source
+            .suites
+            .iter()
+            .map(|s| format!("{}={}", s.suite, s.mirror))
+            .collect();
+        vec![("INGOT_SUITE_MIRRORS".to_string(), pairs.join(","))]
+    }
+
+    /// Load `RECIPE`, which is the recipe's folder, its `recipe.toml`, or a recipe's name
+    /// looked up in the search path ([`crate::catalog::locate_recipe`]).
     pub fn load(path: &Path, overrides: &RecipeOverrides) -> Result<Recipe, RecipeError> {
+        let path = &crate::catalog::locate_recipe(path, &crate::catalog::search_roots())?;
         let file = if path.is_dir() {
             path.join("recipe.toml")
         } else {
@@ -278,36 +318,127 @@ impl Recipe {
         let check_mirror = |key: &str, url: &str| -> Result<String, RecipeError> {
             validate_mirror(url).map_err(|m| invalid(key, m))
         };
-        let default_mirror = match &overrides.mirror {
-            Some(m) => validate_mirror(m).map_err(|msg| RecipeError::Invalid {
-                path: PathBuf::from("--mirror"),
-                line: 0,
-                key: "mirror".into(),
-                message: msg,
-            })?,
-            None => check_mirror("source.mirror", &raw.source.mirror)?,
+        let flag_error = |flag: &str, message: String| RecipeError::Invalid {
+            path: PathBuf::from(flag),
+            line: 0,
+            key: flag.trim_start_matches('-').into(),
+            message,
+        };
+        for s in &raw.source.separate_archive {
+            if !raw.source.suites.contains(s) {
+                return Err(invalid(
+                    "separate-archive",
+                    format!("{s:?} is not one of source.suites"),
+                ));
+            }
+        }
+        let cli_mirror = match &overrides.mirror {
+            Some(m) => Some(validate_mirror(m).map_err(|msg| flag_error("--mirror", msg))?),
+            None => None,
+        };
+        let mut cli_suite_mirrors = BTreeMap::new();
+        for given in &overrides.suite_mirrors {
+            let Some((suite, url)) = given.split_once('=').filter(|(s, _)| !s.is_empty()) else {
+                return Err(flag_error(
+                    "--suite-mirror",
+                    format!("{given:?}: expected SUITE=URL, e.g. trixie-security=http://…"),
+                ));
+            };
+            // One INGOT_SUITE_MIRRORS serves several recipes: another recipe's suite is not
+            // an error here (a separate archive left without a mirror still is, below).
+            if !raw.source.suites.iter().any(|s| s == suite) {
+                continue;
+            }
+            let url = validate_mirror(url)
+                .map_err(|msg| flag_error("--suite-mirror", format!("{suite}: {msg}")))?;
+            cli_suite_mirrors.insert(suite.to_string(), url);
+        }
+        let recipe_mirror = match &raw.source.mirror {
+            Some(m) => Some(check_mirror("source.mirror", m)?),
+            None => None,
         };
         let mut suites = Vec::new();
+        let (mut missing, mut missing_separate) = (Vec::new(), Vec::new());
         for s in &raw.source.suites {
-            let mirror = match (&overrides.mirror, raw.source.suite_mirrors.get(s)) {
-                (None, Some(m)) => check_mirror("suite-mirrors", m)?,
-                _ => default_mirror.clone(),
+            let separate = raw.source.separate_archive.contains(s);
+            // --suite-mirror, then --mirror (not for a separate archive), then the recipe.
+            let mirror = match (cli_suite_mirrors.get(s), &cli_mirror) {
+                (Some(m), _) => Some(m.clone()),
+                (None, Some(m)) if !separate => Some(m.clone()),
+                _ => match raw.source.suite_mirrors.get(s) {
+                    Some(m) if cli_mirror.is_none() || separate => {
+                        Some(check_mirror("suite-mirrors", m)?)
+                    }
+                    _ if separate => None,
+                    _ => cli_mirror.clone().or_else(|| recipe_mirror.clone()),
+                },
             };
-            suites.push(SuiteSource {
-                suite: s.clone(),
-                mirror,
-            });
+            match mirror {
+                Some(mirror) => suites.push(SuiteSource {
+                    suite: s.clone(),
+                    mirror,
+                }),
+                None if separate => missing_separate.push(s.clone()),
+                None => missing.push(s.clone()),
+            }
         }
-        let keyring = dir.join(&raw.source.keyring);
-        if !keyring.is_file() {
+        if !missing.is_empty() || !missing_separate.is_empty() {
+            let mut how = Vec::new();
+            if !missing.is_empty() {
+                how.push(format!(
+                    "--mirror URL (INGOT_MIRROR) for {}",
+                    missing.join(", ")
+                ));
+            }
+            for s in &missing_separate {
+                how.push(format!(
+                    "--suite-mirror {s}=URL (INGOT_SUITE_MIRRORS={s}=URL; a separate archive)"
+                ));
+            }
             return Err(invalid(
-                "source.keyring",
+                if missing.is_empty() {
+                    "separate-archive"
+                } else {
+                    "source.suites"
+                },
                 format!(
-                    "expected an OpenPGP keyring file, {} does not exist",
-                    keyring.display()
+                    "this recipe names no mirror for {}: give the site's with {}",
+                    missing
+                        .iter()
+                        .chain(&missing_separate)
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    how.join(" and ")
                 ),
             ));
         }
+        let keyring = crate::catalog::resolve_keyring(
+            dir,
+            &raw.source.keyring,
+            &crate::catalog::search_roots(),
+        )
+        .map_err(|tried| {
+            invalid(
+                "source.keyring",
+                format!(
+                    "expected an OpenPGP keyring file, {} does not exist{}",
+                    tried[0].display(),
+                    if tried.len() > 1 {
+                        format!(
+                            " (nor does {})",
+                            tried[1..]
+                                .iter()
+                                .map(|p| p.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    } else {
+                        String::new()
+                    }
+                ),
+            )
+        })?;
 
         let mut include = Vec::new();
         for p in &raw.packages.include {
@@ -321,9 +452,27 @@ impl Recipe {
             include.push(p.clone());
         }
 
+        let policy = match &raw.extends {
+            Some(rel) => {
+                let base = dir.join(rel);
+                let policy =
+                    crate::policy::Policy::load(&base).map_err(|m| invalid("extends", m))?;
+                let release = policy
+                    .release(&raw.source.suites[0])
+                    .map_err(|m| invalid("source.suites", m))?
+                    .clone();
+                Some((base, policy, release))
+            }
+            None => None,
+        };
+
         let mut digest_input = text.as_bytes().to_vec();
+        if let Some((_, policy, _)) = &policy {
+            digest_input.extend_from_slice(policy.text.as_bytes());
+            digest_input.push(0);
+        }
         let mut resolve_scripts =
-            |key: &str, list: &[String]| -> Result<Vec<PathBuf>, RecipeError> {
+            |key: &str, dir: &Path, list: &[String]| -> Result<Vec<PathBuf>, RecipeError> {
                 let mut out = Vec::new();
                 for s in list {
                     let p = script_inside(dir, s).map_err(|m| invalid(key, m))?;
@@ -337,8 +486,31 @@ impl Recipe {
                 }
                 Ok(out)
             };
-        let provision = resolve_scripts("provision.scripts", &raw.provision.scripts)?;
-        let cleanup = resolve_scripts("cleanup.scripts", &raw.cleanup.scripts)?;
+        let (mut provision, mut cleanup) = (Vec::new(), Vec::new());
+        if let Some((base, policy, _)) = &policy {
+            provision = resolve_scripts("extends", base, &policy.provision)?;
+            cleanup = resolve_scripts("extends", base, &policy.cleanup)?;
+        }
+        provision.extend(resolve_scripts(
+            "provision.scripts",
+            dir,
+            &raw.provision.scripts,
+        )?);
+        cleanup.extend(resolve_scripts(
+            "cleanup.scripts",
+            dir,
+            &raw.cleanup.scripts,
+        )?);
+        let script_timeout_secs = match raw.provision.timeout {
+            None => DEFAULT_SCRIPT_TIMEOUT_SECS,
+            Some(0) => {
+                return Err(invalid(
+                    "provision.timeout",
+                    "must be a number of seconds above 0".into(),
+                ));
+            }
+            Some(secs) => secs,
+        };
         let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&digest_input));
 
         Ok(Recipe {
@@ -362,7 +534,9 @@ impl Recipe {
             },
             provision,
             provision_network: raw.provision.network,
+            script_timeout_secs,
             cleanup,
+            release: policy.map(|(_, _, release)| release),
         })
     }
 }
@@ -489,6 +663,30 @@ scripts = ["provision.sh"]
     }
 
     #[test]
+    fn the_script_time_limit_has_a_default_and_must_be_positive() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), GOOD);
+        let r = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap();
+        assert_eq!(r.script_timeout_secs, DEFAULT_SCRIPT_TIMEOUT_SECS);
+        let with = GOOD.replace(
+            "scripts = [\"provision.sh\"]",
+            "scripts = [\"provision.sh\"]\ntimeout = 90",
+        );
+        write(d.path(), &with);
+        let r = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap();
+        assert_eq!(r.script_timeout_secs, 90);
+        for bad in ["timeout = 0", "timeout = -5", "timeout = \"1h\""] {
+            let text = GOOD.replace(
+                "scripts = [\"provision.sh\"]",
+                &format!("scripts = [\"provision.sh\"]\n{bad}"),
+            );
+            write(d.path(), &text);
+            let err = Recipe::load(d.path(), &RecipeOverrides::default()).unwrap_err();
+            assert!(err.to_string().contains("timeout"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn parses_the_documented_format() {
         let d = tempfile::tempdir().unwrap();
         write(d.path(), GOOD);
@@ -506,7 +704,7 @@ scripts = ["provision.sh"]
 
         let o = RecipeOverrides {
             mirror: Some("file:///mirror".into()),
-            allow_expired: false,
+            ..RecipeOverrides::default()
         };
         let r = Recipe::load(d.path(), &o).unwrap();
         assert!(r.source.suites.iter().all(|s| s.mirror == "file:///mirror"));
@@ -565,5 +763,146 @@ scripts = ["provision.sh"]
             .unwrap_err()
             .to_string();
         assert!(e.contains("bogus"), "{e}");
+    }
+
+    const DEBIAN: &str = r#"
+extends = "golden"
+
+[image]
+name = "debian-13-lxc-rootfs"
+
+[source]
+suites = ["trixie", "trixie-updates", "trixie-security"]
+architecture = "amd64"
+keyring = "keyring.gpg"
+separate-archive = ["trixie-security"]
+
+[packages]
+variant = "minbase"
+
+[provision]
+scripts = ["provision.sh"]
+"#;
+
+    fn golden(dir: &Path, codename: &str) {
+        std::fs::create_dir_all(dir.join("golden")).unwrap();
+        std::fs::write(dir.join("golden/policy.sh"), b"true\n").unwrap();
+        std::fs::write(dir.join("golden/tidy.sh"), b"true\n").unwrap();
+        std::fs::write(
+            dir.join("golden/policy.toml"),
+            format!(
+                "[provision]\nscripts = [\"policy.sh\"]\n[cleanup]\nscripts = [\"tidy.sh\"]\n\
+                 [[release]]\ncodename = \"{codename}\"\ndistro = \"debian\"\nversion = \"13\"\n"
+            ),
+        )
+        .unwrap();
+    }
+
+    fn load_with(
+        dir: &Path,
+        mirror: Option<&str>,
+        suite_mirrors: &[&str],
+    ) -> Result<Recipe, String> {
+        Recipe::load(
+            dir,
+            &RecipeOverrides {
+                mirror: mirror.map(String::from),
+                suite_mirrors: suite_mirrors.iter().map(|s| s.to_string()).collect(),
+                ..RecipeOverrides::default()
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_recipe_without_mirrors_says_how_to_give_them() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), DEBIAN);
+        golden(d.path(), "trixie");
+        let e = load_with(d.path(), None, &[]).unwrap_err();
+        assert!(
+            e.contains("no mirror for trixie, trixie-updates, trixie-security")
+                && e.contains("--mirror URL (INGOT_MIRROR)")
+                && e.contains("--suite-mirror trixie-security=URL"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+        // --mirror alone does not reach the separate security archive.
+        let e = load_with(d.path(), Some("http://m.example/debian"), &[]).unwrap_err();
+        assert!(
+            e.contains("no mirror for trixie-security") && !e.contains("INGOT_MIRROR"),
+            "{e}"
+        );
+        let r = load_with(
+            d.path(),
+            Some("http://m.example/debian/"),
+            &[
+                "trixie-security=http://s.example/debian-security",
+                "bookworm-security=http://other.example",
+            ],
+        )
+        .unwrap();
+        let mirrors: Vec<(&str, &str)> = r
+            .source
+            .suites
+            .iter()
+            .map(|s| (s.suite.as_str(), s.mirror.as_str()))
+            .collect();
+        assert_eq!(
+            mirrors,
+            [
+                ("trixie", "http://m.example/debian"),
+                ("trixie-updates", "http://m.example/debian"),
+                ("trixie-security", "http://s.example/debian-security"),
+            ]
+        );
+        let e = load_with(d.path(), Some("http://m.example"), &["trixie-security"]).unwrap_err();
+        assert!(
+            e.contains("--suite-mirror") && e.contains("SUITE=URL"),
+            "{e}"
+        );
+        let e = load_with(
+            d.path(),
+            Some("http://m.example"),
+            &["trixie-security=ftp://x"],
+        )
+        .unwrap_err();
+        assert!(e.contains("--suite-mirror") && e.contains("ftp://x"), "{e}");
+    }
+
+    #[test]
+    fn extends_runs_the_policy_first_and_knows_the_release() {
+        let d = tempfile::tempdir().unwrap();
+        write(d.path(), DEBIAN);
+        golden(d.path(), "trixie");
+        let mirrors = ["trixie-security=http://s.example"];
+        let r = load_with(d.path(), Some("http://m.example"), &mirrors).unwrap();
+        assert_eq!(
+            r.provision,
+            vec![
+                d.path().join("golden/policy.sh"),
+                d.path().join("provision.sh")
+            ]
+        );
+        assert_eq!(r.cleanup, vec![d.path().join("golden/tidy.sh")]);
+        assert_eq!(r.release.as_ref().unwrap().version, "13");
+        // The policy's scripts are part of the digest.
+        let before = r.digest.clone();
+        std::fs::write(d.path().join("golden/policy.sh"), b"false\n").unwrap();
+        let r = load_with(d.path(), Some("http://m.example"), &mirrors).unwrap();
+        assert_ne!(r.digest, before);
+
+        golden(d.path(), "bookworm");
+        let e = load_with(d.path(), Some("http://m.example"), &mirrors).unwrap_err();
+        assert!(
+            e.contains("`source.suites`")
+                && e.contains("release \"trixie\" is not known to the golden policy")
+                && e.contains("bookworm (debian 13)"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "one line: {e}");
+        std::fs::remove_file(d.path().join("golden/policy.toml")).unwrap();
+        let e = load_with(d.path(), Some("http://m.example"), &mirrors).unwrap_err();
+        assert!(e.contains("`extends`") && e.contains("policy.toml"), "{e}");
     }
 }

@@ -44,6 +44,8 @@ pub struct CommonOptions {
     pub quiet: bool,
     /// Trust only the CA certificates of this PEM file for `https://` mirrors.
     pub ca_file: Option<PathBuf>,
+    /// `--suite-mirror SUITE=URL`, each over `--mirror` for its suite.
+    pub suite_mirrors: Vec<String>,
 }
 
 impl CommonOptions {
@@ -63,6 +65,7 @@ impl CommonOptions {
             &RecipeOverrides {
                 mirror: self.mirror.clone(),
                 allow_expired: self.allow_expired,
+                suite_mirrors: self.suite_mirrors.clone(),
             },
         )
     }

@@ -1,6 +1,7 @@
 //! The SBOM: `<artifact>.spdx.json`, an SPDX 2.3 JSON document describing the image and every
 //! Debian package installed in it (name, version, architecture, supplier, `purl`, the `.deb`'s
-//! SHA-256, the declared license where the package's `copyright` file is machine-readable).
+//! SHA-256, the declared license read from the package's `copyright` file, with the text of
+//! every `LicenseRef-…` it uses).
 //!
 //! It is reproducible like the image: created at the build epoch, its namespace derived from
 //! the artifact's SHA-256, packages in a fixed order, no wall-clock time and no host name.
@@ -38,8 +39,10 @@ pub struct SbomPackage {
     pub sha256: String,
     /// `Maintainer`, as the control file writes it.
     pub maintainer: Option<String>,
-    /// An SPDX license expression from a machine-readable `copyright`, else `None`.
+    /// The declared license read from the `copyright` file (see [`declared_license`]).
     pub license: Option<String>,
+    /// The text of each `LicenseRef-…` in `license`.
+    pub license_texts: Vec<(String, String)>,
 }
 
 /// A `.deb` whose control file could not be read.
@@ -50,24 +53,52 @@ pub struct SbomError(#[from] DebError);
 /// Read maintainer and license of every fetched `.deb` (in parallel); sorted by name,
 /// architecture, version.
 pub fn describe_packages(debs: &[FetchedDeb]) -> Result<Vec<SbomPackage>, SbomError> {
+    let mut shared: Vec<(usize, String)> = Vec::new();
     let mut out: Vec<SbomPackage> = debs
         .par_iter()
         .map(|d| {
             let control = deb::read_control(&d.path)?;
             let maintainer = control_field(&control, "Maintainer");
-            let license = read_copyright(&d.path, &d.package.name)?
-                .as_deref()
-                .and_then(dep5_license);
-            Ok(SbomPackage {
-                name: d.package.name.clone(),
-                version: d.package.version.clone(),
-                architecture: d.package.architecture.clone(),
-                sha256: d.package.sha256.clone(),
-                maintainer,
-                license,
-            })
+            let (declared, other) = match read_copyright(&d.path, &d.package.name)? {
+                CopyrightFile::Text(text) => (declared_license(&text).unwrap_or_default(), None),
+                CopyrightFile::SharedWith(other) => (DeclaredLicense::default(), Some(other)),
+                CopyrightFile::None => (DeclaredLicense::default(), None),
+            };
+            let license = (!declared.expression.is_empty()).then_some(declared.expression);
+            Ok((
+                SbomPackage {
+                    name: d.package.name.clone(),
+                    version: d.package.version.clone(),
+                    architecture: d.package.architecture.clone(),
+                    sha256: d.package.sha256.clone(),
+                    maintainer,
+                    license,
+                    license_texts: declared.extracted,
+                },
+                other,
+            ))
         })
-        .collect::<Result<_, SbomError>>()?;
+        .collect::<Result<Vec<_>, SbomError>>()?
+        .into_iter()
+        .enumerate()
+        .map(|(i, (p, other))| {
+            if let Some(other) = other {
+                shared.push((i, other));
+            }
+            p
+        })
+        .collect();
+    // A shared doc directory: the license of the package whose copyright it is (one level).
+    for (i, other) in shared {
+        if let Some(source) = out
+            .iter()
+            .find(|p| p.name == other && p.license.is_some())
+            .cloned()
+        {
+            out[i].license = source.license;
+            out[i].license_texts = source.license_texts;
+        }
+    }
     out.sort_by(|a, b| {
         (&a.name, &a.architecture, &a.version).cmp(&(&b.name, &b.architecture, &b.version))
     });
@@ -82,25 +113,58 @@ fn control_field(control: &str, field: &str) -> Option<String> {
     })
 }
 
-/// `usr/share/doc/<pkg>/copyright` from the data member, if it is a regular file.
-fn read_copyright(path: &std::path::Path, package: &str) -> Result<Option<String>, DebError> {
-    let wanted = format!("usr/share/doc/{package}/copyright");
+/// What a `.deb` has at `usr/share/doc/<pkg>`.
+enum CopyrightFile {
+    /// `copyright` is a regular file: its text.
+    Text(String),
+    /// The doc directory is a symlink to another package's (Policy 12.5 allows it for a
+    /// package of the same source that it depends on): that package's name.
+    SharedWith(String),
+    /// Neither.
+    None,
+}
+
+/// `usr/share/doc/<pkg>/copyright` from the data member, if it is a regular file, or the
+/// package whose doc directory `usr/share/doc/<pkg>` links to.
+fn read_copyright(path: &std::path::Path, package: &str) -> Result<CopyrightFile, DebError> {
+    let dir = format!("usr/share/doc/{package}");
+    let wanted = format!("{dir}/copyright");
     let found = deb::with_member(path, DebMember::Data, |tar| {
         let mut archive = tar::Archive::new(tar);
         for entry in archive.entries()? {
             let entry = entry?;
             let name = entry.path_bytes();
             let name = name.strip_prefix(b"./").unwrap_or(&name);
+            let name = name.strip_suffix(b"/").unwrap_or(name);
+            if name == dir.as_bytes() && entry.header().entry_type().is_symlink() {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| String::from_utf8_lossy(&t).into_owned())
+                    .unwrap_or_default();
+                let other = target
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+                return Ok(if other.is_empty() {
+                    CopyrightFile::None
+                } else {
+                    CopyrightFile::SharedWith(other)
+                });
+            }
             if name == wanted.as_bytes() {
                 if !entry.header().entry_type().is_file() {
-                    return Ok(None);
+                    return Ok(CopyrightFile::None);
                 }
                 let mut bytes = Vec::new();
                 entry.take(MAX_COPYRIGHT_BYTES).read_to_end(&mut bytes)?;
-                return Ok(Some(String::from_utf8_lossy(&bytes).into_owned()));
+                return Ok(CopyrightFile::Text(
+                    String::from_utf8_lossy(&bytes).into_owned(),
+                ));
             }
         }
-        Ok::<_, std::io::Error>(None)
+        Ok::<_, std::io::Error>(CopyrightFile::None)
     })?;
     found.map_err(|source| DebError::Io {
         path: path.to_path_buf(),
@@ -108,40 +172,76 @@ fn read_copyright(path: &std::path::Path, package: &str) -> Result<Option<String
     })
 }
 
-/// The declared license of a DEP-5 (machine-readable) `copyright` file as an SPDX expression:
-/// the `License:` short names of its `Files` paragraphs, each mapped to an SPDX identifier,
-/// joined with `AND`. `None` when the file is not DEP-5 or any name does not map cleanly.
-pub fn dep5_license(copyright: &str) -> Option<String> {
-    let first = copyright.lines().next()?;
-    let format = first.strip_prefix("Format:")?.trim();
-    if !format.contains("copyright-format/1.0") {
-        return None;
-    }
+/// A package's declared license: an SPDX expression, and the text of each `LicenseRef-…` it
+/// uses (SPDX's "extracted licensing info").
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize)]
+pub struct DeclaredLicense {
+    /// The SPDX license expression.
+    pub expression: String,
+    /// `LicenseRef-<name>` → its text (or, without one, its name), sorted by id.
+    pub extracted: Vec<(String, String)>,
+}
+
+/// The declared license of a `copyright` file. A DEP-5 (machine-readable) file: the `License:`
+/// of every `Files` paragraph, each short name mapped to its SPDX identifier or, when it has
+/// none, to `LicenseRef-<name>` with the text of the file's stand-alone `License` paragraph
+/// (as syft and trivy do), `and`/`or`/`with`/commas kept as SPDX operators and parentheses;
+/// paragraphs joined with `AND`. Any other file: the licenses it names on `License:` lines
+/// and as `/usr/share/common-licenses/<name>` (syft's reading). `None` when it names none.
+pub fn declared_license(copyright: &str) -> Option<DeclaredLicense> {
+    let is_dep5 = copyright.lines().next().is_some_and(|first| {
+        first
+            .strip_prefix("Format:")
+            .is_some_and(|f| f.contains("copyright-format/1.0"))
+    });
+    let mut refs = LicenseRefs::default();
     let mut expressions: Vec<String> = Vec::new();
-    for paragraph in copyright.split("\n\n") {
-        let is_files = paragraph
-            .lines()
-            .any(|l| l.to_ascii_lowercase().starts_with("files:"));
-        if !is_files {
-            continue;
+    if is_dep5 {
+        let paragraphs = dep5_paragraphs(copyright);
+        for p in &paragraphs {
+            if !p.has_files
+                && let Some((name, text)) = &p.license
+            {
+                refs.texts
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| text.clone());
+            }
         }
-        let short = paragraph.lines().find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            (k.eq_ignore_ascii_case("License") && !l.starts_with([' ', '\t'])).then(|| v.trim())
-        })?;
-        let expr = spdx_expression(short)?;
-        if !expressions.contains(&expr) {
-            expressions.push(expr);
+        for p in paragraphs.iter().filter(|p| p.has_files) {
+            let Some((name, text)) = &p.license else {
+                continue;
+            };
+            if !text.is_empty() {
+                refs.texts
+                    .entry(name.to_ascii_lowercase())
+                    .or_insert_with(|| text.clone());
+            }
+            if let Some(e) = dep5_expression(name, &mut refs)
+                && !expressions.contains(&e)
+            {
+                expressions.push(e);
+            }
+        }
+    } else {
+        let later = copyright.contains("any later version");
+        for name in named_licenses(copyright) {
+            let e = match spdx_id(&name) {
+                Some(id) if later => id.replace("-only", "-or-later"),
+                Some(id) => id.to_string(),
+                None => refs.reference(&name),
+            };
+            if !expressions.contains(&e) {
+                expressions.push(e);
+            }
         }
     }
     if expressions.is_empty() {
         return None;
     }
     expressions.sort();
-    if expressions.len() == 1 {
-        return expressions.pop();
-    }
-    Some(
+    let expression = if expressions.len() == 1 {
+        expressions.remove(0)
+    } else {
         expressions
             .iter()
             .map(|e| {
@@ -152,36 +252,197 @@ pub fn dep5_license(copyright: &str) -> Option<String> {
                 }
             })
             .collect::<Vec<_>>()
-            .join(" AND "),
-    )
+            .join(" AND ")
+    };
+    Some(DeclaredLicense {
+        expression,
+        extracted: refs.used.into_iter().collect(),
+    })
 }
 
-/// One DEP-5 `License:` value (`GPL-2+ or Artistic`, `BSD-3-clause`) as an SPDX expression.
-fn spdx_expression(value: &str) -> Option<String> {
-    let words: Vec<&str> = value.split_whitespace().collect();
-    if words.is_empty() {
-        return None;
+/// [`declared_license`]'s expression alone.
+pub fn dep5_license(copyright: &str) -> Option<String> {
+    declared_license(copyright).map(|l| l.expression)
+}
+
+/// `LicenseRef-…`s made while reading one file, with their texts.
+#[derive(Default)]
+struct LicenseRefs {
+    /// Lower-case short name → text, from the stand-alone `License` paragraphs.
+    texts: std::collections::BTreeMap<String, String>,
+    /// Id → text of every reference used.
+    used: std::collections::BTreeMap<String, String>,
+}
+
+impl LicenseRefs {
+    fn reference(&mut self, name: &str) -> String {
+        let id = format!("LicenseRef-{}", spdx_id_chars(&name.replace('+', "-plus")));
+        let text = self
+            .texts
+            .get(&name.to_ascii_lowercase())
+            .filter(|t| !t.trim().is_empty())
+            .cloned()
+            .unwrap_or_else(|| name.to_string());
+        self.used.entry(id.clone()).or_insert(text);
+        id
     }
+}
+
+struct Dep5Paragraph {
+    has_files: bool,
+    /// The `License` field: its first line (the short names) and the text after it.
+    license: Option<(String, String)>,
+}
+
+fn dep5_paragraphs(copyright: &str) -> Vec<Dep5Paragraph> {
+    let text = copyright.replace("\r\n", "\n");
     let mut out = Vec::new();
-    let mut expect_name = true;
-    for w in words {
-        if expect_name {
-            out.push(spdx_id(w.trim_end_matches(','))?.to_string());
+    // Paragraphs are separated by lines that are empty or only whitespace.
+    let mut current: Vec<&str> = Vec::new();
+    for line in text.lines().chain(std::iter::once("")) {
+        if line.trim().is_empty() {
+            if !current.is_empty() {
+                out.push(parse_paragraph(&current));
+                current.clear();
+            }
         } else {
-            match w.to_ascii_lowercase().as_str() {
-                "or" => out.push("OR".to_string()),
-                "and" => out.push("AND".to_string()),
-                // "with … exception" and anything else has no clean mapping.
-                _ => return None,
+            current.push(line);
+        }
+    }
+    out
+}
+
+fn parse_paragraph(lines: &[&str]) -> Dep5Paragraph {
+    let mut has_files = false;
+    let mut license: Option<(String, Vec<String>)> = None;
+    let mut in_license = false;
+    for line in lines {
+        if line.starts_with([' ', '\t']) {
+            if in_license && let Some((_, text)) = license.as_mut() {
+                let t = line.trim();
+                text.push(if t == "." {
+                    String::new()
+                } else {
+                    t.to_string()
+                });
+            }
+            continue;
+        }
+        in_license = false;
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        if key.eq_ignore_ascii_case("Files") {
+            has_files = true;
+        } else if key.eq_ignore_ascii_case("License") {
+            in_license = true;
+            license = Some((value.trim().to_string(), Vec::new()));
+        }
+    }
+    Dep5Paragraph {
+        has_files,
+        license: license
+            .filter(|(name, _)| !name.is_empty())
+            .map(|(name, text)| (name, text.join("\n").trim().to_string())),
+    }
+}
+
+/// One DEP-5 `License:` value (`GPL-2+ or Artistic, and BSD-3-clause`, `GPL-2+ with OpenSSL
+/// exception`) as an SPDX expression: names mapped, `and`/`or` as `AND`/`OR` (DEP-5 and SPDX
+/// both bind `and` tighter), a comma ending a group of lower precedence.
+fn dep5_expression(value: &str, refs: &mut LicenseRefs) -> Option<String> {
+    // Groups split at commas; each later group starts with its operator.
+    let mut groups: Vec<Vec<String>> = vec![Vec::new()];
+    for word in value.split_whitespace() {
+        let (word, comma) = match word.strip_suffix(',') {
+            Some(w) => (w, true),
+            None => (word, false),
+        };
+        if !word.is_empty()
+            && let Some(g) = groups.last_mut()
+        {
+            g.push(word.to_string());
+        }
+        if comma {
+            groups.push(Vec::new());
+        }
+    }
+    let grouped = |e: String| if e.contains(' ') { format!("({e})") } else { e };
+    let mut out = String::new();
+    for (i, group) in groups.iter().enumerate() {
+        if i == 0 {
+            out = group_expression(group, refs)?;
+            continue;
+        }
+        let (op, rest) = group.split_first()?;
+        let op = match op.to_ascii_lowercase().as_str() {
+            "and" => "AND",
+            "or" => "OR",
+            _ => return None,
+        };
+        // `A or B, and C or D`: each side of the comma is one operand.
+        let right = grouped(group_expression(rest, refs)?);
+        out = format!("{} {op} {right}", grouped(out));
+    }
+    Some(out)
+}
+
+/// `A or B and C with D exception` (no commas).
+fn group_expression(words: &[String], refs: &mut LicenseRefs) -> Option<String> {
+    fn flush(name: &mut Vec<&str>, parts: &mut Vec<String>, refs: &mut LicenseRefs) -> Option<()> {
+        let first = *name.first()?;
+        let id = match (name.len(), spdx_id(first)) {
+            (1, Some(id)) => id.to_string(),
+            _ => refs.reference(&name.join(" ")),
+        };
+        parts.push(id);
+        name.clear();
+        Some(())
+    }
+    let mut parts: Vec<String> = Vec::new();
+    let mut name: Vec<&str> = Vec::new();
+    for w in words {
+        match w.to_ascii_lowercase().as_str() {
+            op @ ("and" | "or") => {
+                flush(&mut name, &mut parts, refs)?;
+                parts.push(op.to_ascii_uppercase());
+            }
+            _ => name.push(w),
+        }
+    }
+    flush(&mut name, &mut parts, refs)?;
+    Some(parts.join(" "))
+}
+
+/// The licenses a free-form `copyright` file names: the first word of each `License:` line and
+/// each `/usr/share/common-licenses/<name>`, sorted and without repeats.
+fn named_licenses(copyright: &str) -> Vec<String> {
+    const COMMON: &str = "/usr/share/common-licenses/";
+    let mut names = std::collections::BTreeSet::new();
+    for line in copyright.lines() {
+        if let Some((key, value)) = line.trim_start().split_once(':')
+            && key.eq_ignore_ascii_case("License")
+            && let Some(first) = value.split_whitespace().next()
+        {
+            let first = first.trim_end_matches([',', '.', ';']);
+            if spdx_id(first).is_some() {
+                names.insert(first.to_string());
             }
         }
-        expect_name = !expect_name;
+        let mut rest = line;
+        while let Some(at) = rest.find(COMMON) {
+            rest = &rest[at + COMMON.len()..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+                .collect();
+            let name = name.trim_end_matches('.').to_string();
+            if !name.is_empty() {
+                names.insert(name);
+            }
+        }
     }
-    if expect_name {
-        return None;
-    }
-    let mixed = out.contains(&"OR".to_string()) && out.contains(&"AND".to_string());
-    (!mixed).then(|| out.join(" "))
+    names.into_iter().collect()
 }
 
 /// The SPDX identifier of a DEP-5 short name (the common ones; others do not map).
@@ -201,6 +462,8 @@ fn spdx_id(short: &str) -> Option<&'static str> {
         "lgpl-3+" | "lgpl-3.0+" | "lgpl-3.0-or-later" => "LGPL-3.0-or-later",
         "agpl-3" | "agpl-3.0" => "AGPL-3.0-only",
         "agpl-3+" | "agpl-3.0+" => "AGPL-3.0-or-later",
+        "artistic" | "artistic-1.0-perl" => "Artistic-1.0-Perl",
+        "artistic-1.0" => "Artistic-1.0",
         "gfdl-1.2" => "GFDL-1.2-only",
         "gfdl-1.2+" => "GFDL-1.2-or-later",
         "gfdl-1.3" => "GFDL-1.3-only",
@@ -294,7 +557,14 @@ pub fn render(image: &ImageDescription<'_>, packages: &[SbomPackage]) -> Vec<u8>
             "relatedSpdxElement": id,
         }));
     }
-    let doc = json!({
+    // One text per `LicenseRef-…` id: the first package's (packages are sorted).
+    let mut extracted: std::collections::BTreeMap<&str, &str> = std::collections::BTreeMap::new();
+    for p in packages {
+        for (id, text) in &p.license_texts {
+            extracted.entry(id).or_insert(text);
+        }
+    }
+    let mut doc = json!({
         "spdxVersion": "SPDX-2.3",
         "dataLicense": "CC0-1.0",
         "SPDXID": "SPDXRef-DOCUMENT",
@@ -309,6 +579,18 @@ pub fn render(image: &ImageDescription<'_>, packages: &[SbomPackage]) -> Vec<u8>
         "packages": spdx_packages,
         "relationships": relationships,
     });
+    if !extracted.is_empty() {
+        doc["hasExtractedLicensingInfos"] = extracted
+            .into_iter()
+            .map(|(id, text)| {
+                json!({
+                    "licenseId": id,
+                    "name": id.trim_start_matches("LicenseRef-"),
+                    "extractedText": text,
+                })
+            })
+            .collect();
+    }
     let mut out = serde_json::to_vec_pretty(&doc).unwrap_or_default();
     out.push(b'\n');
     out
@@ -409,8 +691,60 @@ mod tests {
             "License: Expat or GPL-2+",
             "License: GPL-2+ with OpenSSL exception",
         );
-        assert_eq!(dep5_license(&odd), None);
+        let odd = declared_license(&odd).unwrap();
+        assert_eq!(
+            odd.expression,
+            "GPL-2.0-or-later AND LicenseRef-GPL-2-plus-with-OpenSSL-exception"
+        );
+        assert_eq!(
+            odd.extracted,
+            vec![(
+                "LicenseRef-GPL-2-plus-with-OpenSSL-exception".to_string(),
+                "GPL-2+ with OpenSSL exception".to_string()
+            )]
+        );
         assert_eq!(dep5_license("This is free software.\n"), None);
+    }
+
+    #[test]
+    fn names_without_an_spdx_id_become_license_refs_with_their_text() {
+        let dep5 = "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n\n\
+                    Files: *\nCopyright: me\nLicense: GPL-2+ or Artistic, and public-domain\n\n\
+                    Files: x/*\nCopyright: you\nLicense: BSD-3-clause and ISC or MIT\n\n\
+                    License: public-domain\n Nobody owns this.\n .\n Really.\n";
+        let l = declared_license(dep5).unwrap();
+        assert_eq!(
+            l.expression,
+            "((GPL-2.0-or-later OR Artistic-1.0-Perl) AND LicenseRef-public-domain) AND \
+             (BSD-3-Clause AND ISC OR MIT)"
+        );
+        assert_eq!(
+            l.extracted,
+            vec![(
+                "LicenseRef-public-domain".to_string(),
+                "Nobody owns this.\n\nReally.".to_string()
+            )]
+        );
+        let comma = dep5.replace(
+            "License: BSD-3-clause and ISC or MIT",
+            "License: REGCOMP, and GPL-1+ or Artistic",
+        );
+        assert!(
+            dep5_license(&comma)
+                .unwrap()
+                .ends_with("AND (LicenseRef-REGCOMP AND (GPL-1.0-or-later OR Artistic-1.0-Perl))"),
+            "{:?}",
+            dep5_license(&comma)
+        );
+        // Not DEP-5: the licenses named on License: lines and under common-licenses.
+        let free = "This package is free software; you can redistribute it under the GPL,\n\
+                    either version 2, or (at your option) any later version.\n\
+                    On Debian systems see /usr/share/common-licenses/GPL-2.\n\
+                    Parts: /usr/share/common-licenses/BSD.\n";
+        assert_eq!(
+            dep5_license(free).as_deref(),
+            Some("GPL-2.0-or-later AND LicenseRef-BSD")
+        );
     }
 
     #[test]
@@ -422,6 +756,7 @@ mod tests {
             sha256: String::new(),
             maintainer: None,
             license: None,
+            license_texts: Vec::new(),
         };
         assert_eq!(
             purl(&p),

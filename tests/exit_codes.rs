@@ -64,6 +64,7 @@ fn ingot(args: &[&str]) -> Output {
     Command::new(INGOT)
         .args(args)
         .env_remove("INGOT_MIRROR")
+        .env_remove("INGOT_SUITE_MIRRORS")
         .output()
         .unwrap()
 }
@@ -218,6 +219,66 @@ fn exit_2_a_staging_tmpfs_for_a_tree_that_must_outlive_the_build() {
     // Refused before anything was fetched or staged.
     assert!(!cache.join("sha256").exists() && !cache.join("staging").exists());
     assert!(!f.dir.join("out").exists() && !kept.exists());
+}
+
+fn repo_path(rel: &str) -> String {
+    format!("{}/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn exit_2_a_release_the_golden_policy_does_not_know() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("debian-11");
+    fs::create_dir_all(&recipe).unwrap();
+    fs::write(
+        recipe.join("recipe.toml"),
+        format!(
+            "extends = \"{}\"\n[image]\nname = \"debian-11-lxc-rootfs\"\n[source]\n\
+             mirror = \"http://unused.invalid/debian\"\nsuites = [\"bullseye\"]\n\
+             architecture = \"amd64\"\nkeyring = \"{}\"\n[packages]\nvariant = \"minbase\"\n",
+            repo_path("recipes/golden"),
+            repo_path("keyrings/debian-archive-keyring.gpg")
+        ),
+    )
+    .unwrap();
+    let (cache, out) = (dir.path().join("cache"), dir.path().join("out"));
+    let o = ingot(&[
+        "build",
+        s(&recipe),
+        "--cache-dir",
+        s(&cache),
+        "--out",
+        s(&out),
+    ]);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "release \"bullseye\" is not known to the golden policy");
+    assert!(!cache.exists() && !out.exists(), "refused before any work");
+}
+
+#[test]
+fn exit_2_a_debian_recipe_without_mirrors_says_how_to_give_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, out) = (dir.path().join("cache"), dir.path().join("out"));
+    let recipe = repo_path("recipes/debian-13");
+    let base = [
+        "build",
+        recipe.as_str(),
+        "--cache-dir",
+        s(&cache),
+        "--out",
+        s(&out),
+    ];
+    let o = ingot(&base);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "--mirror URL (INGOT_MIRROR)");
+    assert_one_error_line(&o, "--suite-mirror trixie-security=URL");
+    // --mirror alone leaves Debian's separate security archive without one.
+    let mut args = base.to_vec();
+    args.extend(["--mirror", "http://unused.invalid/debian"]);
+    let o = ingot(&args);
+    assert_exit(&o, 2);
+    assert_one_error_line(&o, "no mirror for trixie-security");
+    assert!(!cache.exists() && !out.exists(), "refused before any work");
 }
 
 #[test]

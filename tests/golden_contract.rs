@@ -681,6 +681,86 @@ fn build_leftovers_break_the_contract() {
     }
 }
 
+impl Tree {
+    /// [`Tree::good`] as Debian 13 lays it out: Debian's os-release, `debian_version`, no
+    /// `lsb-release` (Debian's base-files ships none) and no systemd-resolved stub.
+    fn good_debian() -> Tree {
+        let mut t = Tree::good();
+        t.file(
+            "usr/lib/os-release",
+            0o644,
+            "PRETTY_NAME=\"Debian GNU/Linux 13 (trixie)\"\nNAME=\"Debian GNU/Linux\"\n\
+             VERSION_ID=\"13\"\nVERSION_CODENAME=trixie\nID=debian\n",
+        );
+        t.file("etc/debian_version", 0o644, "13.2\n");
+        t.remove("etc/lsb-release");
+        t.file("etc/resolv.conf", 0o644, b"");
+        t
+    }
+}
+
+#[test]
+fn the_release_files_follow_the_images_own_os_release() {
+    // Each distribution's own layout passes: Ubuntu with lsb-release, Debian without it.
+    for (name, t) in [("ubuntu", Tree::good()), ("debian", Tree::good_debian())] {
+        let report = Fixture::new().verify(&t);
+        assert!(report.ok(), "{name}: {report}");
+    }
+    type Change = Box<dyn Fn(&mut Tree)>;
+    let ubuntu: Vec<(&str, Rule, Change)> = vec![(
+        "/etc/lsb-release",
+        Rule::LsbRelease,
+        Box::new(|t| {
+            t.file(
+                "etc/lsb-release",
+                0o644,
+                "DISTRIB_ID=Debian\nDISTRIB_RELEASE=24.04\n",
+            );
+        }),
+    )];
+    let debian: Vec<(&str, Rule, Change)> = vec![
+        (
+            "/etc/debian_version",
+            Rule::DebianVersion,
+            Box::new(|t| {
+                t.remove("etc/debian_version");
+            }),
+        ),
+        (
+            "/etc/debian_version",
+            Rule::DebianVersion,
+            Box::new(|t| {
+                t.file("etc/debian_version", 0o644, "12.12\n");
+            }),
+        ),
+        (
+            "/etc/debian_version",
+            Rule::DebianVersion,
+            Box::new(|t| {
+                // "13" is not "130.1": a prefix of the version only counts up to a dot.
+                t.file("etc/debian_version", 0o644, "130.1\n");
+            }),
+        ),
+        (
+            "/etc/os-release",
+            Rule::OsRelease,
+            Box::new(|t| {
+                t.remove("usr/lib/os-release");
+            }),
+        ),
+    ];
+    for (path, rule, change) in ubuntu {
+        let mut t = Tree::good();
+        change(&mut t);
+        assert_breaks(&t, &[rule], path);
+    }
+    for (path, rule, change) in debian {
+        let mut t = Tree::good_debian();
+        change(&mut t);
+        assert_breaks(&t, &[rule], path);
+    }
+}
+
 #[test]
 fn unreadable_input_is_an_error_not_a_verdict() {
     let fx = Fixture::new();

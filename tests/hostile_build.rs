@@ -261,7 +261,8 @@ fn an_unwritable_output_directory_is_refused_before_anything_is_fetched() {
     let _ro = Tmpfs::mount(&out, "ro,size=1m");
     let o = build_command(&f, &out).output().unwrap();
     let err = stderr_of(&o);
-    assert_eq!(o.status.code(), Some(1), "{err}");
+    // Bad input (the README's exit-code table), not a failed build.
+    assert_eq!(o.status.code(), Some(2), "{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(
         last.contains(&*out.to_string_lossy()) && last.contains("not writable"),
@@ -585,10 +586,17 @@ fn names_in(out: &Path) -> Vec<String> {
 /// The complete set of version `n`: the image and all its sidecars, nothing else.
 fn complete_set(n: u32) -> Vec<String> {
     let image = format!("mini-rootfs-v{n}.tar.gz");
-    let mut set: Vec<String> = ["", ".log", ".manifest.json", ".sha256", ".spdx.json"]
-        .iter()
-        .map(|s| format!("{image}{s}"))
-        .collect();
+    let mut set: Vec<String> = [
+        "",
+        ".log",
+        ".manifest.json",
+        ".provenance.json",
+        ".sha256",
+        ".spdx.json",
+    ]
+    .iter()
+    .map(|s| format!("{image}{s}"))
+    .collect();
     set.sort();
     set
 }

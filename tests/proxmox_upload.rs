@@ -1260,3 +1260,97 @@ fn peak_memory_of_a_1_gib_upload_stays_under_50_mb() {
     );
     assert!(kb < 50 * 1024, "peak RSS {kb} kB is not under 50 MB");
 }
+
+/// Sidecars as a build writes them for `tarball`: manifest and SBOM naming its digest, and a
+/// provenance envelope signed by `key`.
+fn sign_like_a_build(tarball: &Path, key: &ingot::provenance::keys::SignKey) {
+    let sha = sha_hex(&std::fs::read(tarball).unwrap());
+    let name = tarball.file_name().unwrap().to_string_lossy().into_owned();
+    let side = |suffix: &str| PathBuf::from(format!("{}{suffix}", tarball.display()));
+    std::fs::write(
+        side(".manifest.json"),
+        serde_json::json!({ "output": { "sha256": sha } }).to_string(),
+    )
+    .unwrap();
+    std::fs::write(
+        side(".spdx.json"),
+        serde_json::json!({ "packages": [{ "SPDXID": "SPDXRef-Image",
+            "checksums": [{ "algorithm": "SHA256", "checksumValue": sha }] }] })
+        .to_string(),
+    )
+    .unwrap();
+    let statement: ingot::provenance::statement::Statement =
+        serde_json::from_value(serde_json::json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{ "name": name, "digest": { "sha256": sha } }],
+            "predicateType": "https://slsa.dev/provenance/v1",
+            "predicate": {
+                "buildDefinition": {
+                    "buildType": ingot::provenance::statement::BUILD_TYPE,
+                    "externalParameters": { "recipe": "img", "recipeDigest": "00",
+                        "files": {}, "lock": null },
+                    "internalParameters": { "buildEpoch": 1700000000, "epochSource": "lock",
+                        "compression": "gzip", "staging": "auto", "baseCache": true,
+                        "architecture": "amd64", "components": ["main"] },
+                    "resolvedDependencies": [],
+                },
+                "runDetails": {
+                    "builder": { "id": "x", "version": {} },
+                    "metadata": { "startedOn": "2026-01-01T00:00:00Z",
+                        "finishedOn": "2026-01-01T00:00:00Z" },
+                },
+            },
+        }))
+        .unwrap();
+    std::fs::write(
+        side(".provenance.json"),
+        ingot::provenance::render_envelope(&statement, Some(key)),
+    )
+    .unwrap();
+}
+
+#[test]
+fn require_signature_refuses_before_any_request_an_image_not_signed_by_the_key() {
+    let (pve, dir, tarball) = one_node_with_image();
+    let signer = ingot::provenance::keys::SignKey::generate().unwrap();
+    let public = signer.write_pair(&dir.path().join("signer.pem")).unwrap();
+    let other = ingot::provenance::keys::SignKey::generate()
+        .unwrap()
+        .write_pair(&dir.path().join("other.pem"))
+        .unwrap();
+    let image = tarball.to_str().unwrap();
+
+    // No provenance at all.
+    let o = ingot(
+        &pve,
+        &[image, "--require-signature", public.to_str().unwrap()],
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no provenance"), "{err}");
+
+    // Signed, but by another key (through the environment variable).
+    sign_like_a_build(&tarball, &signer);
+    let o = ingot(
+        &pve,
+        &[image],
+        &[("PM_REQUIRE_SIGNATURE", other.to_str().unwrap())],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("no signature verifies"), "{err}");
+    // A key file that is not a public key: bad input.
+    let o = ingot(&pve, &[image, "--require-signature", image], &[]);
+    assert_eq!(o.status.code(), Some(2), "{:?}", text(&o));
+    assert_eq!(pve.with(|s| s.requests.len()), 0, "no request at all");
+
+    // Signed by the key: uploaded.
+    let o = ingot(
+        &pve,
+        &[image, "--require-signature", public.to_str().unwrap()],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(pve.with(|s| s.upload_requests), 1);
+}

@@ -256,11 +256,13 @@ fn versions_are_monotonic_and_never_overwritten() {
             "mini-rootfs-v1.tar.gz",
             "mini-rootfs-v1.tar.gz.log",
             "mini-rootfs-v1.tar.gz.manifest.json",
+            "mini-rootfs-v1.tar.gz.provenance.json",
             "mini-rootfs-v1.tar.gz.sha256",
             "mini-rootfs-v1.tar.gz.spdx.json",
             "mini-rootfs-v2.tar.gz",
             "mini-rootfs-v2.tar.gz.log",
             "mini-rootfs-v2.tar.gz.manifest.json",
+            "mini-rootfs-v2.tar.gz.provenance.json",
             "mini-rootfs-v2.tar.gz.sha256",
             "mini-rootfs-v2.tar.gz.spdx.json",
         ]

@@ -3,8 +3,8 @@
 //! signals, and `doctor`.
 //!
 //! Hermetic: the root is seeded with a static busybox (`apt-get install busybox-static`) and a
-//! spec with zero packages, so the scripts have a `/bin/sh`. Runs as real root (identity map)
-//! and as an ordinary user with a subordinate range (e.g. `tuser` in /etc/subuid).
+//! spec with zero packages, so the scripts have a `/bin/sh`. Runs as real root (root's own
+//! subordinate range, never host uid 0) and as an ordinary user with a subordinate range (e.g. `tuser` in /etc/subuid).
 
 #[path = "support/busybox.rs"]
 mod busybox;
@@ -62,16 +62,11 @@ fn run(spec: &StageSpec) -> Result<(), StageError> {
     )
 }
 
-/// Host ids that image ids 101/102 land on: identity as root, subordinate range otherwise.
+/// Host ids that image ids 101/102 land on: the subordinate range (real root's own, too).
 fn host_ids_of(uid: u32, gid: u32) -> (u32, u32) {
-    let me = nix::unistd::geteuid().as_raw();
-    if me == 0 {
-        return (uid, gid);
-    }
-    let user = ingot::stage::idmap::caller_name(me);
-    let su = ingot::stage::idmap::subid_range_in(Path::new("/etc/subuid"), &user, me).unwrap();
-    let sg = ingot::stage::idmap::subid_range_in(Path::new("/etc/subgid"), &user, me).unwrap();
-    (su.start + uid - 1, sg.start + gid - 1)
+    ingot::stage::idmap::plan_for_caller()
+        .unwrap()
+        .host_ids_of(uid, gid)
 }
 
 fn host_mounts_mentioning(path: &Path) -> Vec<String> {
@@ -128,12 +123,23 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     ));
     run(&s).unwrap();
 
-    // Ownership: 101/102 inside are subordinate ids outside (identity as real root).
+    // Ownership: 101/102 inside are subordinate ids outside (also as real root).
     let meta = std::fs::symlink_metadata(out.join("srv/owned")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), host_ids_of(101, 102));
-    // The root of the tree is the caller's (namespace root = caller).
+    // The root of the tree is the image's root: the caller, or real root's range (never host
+    // uid 0).
     let root_meta = std::fs::metadata(&out).unwrap();
-    assert_eq!(root_meta.uid(), nix::unistd::geteuid().as_raw());
+    let image_root = ingot::stage::idmap::plan_for_caller()
+        .unwrap()
+        .host_ids_of_image_root();
+    assert_eq!((root_meta.uid(), root_meta.gid()), image_root);
+    if nix::unistd::geteuid().is_root() {
+        assert_ne!(
+            root_meta.uid(),
+            0,
+            "a real-root build's image root is host root"
+        );
+    }
     assert_eq!(root_meta.mode() & 0o7777, 0o755);
     let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
     assert_eq!(read("srv/uid").trim(), "0");

@@ -32,6 +32,9 @@ use ingot::stage::{StageBinary, StageDeb, StageOutput, StageSpec};
 
 const HELPER_SPEC: &str = "INGOT_TEST_SANDBOX_SPEC";
 const HELPER_RESULT: &str = "INGOT_TEST_SANDBOX_RESULT";
+/// A "user" key the helper adds to its session keyring before the build (and whose `-left`
+/// twin must not be there after it).
+const HELPER_KEY: &str = "INGOT_TEST_SANDBOX_KEY";
 const SECRET: &str = "host-secret: the build host's own file\n";
 /// The descriptor number the helper leaks into the build (inheritable, on the host dir).
 const LEAKED_DIR_FD: i32 = 100;
@@ -119,7 +122,8 @@ fn seed(dir: &Path) -> PathBuf {
     let seed = busybox::seed(
         dir,
         &[
-            "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test",
+            "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test", "printf",
+            "dd", "wc",
         ],
     );
     std::fs::copy(probe(), seed.join("bin/sandbox-probe")).unwrap();
@@ -153,6 +157,11 @@ fn probe_script(report: &str, args: &str) -> String {
 /// Run the stage for `spec` in a helper process that has a controlling terminal and leaks
 /// descriptors on `host`; returns the stage's result as text (`ok` or the error).
 fn build_in_helper(spec: &StageSpec, host: &Host) -> String {
+    build_in_helper_with_key(spec, host, None)
+}
+
+/// [`build_in_helper`], the helper holding the session key `key` during the build.
+fn build_in_helper_with_key(spec: &StageSpec, host: &Host, key: Option<&str>) -> String {
     let work = tempfile::tempdir().unwrap();
     let spec_path = work.path().join("spec.json");
     let result_path = work.path().join("result");
@@ -197,6 +206,9 @@ fn build_in_helper(spec: &StageSpec, host: &Host) -> String {
             Ok(())
         });
     }
+    if let Some(key) = key {
+        cmd.env(HELPER_KEY, key);
+    }
     let status = cmd.status().unwrap();
     drop(pty);
     assert!(status.success(), "the helper process failed: {status}");
@@ -228,16 +240,58 @@ fn helper_build_from_env() {
             "fd {fd} not inherited"
         );
     }
+    let key = std::env::var(HELPER_KEY).ok();
+    if let Some(desc) = &key {
+        assert!(
+            session_key(desc, Some(b"host-secret key")),
+            "cannot add a key to the helper's session keyring"
+        );
+    }
     let outcome = ingot().run(
         &spec,
         &mut |r| std::io::copy(r, &mut std::io::sink()).map(drop),
         &Silent,
     );
-    let text = match outcome {
+    let mut text = match outcome {
         Ok(()) => "ok".to_string(),
         Err(e) => e.to_string(),
     };
+    if let Some(desc) = &key
+        && session_key(&format!("{desc}-left"), None)
+    {
+        text.push_str(" | a key the build added is left in the caller's session keyring");
+    }
     std::fs::write(result, text).unwrap();
+}
+
+/// With `add`: add a "user" key `desc` with that payload to this thread's session keyring;
+/// without: whether the session keyring holds one. Either way true on success.
+fn session_key(desc: &str, add: Option<&[u8]>) -> bool {
+    let desc = std::ffi::CString::new(desc).unwrap();
+    const SESSION: nix::libc::c_long = -3;
+    // SAFETY: add_key/keyctl(KEYCTL_SEARCH = 10) on NUL-terminated strings and a byte slice
+    // that outlive the calls.
+    let ret = unsafe {
+        match add {
+            Some(payload) => nix::libc::syscall(
+                nix::libc::SYS_add_key,
+                c"user".as_ptr(),
+                desc.as_ptr(),
+                payload.as_ptr(),
+                payload.len(),
+                SESSION,
+            ),
+            None => nix::libc::syscall(
+                nix::libc::SYS_keyctl,
+                10 as nix::libc::c_long,
+                SESSION,
+                c"user".as_ptr(),
+                desc.as_ptr(),
+                0 as nix::libc::c_long,
+            ),
+        }
+    };
+    ret >= 0
 }
 
 /// The probe's report, asserted clean: it ran, nothing escaped, it exited 0.
@@ -335,6 +389,329 @@ fn the_hosts_terminal_is_out_of_reach() {
 #[test]
 fn a_host_file_cannot_be_read_by_its_path() {
     offline_probe_is_refused("hostfile", &["read the host's file by its path"]);
+}
+
+#[test]
+fn the_hosts_kernel_settings_cannot_be_written() {
+    offline_probe_is_refused(
+        "hostsys",
+        &[
+            "write /proc/sys/kernel/core_pattern",
+            "write /proc/sys/kernel/hostname",
+            "write /proc/sysrq-trigger",
+        ],
+    );
+}
+
+#[test]
+fn proc_keeps_the_kernel_settings_read_only_and_masks_memory_keys_and_timers() {
+    let mut expected = vec![
+        "writable mount of /proc/sys",
+        "write /proc/sys/net/ipv4/ping_group_range",
+        "read /proc/kcore",
+        "read /proc/keys",
+        "read /proc/timer_list",
+    ];
+    // Not every kernel has them (CONFIG_MAGIC_SYSRQ, CONFIG_PROC_FS's bus/ entries).
+    for (path, line) in [
+        (
+            "/proc/sysrq-trigger",
+            "writable mount of /proc/sysrq-trigger",
+        ),
+        ("/proc/irq", "writable mount of /proc/irq"),
+        ("/proc/bus", "writable mount of /proc/bus"),
+    ] {
+        if Path::new(path).exists() {
+            expected.push(line);
+        }
+    }
+    offline_probe_is_refused("procmasks", &expected);
+}
+
+#[test]
+fn the_syscall_filter_refuses_each_call_it_lists() {
+    let host = Host::new();
+    let report = provision_trial(&host, "seccomp", "0", false);
+    assert_refused(&report, &["no syscall filter"]);
+    let eperm = [
+        "unshare(CLONE_NEWUSER)",
+        "clone(CLONE_NEWUSER)",
+        "keyctl",
+        "add_key",
+        "request_key",
+        "io_uring_setup",
+        "io_uring_enter",
+        "io_uring_register",
+        "userfaultfd",
+        "perf_event_open",
+        "bpf",
+        "kexec_load",
+        "kexec_file_load",
+        "mount",
+        "umount2",
+        "open_tree",
+        "fsopen",
+        "ioctl(TIOCSTI)",
+        "ioctl(TIOCLINUX)",
+    ];
+    // The filter's own answers: without it the kernel says EINVAL, EFAULT, ENOKEY, ENOTTY,
+    // or lets the call through.
+    for name in eperm {
+        let line = format!("refused {name}: Operation not permitted");
+        assert!(
+            report.lines().any(|l| l == line),
+            "no {line:?} in:\n{report}"
+        );
+    }
+    assert!(
+        report
+            .lines()
+            .any(|l| l == "refused clone3: Function not implemented"),
+        "clone3 is not refused with ENOSYS:\n{report}"
+    );
+}
+
+/// SysV and POSIX IPC objects of the host, by key: (SysV segment, SysV queue, POSIX queue).
+fn host_ipc(key: i32, create: bool) -> (bool, bool, bool) {
+    use nix::libc;
+    let name = std::ffi::CString::new(format!("/ingot-probe-{key}")).unwrap();
+    let flags = if create { libc::IPC_CREAT | 0o666 } else { 0 };
+    // SAFETY: SysV and POSIX IPC calls on a key and a NUL-terminated name.
+    unsafe {
+        let shm = libc::shmget(key, 4096, flags) >= 0;
+        let msg = libc::msgget(key, flags) >= 0;
+        let oflag = if create {
+            libc::O_CREAT | libc::O_RDWR
+        } else {
+            libc::O_RDONLY
+        };
+        let q = libc::mq_open(
+            name.as_ptr(),
+            oflag,
+            0o666 as libc::mode_t,
+            std::ptr::null::<libc::mq_attr>(),
+        );
+        let mq = q != -1;
+        if mq {
+            libc::mq_close(q);
+        }
+        (shm, msg, mq)
+    }
+}
+
+fn remove_host_ipc(key: i32) {
+    use nix::libc;
+    let name = std::ffi::CString::new(format!("/ingot-probe-{key}")).unwrap();
+    // SAFETY: as in host_ipc; removing objects this test created (or the probe left).
+    unsafe {
+        let shm = libc::shmget(key, 0, 0);
+        if shm >= 0 {
+            libc::shmctl(shm, libc::IPC_RMID, std::ptr::null_mut());
+        }
+        let msg = libc::msgget(key, 0);
+        if msg >= 0 {
+            libc::msgctl(msg, libc::IPC_RMID, std::ptr::null_mut());
+        }
+        libc::mq_unlink(name.as_ptr());
+    }
+}
+
+#[test]
+fn sysv_ipc_and_posix_queues_are_private_and_gone_with_the_program() {
+    let key = 0x1d70_0000 + 2 * (std::process::id() as i32 & 0x7fff);
+    assert_eq!(
+        host_ipc(key, true),
+        (true, true, true),
+        "cannot create the host's IPC objects"
+    );
+    let host = Host::new();
+    let report = provision_trial(&host, &format!("ipc:{key}"), "0", false);
+    let left = host_ipc(key + 1, false);
+    remove_host_ipc(key);
+    remove_host_ipc(key + 1);
+    assert_refused(
+        &report,
+        &[
+            "the host's SysV shared memory",
+            "the host's SysV message queue",
+            "the host's POSIX message queue",
+        ],
+    );
+    assert!(
+        report.contains("left a SysV segment") && report.contains("left a POSIX message queue"),
+        "the probe could not create IPC objects of its own:\n{report}"
+    );
+    assert_eq!(
+        left,
+        (false, false, false),
+        "the build left IPC objects on the host"
+    );
+}
+
+#[test]
+fn the_hostname_is_localhost_not_the_hosts() {
+    let name = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert_ne!(
+        name, "localhost",
+        "this host is named localhost: the test cannot tell the sandbox's name from it"
+    );
+    let host = Host::new();
+    let report = provision_trial(&host, &format!("uts:{name}"), "0", false);
+    assert_refused(&report, &["the host's hostname", "sethostname"]);
+    assert!(report.contains("hostname localhost\n"), "{report}");
+}
+
+#[test]
+fn the_callers_keyring_is_out_of_reach_and_keeps_nothing() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let desc = format!("ingot-probe-{}", std::process::id());
+    let args = format!("{} 0 keys:{desc}", host.files().display());
+    let spec = seeded_spec(dir.path(), &out, &probe_script("/srv/report", &args));
+    let result = build_in_helper_with_key(&spec, &host, Some(&desc));
+    assert_eq!(result, "ok", "the build failed (or left a key)");
+    let report = std::fs::read_to_string(out.join("srv/report")).unwrap();
+    ingot().remove_tree(&out).unwrap();
+    assert_refused(
+        &report,
+        &[
+            "the caller's session keyring",
+            "request_key of the caller's key",
+        ],
+    );
+}
+
+/// Mode, owner and times of the host's device nodes the sandbox binds in.
+fn host_dev_nodes() -> Vec<(String, u32, u32, u32, i64, i64)> {
+    use std::os::unix::fs::MetadataExt;
+    // Not tty: terminal output through /dev/tty updates its times on any host.
+    ["null", "zero", "full", "random", "urandom"]
+        .iter()
+        .filter_map(|n| {
+            let m = std::fs::metadata(format!("/dev/{n}")).ok()?;
+            Some((
+                n.to_string(),
+                m.mode(),
+                m.uid(),
+                m.gid(),
+                m.mtime(),
+                m.mtime_nsec(),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn the_hosts_device_nodes_cannot_be_re_moded_re_owned_or_touched() {
+    let before = host_dev_nodes();
+    offline_probe_is_refused(
+        "devnodes",
+        &[
+            "chmod /dev/null",
+            "chown /dev/null",
+            "set the times of /dev/null",
+            "touch /dev/null",
+            "touch /dev/full",
+            "touch /dev/urandom",
+        ],
+    );
+    assert_eq!(host_dev_nodes(), before, "the host's device nodes changed");
+}
+
+#[test]
+fn terminal_escape_sequences_in_script_output_reach_no_terminal() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let spec = seeded_spec(
+        dir.path(),
+        &out,
+        "printf '\\033]0;pwned\\007\\033[2Jboom\\n'\nexit 3\n",
+    );
+    let result = build_in_helper(&spec, &host);
+    assert!(
+        !result.chars().any(char::is_control),
+        "a control character in the error: {result:?}"
+    );
+    assert!(
+        result.contains("\\x1b]0;pwned\\x07\\x1b[2Jboom"),
+        "the script's output is not in the error, escaped: {result:?}"
+    );
+}
+
+/// Build `spec` (a `--format dir` one) in the helper and read `rel` of the finished tree.
+fn build_and_read(spec: &StageSpec, out: &Path, rel: &str) -> String {
+    let host = Host::new();
+    let result = build_in_helper(spec, &host);
+    assert_eq!(result, "ok", "the build failed");
+    let text = std::fs::read_to_string(out.join(rel)).unwrap();
+    ingot().remove_tree(out).unwrap();
+    text
+}
+
+#[test]
+fn a_fork_bomb_stops_at_the_process_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    // The subshell stops at the first fork that fails; the count says how far it got.
+    let spec = seeded_spec(
+        dir.path(),
+        &out,
+        "(n=0; while [ $n -lt 1500 ]; do sleep 120 & n=$((n+1)); echo $n > /srv/forks; done) \
+         2>/dev/null\nexit 0\n",
+    );
+    let forks: u64 = build_and_read(&spec, &out, "srv/forks")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (100..=1024).contains(&forks),
+        "{forks} processes started: not bounded by the sandbox's limit of 1024"
+    );
+}
+
+#[test]
+fn run_is_a_bounded_tmpfs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let spec = seeded_spec(
+        dir.path(),
+        &out,
+        "dd if=/dev/zero of=/run/fill bs=1048576 count=200 2>/dev/null\n\
+         wc -c < /run/fill > /srv/run-bytes\nrm -f /run/fill\nexit 0\n",
+    );
+    let bytes: u64 = build_and_read(&spec, &out, "srv/run-bytes")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1 << 20..=64 << 20).contains(&bytes),
+        "{bytes} bytes written to /run: not bounded at 64 MiB"
+    );
+}
+
+#[test]
+fn a_script_past_its_time_limit_is_stopped_and_nothing_is_left() {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let mut spec = seeded_spec(dir.path(), &out, "echo started\nsleep 60 &\nsleep 60\n");
+    spec.script_timeout_secs = Some(2);
+    let started = std::time::Instant::now();
+    let result = build_in_helper(&spec, &host);
+    let took = started.elapsed();
+    assert!(
+        result.contains("provision script provision.sh exceeded its time limit of 2 s"),
+        "{result}"
+    );
+    assert!(result.contains("started"), "no last output in: {result}");
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
+    assert!(!out.exists(), "a tree was published");
+    let left: Vec<_> = std::fs::read_dir(&spec.staging_parent)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
 }
 
 /// A loopback listener on the host; whether a connection arrived.

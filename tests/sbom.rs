@@ -47,6 +47,26 @@ fn documented_package(out: &Path) -> PathBuf {
     .path
 }
 
+/// A package whose doc directory is a symlink to `mini-doc`'s (as `libstdc++6`'s is to
+/// `gcc-14-base`'s): it has `mini-doc`'s license.
+fn shared_doc_package(out: &Path) -> PathBuf {
+    let spec = minidistro::PackageSpec {
+        name: "mini-doc-data",
+        essential: false,
+        depends: &["mini-doc"],
+        pre_depends: &[],
+        scripts: &[],
+        conffiles: &[],
+        compression: "xz",
+    };
+    minidistro::build_package(out, &spec, |tree| {
+        let doc = tree.join("usr/share/doc");
+        fs::create_dir_all(&doc).unwrap();
+        std::os::unix::fs::symlink("mini-doc", doc.join("mini-doc-data")).unwrap();
+    })
+    .path
+}
+
 /// `Package` → `Version` of `var/lib/dpkg/status` in a `.tar.gz` image.
 fn dpkg_status(image: &Path) -> BTreeSet<(String, String)> {
     let gz = flate2::read::GzDecoder::new(fs::File::open(image).unwrap());
@@ -77,7 +97,12 @@ fn the_sbom_is_reproducible_lists_the_installed_packages_and_validates() {
     require_build_privileges();
     let debs = tempfile::tempdir().unwrap();
     let extra = documented_package(debs.path());
-    let f = mini_recipe(&[extra], &["mini-doc"], FixtureOptions::default());
+    let shared = shared_doc_package(debs.path());
+    let f = mini_recipe(
+        &[extra, shared],
+        &["mini-doc", "mini-doc-data"],
+        FixtureOptions::default(),
+    );
     let mirror = f.archive.file_url();
     let build = |out: &str| {
         let o = ingot(&[
@@ -175,7 +200,7 @@ fn the_sbom_is_reproducible_lists_the_installed_packages_and_validates() {
             p["externalRefs"][0]["referenceLocator"],
             format!("pkg:deb/ubuntu/{name}@1.0-1?arch={arch}&distro=ubuntu-24.04")
         );
-        let expected = if name == "mini-doc" {
+        let expected = if name == "mini-doc" || name == "mini-doc-data" {
             "GPL-2.0-or-later AND (MIT OR Apache-2.0)"
         } else {
             "NOASSERTION"

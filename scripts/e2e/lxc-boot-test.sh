@@ -12,11 +12,15 @@
 # env: ALLOW_FAILED_UNITS="a.service b.service"  failed units that do not fail the test
 #      BOOT_TIMEOUT=120                           seconds to wait for systemd
 #      KEEP=1                                     leave containers and bridge for debugging
+#      LXC_NAME_PREFIX=golden                     container names (<prefix>-priv, <prefix>-unpriv)
+#      LXC_BRIDGE=lxcbr-ingot LXC_SUBNET=10.247.0 the host-only bridge and its /24, so that
+#                                                 runs in parallel do not collide
 set -euo pipefail
 
 tarball=$(realpath "${1:?usage: $0 TARBALL}")
-bridge=lxcbr-ingot
-subnet_prefix=10.247.0
+bridge=${LXC_BRIDGE:-lxcbr-ingot}
+subnet_prefix=${LXC_SUBNET:-10.247.0}
+name_prefix=${LXC_NAME_PREFIX:-golden}
 host_ip=$subnet_prefix.1
 boot_timeout=${BOOT_TIMEOUT:-120}
 allow_failed=${ALLOW_FAILED_UNITS:-}
@@ -158,7 +162,11 @@ wait_booted() {
         grep -i 'ordering cycle' >&2; then
         fail "$name: ordering cycle at boot"
     fi
-    [ "$(in_ct "$name" systemctl is-active ssh.socket)" = active ] || fail "$name: ssh.socket is not listening"
+    # sshd as the release ships it: socket-activated (Ubuntu >= 22.10) or a service.
+    local unit=ssh.service
+    [ "$(in_ct "$name" systemctl is-enabled ssh.socket 2>/dev/null || true)" = enabled ] && unit=ssh.socket
+    [ "$(in_ct "$name" systemctl is-active "$unit")" = active ] || fail "$name: $unit is not active"
+    log "$name: sshd runs as $unit"
     local failed unexpected=""
     failed=$(in_ct "$name" systemctl list-units --failed --plain --no-legend --no-pager | awk '{print $1}')
     for unit in $failed; do
@@ -186,6 +194,8 @@ check_ssh() {
         fail "$name: key login as root failed: $out"
     }
     log "$name: key login as root ok (uid $(echo "$out" | head -1), umask $(echo "$out" | tail -1))"
+    # The golden policy's UMASK 027 reaches non-interactive SSH sessions (pam_umask).
+    [ "$(echo "$out" | tail -1)" = 0027 ] || fail "$name: umask over SSH is $(echo "$out" | tail -1), not 0027"
 
     in_ct "$name" sh -c "echo 'root:$password' | chpasswd"
     [ "$(in_ct "$name" awk -F: '$1 == "root" { print substr($2, 1, 1) }' /etc/shadow)" = '$' ] ||
@@ -237,15 +247,15 @@ identity() {
     echo "$mid $keys"
 }
 
-make_container golden-priv privileged "$subnet_prefix.10"
-make_container golden-unpriv unprivileged "$subnet_prefix.11"
+make_container "$name_prefix-priv" privileged "$subnet_prefix.10"
+make_container "$name_prefix-unpriv" unprivileged "$subnet_prefix.11"
 
 results=()
-for pair in "golden-priv $subnet_prefix.10" "golden-unpriv $subnet_prefix.11"; do
+for pair in "$name_prefix-priv $subnet_prefix.10" "$name_prefix-unpriv $subnet_prefix.11"; do
     set -- $pair
     wait_booted "$1"
     check_ssh "$1" "$2"
-    [ "$1" = golden-priv ] && control_password_login "$1" "$2"
+    [ "$1" = "$name_prefix-priv" ] && control_password_login "$1" "$2"
     log "$1: systemd-sysctl: $(in_ct "$1" systemctl show -p ActiveState -p ConditionResult systemd-sysctl.service | tr '\n' ' ')"
     [ "$(in_ct "$1" sysctl -n net.ipv4.conf.all.accept_redirects)" = 0 ] ||
         fail "$1: the image's net sysctls (60-golden-net.conf) are not in effect"

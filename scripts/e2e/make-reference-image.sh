@@ -1,7 +1,7 @@
 #!/bin/sh
 # Build the reference golden image with mmdebstrap instead of ingot: same archive, suites,
-# variant and include list as recipes/ubuntu-24.04/recipe.toml, same provision.sh and
-# cleanup.sh (through --customize-hook), packed like ingot's exporter (no ./dev device nodes,
+# variant and include list as recipes/ubuntu-24.04/recipe.toml, same golden provision.sh
+# and cleanup.sh (recipes/golden) (through --customize-hook), packed like ingot's exporter (no ./dev device nodes,
 # numeric owners, xattrs). It proves the recipe scripts and feeds lxc-boot-test.sh until
 # `ingot build` is ready.
 #
@@ -25,8 +25,8 @@ trap 'rm -rf "$work"' EXIT INT TERM
 mmdebstrap --variant=minbase --components=main --architectures=amd64 \
     --keyring="$here/keyrings/ubuntu-archive-keyring.gpg" \
     --include="apt,$includes" \
-    --customize-hook="chroot \"\$1\" /bin/sh -s < '$recipe/provision.sh'" \
-    --customize-hook="chroot \"\$1\" /bin/sh -s < '$recipe/cleanup.sh'" \
+    --customize-hook="chroot \"\$1\" env INGOT_SUITE_MIRRORS= /bin/sh -s < '$here/recipes/golden/provision.sh'" \
+    --customize-hook="chroot \"\$1\" /bin/sh -s < '$here/recipes/golden/cleanup.sh'" \
     noble "$work/rootfs" \
     "deb $mirror noble main" "deb $mirror noble-updates main" "deb $mirror noble-security main"
 

@@ -38,12 +38,14 @@ ARCHIVE_HOST=$(printf '%s\n' "$MIRROR" | sed -E 's#^[a-z]+://([^/:]+).*#\1#')
 ARCHIVE_IP=$(getent ahostsv4 "$ARCHIVE_HOST" | awk 'NR==1{print $1}')
 [ -n "$ARCHIVE_IP" ] || { echo "cannot resolve $ARCHIVE_HOST on the host"; exit 1; }
 
-# The recipe: the golden one, with the probe as a second provision script.
+# The recipe: the golden one (with the policy it extends), the probe as its own provision
+# script, run after the golden policy's.
 R=$S/recipes/sandbox-probe
 mkdir -p "$S/recipes" && cp -a "$RECIPE" "$R"
+cp -a "$(dirname "$RECIPE")/golden" "$S/recipes/" 2>/dev/null || true
 cp -a "$(dirname "$RECIPE")/../keyrings" "$S/" 2>/dev/null || true
-sed -i 's/^scripts = \["provision.sh"\]/scripts = ["provision.sh", "probe.sh"]/' "$R/recipe.toml"
-grep -q '"probe.sh"' "$R/recipe.toml" || { echo "could not add probe.sh to the recipe"; exit 1; }
+grep -q '^\[provision\]' "$R/recipe.toml" && { echo "the recipe has a [provision] of its own: extend the probe's set-up"; exit 1; }
+printf '\n[provision]\nscripts = ["probe.sh"]\n' >> "$R/recipe.toml"
 {
   echo '#!/bin/sh'
   echo 'set -u'

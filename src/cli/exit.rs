@@ -28,6 +28,11 @@ pub fn is_bad_input(e: &anyhow::Error) -> bool {
             || c.is::<ingot::stage::staging::StagingError>()
             || c.is::<ingot::build::BuildError>()
             || c.is::<ingot::outdated::OutdatedError>()
+            || c.is::<ingot::provenance::keys::KeyError>()
+            || c.downcast_ref::<ingot::scaffold::ScaffoldError>()
+                .is_some_and(ingot::scaffold::ScaffoldError::is_bad_input)
+            || c.downcast_ref::<ingot::provenance::ProvenanceError>()
+                .is_some_and(ingot::provenance::ProvenanceError::is_bad_input)
             || matches!(
                 c.downcast_ref::<ingot::verify::VerifyError>(),
                 Some(ingot::verify::VerifyError::Open { .. })

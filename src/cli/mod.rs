@@ -6,8 +6,11 @@
 //! printed once by `main`, as one line, with the exit code of [`exit::code`]. Nothing outside
 //! `src/cli/` and `main.rs` prints (`tests/code_structure.rs` fails if something does).
 
+pub mod assets;
 pub mod exit;
+pub mod provenance;
 pub mod push;
+pub mod recipes;
 pub mod render;
 pub mod upload;
 

@@ -22,6 +22,7 @@ pub fn upload(cmd: &UploadCommand, verbose: bool) -> anyhow::Result<ExitCode> {
             &UploadRequest {
                 tarball: cmd.tarball.clone(),
                 no_verify: cmd.no_verify,
+                require_signature: cmd.require_signature.clone(),
                 settings,
             },
             reporter.as_ref(),

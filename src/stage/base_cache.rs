@@ -151,6 +151,13 @@ pub fn store(root: &Path, entry: &Path, export: super::TreeExporter) -> Result<(
         .prefix(".partial-")
         .tempfile_in(dir)
         .map_err(io_err(dir))?;
+    // The cache's owner owns its entries (a real-root build's namespace sees the host's root
+    // as an id of its own, and would otherwise leave them to its subordinate range).
+    if let Some(owner) = dir.parent().and_then(|p| std::fs::metadata(p).ok()) {
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::lchown(dir, Some(owner.uid()), Some(owner.gid()));
+        let _ = std::os::unix::fs::fchown(temp.as_file(), Some(owner.uid()), Some(owner.gid()));
+    }
     {
         let mut encoder = zstd::Encoder::new(BufWriter::new(temp.as_file()), ZSTD_LEVEL)
             .map_err(io_err(temp.path()))?;

@@ -259,6 +259,23 @@ fn enter_namespace(ready: OwnedFd, go: OwnedFd, task: &ChildTask) -> Result<(), 
         return Err("the parent did not map our ids (it gave up or died)".into());
     }
     if !nix::unistd::getuid().is_root() {
+        // A real-root build: this process is still the host's root, which the namespace maps
+        // above the image's ids; become the image's root (see idmap.rs).
+        let zero = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+        let parent = nix::unistd::getppid();
+        nix::unistd::setresgid(zero.0, zero.0, zero.0)
+            .and_then(|()| nix::unistd::setgroups(&[]))
+            .and_then(|()| nix::unistd::setresuid(zero.1, zero.1, zero.1))
+            .map_err(|e| format!("becoming root of the build's user namespace: {e}"))?;
+        // Changing credentials cleared the parent-death signal (spawn.rs set it): again, and
+        // the parent may have died meanwhile.
+        nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+            .map_err(|e| format!("setting the parent-death signal: {e}"))?;
+        if nix::unistd::getppid() != parent {
+            return Err("the parent died while the ids were mapped".into());
+        }
+    }
+    if !nix::unistd::getuid().is_root() {
         return Err(format!(
             "after id mapping this process is uid {} in the namespace, not 0",
             nix::unistd::getuid()
@@ -358,9 +375,14 @@ fn supervise_build(
     if let Err(e) = std::fs::create_dir(&root) {
         return fail(&format!("creating {}: {e}", root.display()));
     }
-    let status = match fork_worker(|| match assemble(spec, &root, export, rest_gate) {
-        Ok(()) => 0,
-        Err(e) => fail_step(&e),
+    let status = match fork_worker(|| {
+        let run = super::nested_userns::mount_build_proc(&staging.join("proc"))
+            .map_err(StepFailure::from)
+            .and_then(|()| assemble(spec, &root, export, rest_gate));
+        match run {
+            Ok(()) => 0,
+            Err(e) => fail_step(&e),
+        }
     }) {
         Ok(Forked::Worker(code)) => return code,
         Ok(Forked::Supervisor(status)) => Some(status),
@@ -547,13 +569,24 @@ fn assemble(
         env.bind_resolv_conf(&mut logger)
             .map_err(|e| e.to_string())?;
     }
+    let timeout = std::time::Duration::from_secs(
+        spec.script_timeout_secs
+            .unwrap_or(crate::recipe::DEFAULT_SCRIPT_TIMEOUT_SECS),
+    );
+    if scripts_present {
+        log(&super::sandbox::limits_line(timeout));
+    }
     for (i, script) in spec.provision.iter().enumerate() {
         scripts::run_script(
             root,
             script,
             ScriptKind::Provision,
             i + 1,
-            provision_network,
+            scripts::ScriptRun {
+                network: provision_network,
+                env: &spec.script_env,
+                timeout,
+            },
             &mut logger,
         )?;
     }
@@ -565,7 +598,11 @@ fn assemble(
             script,
             ScriptKind::Cleanup,
             i + 1,
-            Network::Loopback,
+            scripts::ScriptRun {
+                network: Network::Loopback,
+                env: &spec.script_env,
+                timeout,
+            },
             &mut logger,
         )?;
     }
@@ -660,6 +697,32 @@ fn seed_root(seed: &Path, root: &Path) -> Result<(), String> {
             seed.display(),
             String::from_utf8_lossy(&out.stderr).trim()
         ));
+    }
+    host_root_to_image_root(root)
+        .map_err(|e| format!("seeding the root from {}: {e}", seed.display()))
+}
+
+/// In a real-root build the host's root shows as [`idmap::HOST_ROOT_IN_BUILD`]: what the seed
+/// copy kept of it becomes the image's root, as it was when the build ran as host root.
+///
+/// [`idmap::HOST_ROOT_IN_BUILD`]: super::idmap::HOST_ROOT_IN_BUILD
+fn host_root_to_image_root(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let host_root = super::idmap::HOST_ROOT_IN_BUILD;
+    let meta = std::fs::symlink_metadata(path)?;
+    let uid = (meta.uid() == host_root).then_some(0);
+    let gid = (meta.gid() == host_root).then_some(0);
+    if uid.is_some() || gid.is_some() {
+        std::os::unix::fs::lchown(path, uid, gid)?;
+        if !meta.file_type().is_symlink() {
+            // chown clears setuid/setgid bits: put the mode back.
+            std::fs::set_permissions(path, meta.permissions())?;
+        }
+    }
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            host_root_to_image_root(&entry?.path())?;
+        }
     }
     Ok(())
 }

@@ -10,46 +10,10 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
-use serde::Serialize;
-
+use super::check::Check;
 use super::child::ChildTask;
 use super::idmap::{self, SUBORDINATE_IDS_NEEDED};
 use super::{StageError, spawn};
-
-/// One host check.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Check {
-    /// Short name (`subordinate ids`, `newuidmap`, …).
-    pub name: String,
-    /// Whether the host passes.
-    pub ok: bool,
-    /// What was found; when failing, the problem and its fix on one line.
-    pub message: String,
-}
-
-impl Check {
-    fn pass(name: &str, message: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            ok: true,
-            message: message.into(),
-        }
-    }
-    fn fail(name: &str, message: impl Into<String>) -> Check {
-        Check {
-            name: name.into(),
-            ok: false,
-            message: message.into(),
-        }
-    }
-}
-
-impl std::fmt::Display for Check {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mark = if self.ok { "ok  " } else { "FAIL" };
-        write!(f, "{mark} {}: {}", self.name, self.message)
-    }
-}
 
 fn read_sysctl(path: &str) -> Option<i64> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
@@ -76,8 +40,9 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
     if root {
         checks.push(Check::pass(
             "unprivileged user namespaces",
-            "running as real root: not needed (ids mapped directly, identity 0..65535)",
+            "running as real root: not needed (ids mapped directly)",
         ));
+        checks.push(root_range_check());
     } else {
         checks.push(
             match read_sysctl("/proc/sys/kernel/unprivileged_userns_clone") {
@@ -97,22 +62,8 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
                 ),
             },
         );
-        checks.push(
-            match read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns") {
-                Some(1) => Check::fail(
-                    "apparmor userns restriction",
-                    "AppArmor restricts unprivileged user namespaces \
-                     (kernel.apparmor_restrict_unprivileged_userns = 1, Ubuntu 24.04); fix: \
-                     install an AppArmor profile for ingot with `userns,` or sysctl -w \
-                     kernel.apparmor_restrict_unprivileged_userns=0",
-                ),
-                Some(n) => Check::pass(
-                    "apparmor userns restriction",
-                    format!("kernel.apparmor_restrict_unprivileged_userns = {n}"),
-                ),
-                None => Check::pass("apparmor userns restriction", "not present on this kernel"),
-            },
-        );
+        // The binary re-executed into the namespace is the one the profile must cover.
+        checks.push(super::apparmor::userns_check(Path::new("/"), exe));
         let user = idmap::caller_name(uid);
         checks.push(subid_check(
             &user,
@@ -128,6 +79,30 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
         checks.push(trial(exe));
     }
     checks
+}
+
+/// Real root's range: the image's ids land there, never on host uid 0.
+fn root_range_check() -> Check {
+    let name = "root's id range";
+    let mut found = Vec::new();
+    for path in ["/etc/subuid", "/etc/subgid"] {
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => return Check::fail(name, format!("cannot read {path}: {e}")),
+        };
+        let (r, default) = idmap::root_range(&text);
+        let end = u64::from(r.start) + u64::from(r.count) - 1;
+        found.push(if default {
+            format!(
+                "{path}: no entry of 65536 ids for root, using the default {}..{end}",
+                r.start
+            )
+        } else {
+            format!("{path}: root's {}..{end}", r.start)
+        });
+    }
+    Check::pass(name, format!("image ids 0..65535 on {}", found.join(", ")))
 }
 
 /// The subordinate-id check for `user` (uid `uid`) against the given subuid/subgid files.

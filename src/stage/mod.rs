@@ -102,6 +102,14 @@ pub struct StageSpec {
     /// build's mount namespace ([`staging`]); `None`: a directory on disk.
     #[serde(default)]
     pub staging_tmpfs: Option<u64>,
+    /// Variables added to the provision and cleanup scripts' clean environment
+    /// (`INGOT_SUITE_MIRRORS`: the build's `suite=URL` pairs).
+    #[serde(default)]
+    pub script_env: Vec<(String, String)>,
+    /// The time limit of each provision and cleanup script in seconds (`[provision] timeout`);
+    /// `None`: [`crate::recipe::DEFAULT_SCRIPT_TIMEOUT_SECS`].
+    #[serde(default)]
+    pub script_timeout_secs: Option<u64>,
 }
 
 impl StageSpec {
@@ -121,11 +129,15 @@ impl StageSpec {
             apt_extended_states: None,
             base_cache: None,
             staging_tmpfs: None,
+            script_env: Vec::new(),
+            script_timeout_secs: None,
         }
     }
 }
 
+pub mod apparmor;
 pub mod base_cache;
+mod check;
 mod child;
 pub mod confined;
 pub mod doctor;
@@ -133,13 +145,16 @@ pub mod idmap;
 pub mod install;
 pub mod invariants;
 pub mod mounts;
+mod nested_userns;
+pub mod proc_masks;
 pub mod sandbox;
 pub mod scripts;
 mod signals;
 mod spawn;
 pub mod staging;
+pub mod syscall_filter;
 
-pub use doctor::Check;
+pub use check::Check;
 
 /// A stage failure, as one line for the user.
 #[derive(Debug, thiserror::Error)]

@@ -11,10 +11,10 @@
 //!   script left behind. Per program rather than here: the Essential extraction sets the
 //!   owner, mode and mtime of `proc/`, which a mounted procfs refuses.
 //! - `/dev`: a tmpfs holding empty files with the host's null, zero, full, random, urandom and
-//!   tty bind-mounted onto them, `fd`/`stdin`/`stdout`/`stderr` symlinks, `shm/`, and a fresh
+//!   tty bind-mounted onto them read-only (written to, never re-moded, re-owned or touched), `fd`/`stdin`/`stdout`/`stderr` symlinks, `shm/`, and a fresh
 //!   devpts (`newinstance,ptmxmode=0666`) with `ptmx -> pts/ptmx`. Unmounting the tmpfs leaves
 //!   the image's `dev/` exactly as empty as before.
-//! - `/run`: a tmpfs, so whatever maintainer scripts put there (pid files, sockets, locks)
+//! - `/run`: a tmpfs of [`RUN_TMPFS_BYTES`] (64 MiB), so whatever maintainer scripts put there (pid files, sockets, locks)
 //!   vanishes and the image's `/run` stays empty.
 //! - `/usr/sbin/policy-rc.d` exiting 101 (no service starts), removed afterwards unless a
 //!   package ships one.
@@ -40,6 +40,11 @@ use super::confined::{self, ConfinedError, RootDir};
 /// The policy-rc.d every build installs while packages are configured.
 pub const POLICY_RC_D: &[u8] =
     b"#!/bin/sh\n# ingot: no service may start while the image is built\nexit 101\n";
+
+/// The size of the image's `/run` tmpfs while packages are configured and scripts run.
+pub const RUN_TMPFS_BYTES: u64 = 64 << 20;
+/// The size of its `/dev` tmpfs (which holds `/dev/shm`).
+pub const DEV_TMPFS_BYTES: u64 = 16 << 20;
 
 const DEV_BINDS: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 const DEV_LINKS: &[(&str, &str)] = &[
@@ -125,7 +130,7 @@ impl ChrootEnv {
             &run,
             "tmpfs",
             MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            "mode=0755",
+            &format!("mode=0755,size={RUN_TMPFS_BYTES},nr_inodes=65536"),
             "run",
         )?;
         env.write_policy_rc_d(log)?;
@@ -139,7 +144,7 @@ impl ChrootEnv {
             &dev_under,
             "tmpfs",
             MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-            "mode=0755,size=16m",
+            &format!("mode=0755,size={DEV_TMPFS_BYTES},nr_inodes=16384"),
             "dev",
         )?;
         // The tmpfs now covers dev/: reopen to get its root.
@@ -174,6 +179,20 @@ impl ChrootEnv {
                 None::<&str>,
             )
             .map_err(mount_err(&format!("bind of {}", host.display()), &shown))?;
+            // Read-only: the host's node may be written to, never re-moded, re-owned or
+            // touched.
+            let mounted = nix::fcntl::openat(
+                dev.as_fd(),
+                *name,
+                OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(|errno| ConfinedError {
+                action: "opening",
+                path: shown.clone(),
+                errno,
+            })?;
+            remount_bind_read_only(&host, &confined::fd_path(&mounted), &shown)?;
         }
         for (name, to) in DEV_LINKS {
             nix::unistd::symlinkat(*to, dev.as_fd(), *name).map_err(|errno| ConfinedError {
@@ -434,6 +453,34 @@ impl ChrootEnv {
         }
         Ok(())
     }
+}
+
+/// Remount the bind mount at `target` (of `source`) read-only, keeping the flags of the
+/// source's mount that a user namespace may not drop (nosuid, nodev, noexec, atime).
+pub(crate) fn remount_bind_read_only(
+    source: &Path,
+    target: &Path,
+    shown: &str,
+) -> Result<(), MountError> {
+    use nix::sys::statvfs::FsFlags;
+    let kept = nix::sys::statvfs::statvfs(source)
+        .map(|st| st.flags())
+        .unwrap_or(FsFlags::empty());
+    let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    for (fs, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if kept.contains(fs) {
+            flags |= ms;
+        }
+    }
+    nix::mount::mount(None::<&str>, target, None::<&str>, flags, None::<&str>)
+        .map_err(mount_err("read-only remount", shown))
 }
 
 fn mount_fs(

@@ -4,23 +4,37 @@
 //! Each program starts in a fresh mount namespace whose root *is* the staging root, entered
 //! with `pivot_root` and the old root detached, so no path leads back to the host's tree (a
 //! second `chroot` followed by `cd ../../..` ends at the image's `/`). Before `exec` it also:
-//! - mounts a fresh procfs of the build's own pid namespace on `/proc` (never the host's);
+//! - mounts a fresh procfs of the build's own pid namespace on `/proc` (never the host's), with
+//!   the kernel's settings read-only and its memory, keys and timers masked
+//!   ([`proc_masks`](super::proc_masks));
+//! - gets new IPC and UTS namespaces (no SysV IPC or POSIX message queue of the host or of
+//!   another program; hostname `localhost`, as the image's `/etc/hostname` says, so nothing
+//!   bakes the build host's name into the image) and a fresh anonymous session keyring (none
+//!   of the caller's keys);
 //! - gets a new network namespace with only `lo` up, unless the caller asks for the host's
 //!   network ([`Network::Host`], for `[provision] network = true`);
 //! - starts a new session (`setsid`: no controlling terminal, so the host's `/dev/tty` cannot
 //!   be opened and `TIOCSTI` has no terminal to inject into); `/dev/pts` is the namespace's own
 //!   devpts;
+//! - enters a user namespace of its own that maps only the image's ids 0..65535 (see
+//!   [`nested_userns`](super::nested_userns)): as real root, the build's namespace also maps
+//!   the host's root for ingot's own worker, and no program of the image may use it; its mount
+//!   and network namespaces belong to the build's namespace, so it cannot change them;
 //! - sets `no_new_privs` and drops `CAP_SYS_ADMIN` (no `mount`/`umount`/`pivot_root`/`setns`
 //!   of what the sandbox set up), `CAP_SYS_PTRACE` and the other host-facing capabilities from
 //!   its bounding set, so neither dpkg nor anything it starts can regain them;
 //! - marks every descriptor but stdin/stdout/stderr close-on-exec, so nothing the build (or
-//!   whoever started it) holds is inherited.
+//!   whoever started it) holds is inherited;
+//! - installs the seccomp filter of [`syscall_filter`](super::syscall_filter): no nested user
+//!   namespace, keyring, io_uring, userfaultfd, perf, bpf, kexec, mount or terminal injection.
 //!
 //! The caller (the build's worker, pid 1 of the build's pid namespace) is not dumpable (see
 //! `child.rs`), so `/proc/1/root`, `/proc/1/cwd` and `/proc/1/fd` give the sandboxed programs
 //! no handle on the host, and `ptrace` of it is refused.
 //!
-//! Output: stdout and stderr go through one pipe, streamed line by line to the caller's log; a
+//! Output: stdout and stderr go through one pipe, streamed line by line to the caller's log
+//! with control characters escaped ([`escape_control`]: no terminal escape sequence of a
+//! script reaches the terminal or an error line); a
 //! program's own exit (not the end of its output) ends the run, so a daemon a postinst left
 //! holding the pipe cannot hang the build, and every process left over is killed afterwards.
 //!
@@ -73,11 +87,29 @@ pub enum Network {
     Host,
 }
 
+/// Processes (and threads) one program run in the image may have at once (`RLIMIT_NPROC`,
+/// counted in the program's own user namespace): a fork bomb stops there.
+pub const MAX_PROCESSES: u64 = 1024;
+
+/// The limits line of the build log: which limits apply and how they are enforced.
+pub fn limits_line(script_timeout: std::time::Duration) -> String {
+    format!(
+        "limits: at most {MAX_PROCESSES} processes per program (RLIMIT_NPROC; no cgroup is \
+         used), /run {} MiB, /dev {} MiB (tmpfs sizes), {} s per recipe script \
+         ([provision] timeout)",
+        super::mounts::RUN_TMPFS_BYTES >> 20,
+        super::mounts::DEV_TMPFS_BYTES >> 20,
+        script_timeout.as_secs()
+    )
+}
+
 /// How a program in the image ended, with its last lines of output.
 #[derive(Debug)]
 pub struct Finished {
     /// Its exit status.
     pub status: ExitStatus,
+    /// It ran past the time limit it was given and was killed.
+    pub timed_out: bool,
     /// Its last output lines (at most the number asked for).
     pub tail: Vec<String>,
 }
@@ -97,13 +129,49 @@ where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
+    run_limited(root, program, args, &[], network, tail_lines, None, log)
+}
+
+/// [`run`] with `env` added to [`CLEAN_ENV`] (the recipe's scripts get the build's suite
+/// mirrors this way) and a time limit: a program still running after `timeout` is killed,
+/// with every process it started, and [`Finished::timed_out`] says so.
+#[allow(clippy::too_many_arguments)]
+pub fn run_limited<I, S>(
+    root: &Path,
+    program: &str,
+    args: I,
+    env: &[(String, String)],
+    network: Network,
+    tail_lines: usize,
+    timeout: Option<std::time::Duration>,
+    log: &mut dyn FnMut(&str),
+) -> io::Result<Finished>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let started = std::time::Instant::now();
     let (reader, writer) = io::pipe()?;
     let writer2 = writer.try_clone()?;
-    let mut cmd = command(root, program, args, network)?;
+    let handshake = super::nested_userns::Handshake::new()?;
+    let mut cmd = command(root, program, args, network, &handshake)?;
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(writer))
         .stderr(Stdio::from(writer2));
-    let mut child = cmd.spawn()?;
+    // spawn() returns only once the program has exec'd, i.e. after its ids are mapped: the
+    // mapping happens on a thread meanwhile.
+    let (mapper, ready_w, go_r) = handshake.start()?;
+    let spawned = cmd.spawn();
+    drop((ready_w, go_r));
+    let mapped = mapper.finish();
+    let mut child = match (spawned, mapped) {
+        (Ok(child), _) => child,
+        (Err(_), Err(why)) => return Err(why),
+        (Err(e), Ok(())) => return Err(e),
+    };
     // The Command still holds the write ends; drop it so EOF arrives when the program ends.
     drop(cmd);
     // Lines are read on a thread so that the program's own exit, not the end of its output,
@@ -114,6 +182,7 @@ where
     });
     let mut tail: VecDeque<String> = VecDeque::with_capacity(tail_lines);
     let mut show = |line: String, log: &mut dyn FnMut(&str)| {
+        let line = crate::progress::escape_controls(&line);
         log(&line);
         if tail_lines > 0 {
             if tail.len() == tail_lines {
@@ -122,7 +191,14 @@ where
             tail.push_back(line);
         }
     };
+    let mut timed_out = false;
     let status = loop {
+        // Checked on every line too: a program that never stops printing still stops here.
+        if timeout.is_some_and(|t| started.elapsed() >= t) {
+            timed_out = true;
+            let _ = child.kill();
+            break child.wait()?;
+        }
         match lines_rx.recv_timeout(std::time::Duration::from_millis(100)) {
             Ok(line) => show(line, log),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
@@ -143,6 +219,7 @@ where
     let _ = reader_thread.join();
     Ok(Finished {
         status,
+        timed_out,
         tail: tail.into(),
     })
 }
@@ -183,7 +260,13 @@ fn cstring(path: &Path) -> io::Result<CString> {
 }
 
 /// The `Command` that enters the sandbox between fork and exec.
-fn command<I, S>(root: &Path, program: &str, args: I, network: Network) -> io::Result<Command>
+fn command<I, S>(
+    root: &Path,
+    program: &str,
+    args: I,
+    network: Network,
+    handshake: &super::nested_userns::Handshake,
+) -> io::Result<Command>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
@@ -198,10 +281,13 @@ where
     let root_c = cstring(root)?;
     let proc_c = cstring(&root.join("proc"))?;
     let new_net = network == Network::Loopback;
+    let fds = handshake.child_fds();
+    let masks = super::proc_masks::ProcMasks::new(root)?;
+    let filters = super::syscall_filter::programs()?;
     // SAFETY: runs between fork and exec; it only makes async-signal-safe syscalls on strings
     // and structs prepared before the fork (or on the stack), and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || enter(&root_c, &proc_c, new_net));
+        cmd.pre_exec(move || enter(&root_c, &proc_c, &masks, filters, new_net, fds));
     }
     Ok(cmd)
 }
@@ -215,8 +301,28 @@ fn check(ret: libc::c_int) -> io::Result<()> {
 }
 
 /// Between fork and exec: enter the sandbox. Async-signal-safe, allocation-free.
-fn enter(root: &std::ffi::CStr, proc_dir: &std::ffi::CStr, new_net: bool) -> io::Result<()> {
-    let mut flags = libc::CLONE_NEWNS;
+fn enter(
+    root: &std::ffi::CStr,
+    proc_dir: &std::ffi::CStr,
+    masks: &super::proc_masks::ProcMasks,
+    filters: &[seccompiler::BpfProgram; 2],
+    new_net: bool,
+    fds: super::nested_userns::ChildFds,
+) -> io::Result<()> {
+    // The caller's ends: closed here, so that a failed mapping reads as end of file below.
+    // SAFETY: close(2) on descriptor numbers of this (forked) process only.
+    unsafe {
+        libc::close(fds.ready_r);
+        libc::close(fds.go_w);
+    }
+    let nproc = libc::rlimit {
+        rlim_cur: MAX_PROCESSES,
+        rlim_max: MAX_PROCESSES,
+    };
+    // SAFETY: setrlimit(2) on a stack struct. Set before the nested user namespace exists, so
+    // that its own limit (taken from its creator) is this one too.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &nproc) })?;
+    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     if new_net {
         flags |= libc::CLONE_NEWNET;
     }
@@ -224,6 +330,10 @@ fn enter(root: &std::ffi::CStr, proc_dir: &std::ffi::CStr, new_net: bool) -> io:
     // stack-allocated structs; nothing here allocates or takes a lock.
     unsafe {
         check(libc::unshare(flags))?;
+        let host = b"localhost";
+        check(libc::sethostname(host.as_ptr().cast(), host.len()))?;
+        let domain = b"(none)";
+        check(libc::setdomainname(domain.as_ptr().cast(), domain.len()))?;
         // Nothing mounted here may propagate anywhere (matters as real root on the host).
         check(libc::mount(
             c"none".as_ptr(),
@@ -254,6 +364,8 @@ fn enter(root: &std::ffi::CStr, proc_dir: &std::ffi::CStr, new_net: bool) -> io:
             if !matches!(err.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) {
                 return Err(err);
             }
+        } else {
+            masks.apply()?;
         }
         if new_net {
             loopback_up()?;
@@ -264,6 +376,15 @@ fn enter(root: &std::ffi::CStr, proc_dir: &std::ffi::CStr, new_net: bool) -> io:
         check(libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) as libc::c_int)?;
         check(libc::umount2(c".".as_ptr(), libc::MNT_DETACH))?;
         check(libc::chdir(c"/".as_ptr()))?;
+        super::nested_userns::enter_in_child(fds.ready_w, fds.go_r)?;
+        // A fresh anonymous session keyring; ENOSYS: a kernel without keys has none to leak.
+        // keyctl(KEYCTL_JOIN_SESSION_KEYRING = 1, NULL)
+        if libc::syscall(libc::SYS_keyctl, 1 as libc::c_long, 0 as libc::c_long) == -1 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ENOSYS) {
+                return Err(err);
+            }
+        }
         check(libc::setsid())?;
         check(libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
         for cap in DROPPED_CAPS {
@@ -281,7 +402,8 @@ fn enter(root: &std::ffi::CStr, proc_dir: &std::ffi::CStr, new_net: bool) -> io:
             libc::CLOSE_RANGE_CLOEXEC as libc::c_int,
         ))?;
     }
-    Ok(())
+    // Last: from here on no mount, namespace or keyring call succeeds.
+    super::syscall_filter::install(filters)
 }
 
 /// Bring `lo` up in a fresh network namespace. Async-signal-safe.
@@ -304,5 +426,21 @@ fn loopback_up() -> io::Result<()> {
         };
         libc::close(fd);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn control_characters_are_escaped_and_text_is_kept() {
+        assert_eq!(
+            crate::progress::escape_controls("plain\ttext é"),
+            "plain\ttext é"
+        );
+        assert_eq!(
+            crate::progress::escape_controls("\x1b]0;title\x07\x1b[2Jok\r\u{9b}31m"),
+            "\\x1b]0;title\\x07\\x1b[2Jok\\x0d\\u{9b}31m"
+        );
     }
 }

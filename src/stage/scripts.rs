@@ -69,6 +69,21 @@ pub enum ScriptError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The script ran past its time limit and was stopped.
+    #[error(
+        "{kind} script {name} exceeded its time limit of {limit_secs} s ([provision] timeout) \
+         and was stopped; last output: {last_output}"
+    )]
+    TimedOut {
+        /// provision/cleanup.
+        kind: &'static str,
+        /// The script's file name.
+        name: String,
+        /// The limit.
+        limit_secs: u64,
+        /// Its last lines, joined with ` | `.
+        last_output: String,
+    },
     /// The script failed.
     #[error("{kind} script {name} {status}; last output: {last_output}")]
     Failed {
@@ -83,13 +98,25 @@ pub enum ScriptError {
     },
 }
 
+/// How a recipe script runs: its network, the variables added to its clean environment
+/// (the build's suite mirrors), and its time limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ScriptRun<'a> {
+    /// Loopback only, or the network the recipe asked for.
+    pub network: Network,
+    /// Added to the sandbox's clean environment.
+    pub env: &'a [(String, String)],
+    /// Killed, with everything it started, after this long.
+    pub timeout: std::time::Duration,
+}
+
 /// Run the host script `script` as the `index`th (1-based) script of `kind` in `root`.
 pub fn run_script(
     root: &Path,
     script: &Path,
     kind: ScriptKind,
     index: usize,
-    network: Network,
+    how: ScriptRun<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
     let word = kind.word();
@@ -117,7 +144,7 @@ pub fn run_script(
     confined::create_file_at(&tmp, &copy, 0o700, &body, &shown).map_err(place)?;
 
     log(&format!("running {word} script {name}"));
-    let result = run_copied(root, &format!("/{shown}"), &name, word, network, log);
+    let result = run_copied(root, &format!("/{shown}"), &name, word, how, log);
     let removed = confined::unlink_at(&tmp, &copy, &shown);
     result?;
     match removed {
@@ -133,15 +160,17 @@ fn run_copied(
     inside: &str,
     name: &str,
     word: &'static str,
-    network: Network,
+    how: ScriptRun<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
-    let finished = sandbox::run(
+    let finished = sandbox::run_limited(
         root,
         "/bin/sh",
         [inside],
-        network,
+        how.env,
+        how.network,
         TAIL_LINES,
+        Some(how.timeout),
         &mut |line| log(&crate::progress::output_line(name, line)),
     )
     .map_err(|source| ScriptError::Start {
@@ -149,6 +178,19 @@ fn run_copied(
         name: name.to_string(),
         source,
     })?;
+    let last_output = if finished.tail.is_empty() {
+        "(none)".to_string()
+    } else {
+        finished.tail.join(" | ")
+    };
+    if finished.timed_out {
+        return Err(ScriptError::TimedOut {
+            kind: word,
+            name: name.to_string(),
+            limit_secs: how.timeout.as_secs(),
+            last_output,
+        });
+    }
     let status = finished.status;
     if status.success() {
         return Ok(());
@@ -157,11 +199,6 @@ fn run_copied(
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by {}", super::signals::signal_name(sig)),
         _ => status.to_string(),
-    };
-    let last_output = if finished.tail.is_empty() {
-        "(none)".to_string()
-    } else {
-        finished.tail.join(" | ")
     };
     Err(ScriptError::Failed {
         kind: word,

@@ -89,6 +89,10 @@ pub enum UploadError {
     /// `verify` could not read the tarball at all.
     #[error(transparent)]
     Unreadable(#[from] crate::verify::VerifyError),
+    /// `--require-signature`: the provenance is missing, not signed by the key, or does not
+    /// match the tarball.
+    #[error("{0}; not uploading (--require-signature)")]
+    Provenance(#[from] crate::provenance::ProvenanceError),
     /// The template name already exists on the storage (Proxmox would silently replace it).
     #[error(
         "{volid} already exists on node(s) {nodes}; refusing to replace it (old images are \
@@ -219,7 +223,7 @@ impl UploadError {
         matches!(
             self,
             UploadError::Config { .. } | UploadError::Tarball { .. } | UploadError::Sidecar { .. }
-        )
+        ) || matches!(self, UploadError::Provenance(e) if e.is_bad_input())
     }
 }
 
@@ -245,6 +249,8 @@ pub struct UploadRequest {
     pub tarball: PathBuf,
     /// Skip the golden-contract check (the checksum is still checked).
     pub no_verify: bool,
+    /// Require provenance signed by this public key (SPKI PEM) and matching the tarball.
+    pub require_signature: Option<PathBuf>,
     /// The Proxmox side.
     pub settings: Settings,
 }
@@ -292,6 +298,18 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
     })?;
     check_sidecar(path, &name, &sha256)?;
     progress.finish(&format!("{name}: sha256 {sha256}, {size} bytes"));
+    if let Some(key) = &req.require_signature {
+        progress.begin("provenance", None);
+        let key = crate::provenance::keys::PublicKey::load(key)
+            .map_err(crate::provenance::ProvenanceError::from)?;
+        let check = crate::provenance::verify_beside(path, &key)?;
+        progress.finish(&format!(
+            "{} signed by {}, subject sha256 {}",
+            check.envelope.display(),
+            check.keyid,
+            check.sha256
+        ));
+    }
     if !req.no_verify {
         progress.begin("verify", None);
         // What `pct create` reads and writes is checked too (`verify --proxmox`).
@@ -558,6 +576,8 @@ pub struct UploadCommand {
     pub json: bool,
     /// No progress output.
     pub quiet: bool,
+    /// `PM_REQUIRE_SIGNATURE`: the public key the image's provenance must be signed with.
+    pub require_signature: Option<PathBuf>,
 }
 
 impl UploadCommand {

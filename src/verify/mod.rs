@@ -104,6 +104,9 @@ pub enum Rule {
     ProxmoxWrittenFiles,
     /// `--proxmox`: nothing under `/dev` (Proxmox extracts with `--exclude ./dev/*`).
     ProxmoxDev,
+    /// `/etc/debian_version` names the release `os-release` says; required on Debian, where
+    /// base-files ships it (Proxmox's setup reads it).
+    DebianVersion,
 }
 
 impl Rule {
@@ -135,6 +138,7 @@ impl Rule {
         Rule::Init,
         Rule::OsRelease,
         Rule::LsbRelease,
+        Rule::DebianVersion,
     ];
 
     /// The rules `verify --proxmox` adds to [`Rule::ALL`].
@@ -180,6 +184,7 @@ impl Rule {
             Rule::ProxmoxSystemd => "proxmox-systemd",
             Rule::ProxmoxWrittenFiles => "proxmox-written-files",
             Rule::ProxmoxDev => "proxmox-dev",
+            Rule::DebianVersion => "debian-version",
         }
     }
 }
@@ -455,6 +460,17 @@ fn verify_oci(path: &Path, options: &VerifyOptions) -> Result<Report, VerifyErro
         )));
     }
     Ok(report)
+}
+
+/// The decompressed tar stream of the tarball at `path`, whatever its compression (detected
+/// by magic, as [`verify_tarball`] does): for readers other than the contract's (`rebuild`'s
+/// entry-by-entry comparison).
+pub fn open_tar_stream(path: &Path) -> Result<(Compression, Box<dyn Read>), VerifyError> {
+    let file = std::fs::File::open(path).map_err(|source| VerifyError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decompress::open(path, std::io::BufReader::with_capacity(1 << 20, file))
 }
 
 fn verify_stream<'a>(

@@ -439,6 +439,36 @@ fn init(image: &Image, out: &mut Vec<Violation>) {
     }
 }
 
+/// Debian: `etc/debian_version` is the release `os-release` names (`13.2` for `VERSION_ID=13`;
+/// a testing image's `trixie/sid` has no `VERSION_ID` to compare).
+fn debian_version(image: &Image, version: Option<&str>, out: &mut Vec<Violation>) {
+    match image.content("etc/debian_version") {
+        Content::Text(t) => {
+            let t = t.trim();
+            let matches = version.is_none_or(|v| {
+                t == v || t.strip_prefix(v).is_some_and(|rest| rest.starts_with('.'))
+            });
+            if t.is_empty() || !matches {
+                push(
+                    out,
+                    Rule::DebianVersion,
+                    "etc/debian_version",
+                    format!(
+                        "says {t:?} but os-release says VERSION_ID={}",
+                        version.unwrap_or("")
+                    ),
+                );
+            }
+        }
+        other => push(
+            out,
+            Rule::DebianVersion,
+            "etc/debian_version",
+            format!("{} (Debian's base-files ships it)", unreadable(other)),
+        ),
+    }
+}
+
 /// `KEY=value` pairs of an os-release style file, unquoted.
 pub(super) fn key_values(text: &str) -> Vec<(String, String)> {
     text.lines()
@@ -484,11 +514,22 @@ fn release_files(image: &Image, out: &mut Vec<Violation>) {
             "no ID or no VERSION_ID: the distribution and release must be identifiable",
         );
     }
+    if id == Some("debian") {
+        debian_version(image, version, out);
+    }
     match image.content("etc/lsb-release") {
         Content::Missing if id != Some("ubuntu") => {}
         Content::Text(t) => {
             let lsb = key_values(&t);
             match (get(&lsb, "DISTRIB_ID"), get(&lsb, "DISTRIB_RELEASE")) {
+                (Some(distrib), Some(_)) if id == Some("ubuntu") && distrib != "Ubuntu" => push(
+                    out,
+                    Rule::LsbRelease,
+                    "etc/lsb-release",
+                    format!(
+                        "DISTRIB_ID={distrib} but os-release says ID=ubuntu (Proxmox's setup expects DISTRIB_ID=Ubuntu)"
+                    ),
+                ),
                 (Some(_), Some(release)) => {
                     if let Some(v) = version
                         && v != release

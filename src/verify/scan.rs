@@ -25,6 +25,7 @@ const KEEP_ALWAYS: &[&str] = &[
     "etc/machine-id",
     "etc/os-release",
     "etc/lsb-release",
+    "etc/debian_version",
     "etc/resolv.conf",
     "usr/lib/os-release",
     "var/lib/dbus/machine-id",

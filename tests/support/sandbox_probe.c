@@ -4,7 +4,13 @@
  * maintainer script. Usage: sandbox_probe HOST_DIR PORT CHECK...
  *   HOST_DIR  a directory on the build host holding a file "secret" (outside the staging tree)
  *   PORT      a TCP port the test listens on at 127.0.0.1 on the host (0: skip)
- *   CHECK     proc1 | procpids | fds | chroot | mounts | ptrace | tty | tcp | hostfile | all
+ *   CHECK     proc1 | procpids | fds | chroot | mounts | ptrace | tty | tcp | hostfile |
+ *             hostsys | devnodes | procmasks | all
+ *             ipc:KEY (the host's SysV segment/queue with KEY and POSIX queue /ingot-probe-KEY must be
+ *             out of sight; leaves KEY+1 ones behind) | uts:HOSTNAME (the host's name) |
+ *             seccomp (each refused system call: "refused <name>: <errno text>") |
+ *             keys:DESC (a "user" key DESC in the caller's session keyring must be out of sight;
+ *             adds "DESC-left")
  * Prints one line per attempt: "refused <what>: <why>" or "ESCAPED <what>", and exits 1 if
  * anything escaped (so the build fails too). "connected tcp" is printed instead of
  * "ESCAPED tcp" when the caller passes PORT with a leading '+' (the network was asked for).
@@ -24,6 +30,13 @@
 #include <sys/ptrace.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/ipc.h>
+#include <sys/msg.h>
+#include <sys/shm.h>
+#include <sys/syscall.h>
+#include <mqueue.h>
+#include <linux/sched.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <arpa/inet.h>
 #include <termios.h>
@@ -248,6 +261,168 @@ static void check_hostfile(void) {
     if (fd >= 0) escape("read the host's file by its path"); else refused("read the host's file by its path", errno);
 }
 
+/* The host's kernel settings: opening for writing is enough (a write to core_pattern would
+ * take the host). */
+static void try_write_open(const char *path, const char *what) {
+    int fd = open(path, O_WRONLY);
+    if (fd >= 0) { escape(what); close(fd); } else refused(what, errno);
+}
+
+static void check_hostsys(void) {
+    try_write_open("/proc/sys/kernel/core_pattern", "write /proc/sys/kernel/core_pattern");
+    try_write_open("/proc/sys/kernel/hostname", "write /proc/sys/kernel/hostname");
+    try_write_open("/proc/sysrq-trigger", "write /proc/sysrq-trigger");
+}
+
+/* The device nodes bound in from the host: none may be re-moded, re-owned or touched. Each
+ * change is to the value the node already has, so that an escape changes nothing on the host
+ * but its ctime (and, for the touch, its times). */
+static void check_devnodes(void) {
+    const char *nodes[] = {"/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"};
+    for (unsigned i = 0; i < sizeof nodes / sizeof *nodes; i++) {
+        const char *n = nodes[i];
+        struct stat st;
+        if (lstat(n, &st) != 0) continue;
+        char w[128];
+        snprintf(w, sizeof w, "chmod %s", n);
+        if (chmod(n, st.st_mode & 07777) == 0) escape(w); else refused(w, errno);
+        snprintf(w, sizeof w, "chown %s", n);
+        if (chown(n, st.st_uid, st.st_gid) == 0) escape(w); else refused(w, errno);
+        struct timespec ts[2] = {st.st_atim, st.st_mtim};
+        snprintf(w, sizeof w, "set the times of %s", n);
+        if (utimensat(AT_FDCWD, n, ts, 0) == 0) escape(w); else refused(w, errno);
+        snprintf(w, sizeof w, "touch %s", n);
+        if (utimensat(AT_FDCWD, n, NULL, 0) == 0) escape(w); else refused(w, errno);
+    }
+}
+
+/* /proc as Docker leaves it: the kernel's settings on read-only mounts, its memory, keys and
+ * timers masked. */
+static void check_procmasks(void) {
+    const char *ro[] = {"/proc/sys", "/proc/sysrq-trigger", "/proc/irq", "/proc/bus", "/proc/fs"};
+    for (unsigned i = 0; i < sizeof ro / sizeof *ro; i++) {
+        struct stat st;
+        if (lstat(ro[i], &st) != 0) continue;
+        struct statvfs vfs;
+        char w[128];
+        snprintf(w, sizeof w, "writable mount of %s", ro[i]);
+        if (statvfs(ro[i], &vfs) == 0 && (vfs.f_flag & ST_RDONLY)) refused(w, EROFS); else escape(w);
+    }
+    /* The sandbox's own network namespace's settings: writable for its root without the mask. */
+    try_write_open("/proc/sys/net/ipv4/ping_group_range", "write /proc/sys/net/ipv4/ping_group_range");
+    const char *masked[] = {"/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug", "/proc/latency_stats"};
+    for (unsigned i = 0; i < sizeof masked / sizeof *masked; i++) {
+        char w[128];
+        snprintf(w, sizeof w, "read %s", masked[i]);
+        int fd = open(masked[i], O_RDONLY);
+        if (fd < 0) { refused(w, errno); continue; }
+        char buf[64];
+        ssize_t n = read(fd, buf, sizeof buf);
+        close(fd);
+        if (n > 0) escape(w); else printf("refused %s: masked\n", w);
+    }
+}
+
+static void check_ipc(long key) {
+    if (shmget((key_t)key, 0, 0) >= 0) escape("the host's SysV shared memory");
+    else refused("the host's SysV shared memory", errno);
+    if (msgget((key_t)key, 0) >= 0) escape("the host's SysV message queue");
+    else refused("the host's SysV message queue", errno);
+    char name[64];
+    snprintf(name, sizeof name, "/ingot-probe-%ld", key);
+    mqd_t q = mq_open(name, O_RDONLY);
+    if (q != (mqd_t)-1) { escape("the host's POSIX message queue"); mq_close(q); }
+    else refused("the host's POSIX message queue", errno);
+    /* Leftovers: the test looks for them on the host after the build. */
+    if (shmget((key_t)(key + 1), 4096, IPC_CREAT | 0666) >= 0) printf("left a SysV segment\n");
+    if (msgget((key_t)(key + 1), IPC_CREAT | 0666) >= 0) printf("left a SysV message queue\n");
+    snprintf(name, sizeof name, "/ingot-probe-%ld", key + 1);
+    q = mq_open(name, O_CREAT | O_RDWR, 0666, NULL);
+    if (q != (mqd_t)-1) { printf("left a POSIX message queue\n"); mq_close(q); }
+}
+
+static void check_uts(const char *host_name) {
+    char name[256] = {0};
+    gethostname(name, sizeof name - 1);
+    printf("hostname %s\n", name);
+    if (strcmp(name, host_name) == 0) escape("the host's hostname");
+    else refused("the host's hostname", 0);
+    /* To the value it has: harmless even if it worked. */
+    if (sethostname(name, strlen(name)) == 0) escape("sethostname");
+    else refused("sethostname", errno);
+}
+
+#define KEY_SPEC_SESSION_KEYRING_ (-3)
+#define KEY_SPEC_USER_KEYRING_ (-4)
+#define KEYCTL_SEARCH_ 10
+static void check_keys(const char *desc) {
+    long k = syscall(SYS_keyctl, KEYCTL_SEARCH_, KEY_SPEC_SESSION_KEYRING_, "user", desc, 0);
+    if (k >= 0) escape("the caller's session keyring");
+    else refused("the caller's session keyring", errno);
+    k = syscall(SYS_request_key, "user", desc, NULL, 0);
+    if (k >= 0) escape("request_key of the caller's key");
+    else refused("request_key of the caller's key", errno);
+    char left[256];
+    snprintf(left, sizeof left, "%s-left", desc);
+    if (syscall(SYS_add_key, "user", left, "x", 1, KEY_SPEC_SESSION_KEYRING_) >= 0) printf("added a key to the session keyring\n");
+    if (syscall(SYS_add_key, "user", left, "x", 1, KEY_SPEC_USER_KEYRING_) >= 0) printf("added a key to the user keyring\n");
+}
+
+/* One system call the filter refuses: "refused NAME: ERRNO" when it fails. Arguments are
+ * chosen so that without a filter the kernel answers with another error (or succeeds). */
+static void sys_refused(const char *name, long ret) {
+    if (ret >= 0) { char w[128]; snprintf(w, sizeof w, "%s succeeded", name); escape(w); }
+    else refused(name, errno);
+}
+
+/* A child through clone/clone3 with CLONE_NEWUSER: exits at once if created. */
+static void clone_refused(const char *name, long ret) {
+    if (ret == 0) _exit(0);
+    if (ret > 0) { waitpid((pid_t)ret, NULL, 0); }
+    sys_refused(name, ret);
+}
+
+static void check_seccomp(void) {
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    int mode = -1;
+    while (f && fgets(line, sizeof line, f)) if (!strncmp(line, "Seccomp:", 8)) mode = atoi(line + 8);
+    if (f) fclose(f);
+    if (mode == 2) refused("no syscall filter", 0); else escape("no syscall filter");
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) { if (unshare(CLONE_NEWUSER) == 0) _exit(1); _exit(errno == EPERM ? 0 : 2); }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    if (WIFEXITED(st) && WEXITSTATUS(st) == 0) refused("unshare(CLONE_NEWUSER)", EPERM);
+    else escape("unshare(CLONE_NEWUSER)");
+    fflush(stdout);
+    clone_refused("clone(CLONE_NEWUSER)", syscall(SYS_clone, (long)(CLONE_NEWUSER | SIGCHLD), 0L, 0L, 0L, 0L));
+    struct clone_args ca;
+    memset(&ca, 0, sizeof ca);
+    ca.flags = CLONE_NEWUSER;
+    ca.exit_signal = SIGCHLD;
+    fflush(stdout);
+    clone_refused("clone3", syscall(SYS_clone3, &ca, sizeof ca));
+    sys_refused("keyctl", syscall(SYS_keyctl, 0L /* GET_KEYRING_ID */, (long)KEY_SPEC_SESSION_KEYRING_, 0L));
+    sys_refused("add_key", syscall(SYS_add_key, "user", "ingot-probe", "x", 1L, (long)KEY_SPEC_SESSION_KEYRING_));
+    sys_refused("request_key", syscall(SYS_request_key, "user", "ingot-probe-none", NULL, 0L));
+    sys_refused("io_uring_setup", syscall(SYS_io_uring_setup, 1L, NULL));
+    sys_refused("io_uring_enter", syscall(SYS_io_uring_enter, -1L, 0L, 0L, 0L, NULL, 0L));
+    sys_refused("io_uring_register", syscall(SYS_io_uring_register, -1L, 0L, NULL, 0L));
+    sys_refused("userfaultfd", syscall(SYS_userfaultfd, -1L));
+    sys_refused("perf_event_open", syscall(SYS_perf_event_open, NULL, 0L, -1L, -1L, 0L));
+    sys_refused("bpf", syscall(SYS_bpf, -1L, NULL, 0L));
+    sys_refused("kexec_load", syscall(SYS_kexec_load, 0L, 0L, NULL, 0L));
+    sys_refused("kexec_file_load", syscall(SYS_kexec_file_load, -1L, -1L, 0L, NULL, 0L));
+    sys_refused("mount", syscall(SYS_mount, "none", "/tmp", "tmpfs", 0L, NULL));
+    sys_refused("umount2", syscall(SYS_umount2, "/proc", (long)MNT_DETACH));
+    sys_refused("open_tree", syscall(SYS_open_tree, -1L, "/", 1L /* OPEN_TREE_CLONE */));
+    sys_refused("fsopen", syscall(SYS_fsopen, "tmpfs", 0L));
+    sys_refused("ioctl(TIOCSTI)", ioctl(0, TIOCSTI, "#"));
+    sys_refused("ioctl(TIOCLINUX)", ioctl(0, TIOCLINUX, "\0"));
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) { fprintf(stderr, "usage: sandbox_probe HOST_DIR PORT CHECK...\n"); return 2; }
     /* Probe fds before opening anything of our own. */
@@ -267,6 +442,13 @@ int main(int argc, char **argv) {
         if (all || !strcmp(c, "tty")) check_tty();
         if (all || !strcmp(c, "tcp")) check_tcp(argv[2]);
         if (all || !strcmp(c, "hostfile")) check_hostfile();
+        if (all || !strcmp(c, "hostsys")) check_hostsys();
+        if (all || !strcmp(c, "devnodes")) check_devnodes();
+        if (all || !strcmp(c, "procmasks")) check_procmasks();
+        if (all || !strcmp(c, "seccomp")) check_seccomp();
+        if (!all && !strncmp(c, "ipc:", 4)) check_ipc(atol(c + 4));
+        if (!all && !strncmp(c, "uts:", 4)) check_uts(c + 4);
+        if (!all && !strncmp(c, "keys:", 5)) check_keys(c + 5);
         if (all) break;
     }
     fflush(stdout);

@@ -1,8 +1,8 @@
 #!/bin/sh
-# Cleanup for the golden Ubuntu 24.04 image. Runs inside the chroot as root, after provision.sh
-# and before ingot's own cleanup invariants (src/stage/invariants.rs), which it repeats so that
-# the recipe also stands alone (e.g. under mmdebstrap --customize-hook). It may add cleanup,
-# never do less.
+# The golden policy's cleanup, shared by every golden recipe (recipes/golden/policy.toml). Runs
+# inside the image's sandbox as root, after the provision scripts and before ingot's own
+# cleanup invariants (src/stage/invariants.rs), which it repeats so that the recipe also stands
+# alone (e.g. under mmdebstrap --customize-hook). It may add cleanup, never do less.
 set -eu
 
 # apt: caches and lists are stale the day the image ships.
@@ -30,9 +30,15 @@ find /var/log -type f -exec truncate -s 0 {} +
 
 # The build host's traces.
 printf 'localhost\n' > /etc/hostname
+# The distribution's resolver link stays; systemd-resolved gets its stub; without it (Debian)
+# an empty file, which Proxmox fills in at each start.
 if [ ! -L /etc/resolv.conf ]; then
     rm -f /etc/resolv.conf
-    ln -s ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+    if [ -e /usr/lib/systemd/systemd-resolved ]; then
+        ln -s ../run/systemd/resolve/stub-resolv.conf /etc/resolv.conf
+    else
+        : > /etc/resolv.conf
+    fi
 fi
 rm -f /usr/sbin/policy-rc.d
 
