@@ -4,7 +4,8 @@
 //! Copies the source recipe's files (its `recipe.toml`, scripts and anything else in its
 //! folder, symlinks followed) except its `ingot.lock` and `README.md`, renames the image to
 //! `NAME`, writes a README stub, and makes sure the keyring reference still resolves from the
-//! new folder to the same keyring (else it is rewritten to that keyring's absolute path). The
+//! new folder to the same keyring (else it is rewritten to that keyring's absolute path), and
+//! likewise that `extends` still names the same golden policy. The
 //! folder is assembled under a temporary name beside the destination, checked by loading it as
 //! a recipe, and renamed into place without replacing anything: an existing folder is refused
 //! and nothing is left behind on any failure.
@@ -171,6 +172,19 @@ fn assemble(
             .canonicalize()
             .map_err(io(&source.source.keyring))?;
         text = set_string_key(&text, "source", "keyring", &absolute.to_string_lossy());
+    }
+    // A recipe of the golden family (`extends = "../golden"`) keeps its policy: the reference
+    // stays when it reaches the same folder from the new place, else it becomes absolute.
+    if let Some(extends) = string_key(&text, "", "extends") {
+        let policy = source.dir.join(&extends);
+        let policy = policy.canonicalize().map_err(io(&policy))?;
+        let reaches = work
+            .join(&extends)
+            .canonicalize()
+            .is_ok_and(|p| p == policy);
+        if !reaches {
+            text = set_string_key(&text, "", "extends", &policy.to_string_lossy());
+        }
     }
     std::fs::write(&recipe_file, &text).map_err(io(&recipe_file))?;
 
