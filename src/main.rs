@@ -45,11 +45,12 @@ struct Cli {
         short,
         global = true,
         env = "INGOT_QUIET",
+        value_parser = clap::builder::FalseyValueParser::new(),
         conflicts_with = "verbose"
     )]
     quiet: bool,
     /// Also stream the build log (dpkg's and the scripts' output) to stderr.
-    #[arg(long, short, global = true, env = "INGOT_VERBOSE")]
+    #[arg(long, short, global = true, env = "INGOT_VERBOSE", value_parser = clap::builder::FalseyValueParser::new())]
     verbose: bool,
     #[command(subcommand)]
     command: Command,
@@ -73,7 +74,7 @@ struct SourceArgs {
     )]
     suite_mirrors: Vec<String>,
     /// Accept a Release whose Valid-Until is in the past (snapshot archives).
-    #[arg(long, env = "INGOT_ALLOW_EXPIRED")]
+    #[arg(long, env = "INGOT_ALLOW_EXPIRED", value_parser = clap::builder::FalseyValueParser::new())]
     allow_expired: bool,
     /// Accept a signed Release older than the newest one seen for its mirror and suite (a
     /// deliberate rollback; otherwise refused as a replay).
@@ -138,7 +139,7 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         keep_staging: Option<PathBuf>,
         /// Neither restore nor store the configured tree (after dpkg) in the cache.
-        #[arg(long, env = "INGOT_NO_BASE_CACHE")]
+        #[arg(long, env = "INGOT_NO_BASE_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
         no_base_cache: bool,
         /// Where the staging tree lives: `auto` puts a tar build's tree on a private tmpfs
         /// when it fits in a quarter of the available memory, else on disk.
@@ -149,12 +150,12 @@ enum Command {
         json: bool,
         /// Install exactly the set of the recipe's ingot.lock, with its epoch; refuse,
         /// naming what differs, if the recipe, a script or any file changed.
-        #[arg(long, env = "INGOT_LOCKED")]
+        #[arg(long, env = "INGOT_LOCKED", value_parser = clap::builder::FalseyValueParser::new())]
         locked: bool,
         /// Also publish <name>-v<N>.oci.tar, an OCI image archive for `pct create` and
         /// registries (same layer bytes as the tarball; the recipe's `[image] oci = true`
         /// does the same). Example: ingot build recipes/ubuntu-24.04 --oci
-        #[arg(long, env = "INGOT_OCI")]
+        #[arg(long, env = "INGOT_OCI", value_parser = clap::builder::FalseyValueParser::new())]
         oci: bool,
         /// Sign <artifact>.provenance.json with this Ed25519 private key (PKCS#8 PEM, as
         /// `openssl genpkey -algorithm ed25519` or `ingot key generate` writes), e.g.
@@ -219,7 +220,7 @@ enum Command {
         /// Also check what Proxmox VE's `pct create` reads and writes (release files, /bin/sh's
         /// architecture, systemd for cgroup v2, /etc files it writes, /dev). Example:
         /// ingot verify --proxmox out/ubuntu-24.04-lxc-rootfs-v1.oci.tar
-        #[arg(long, env = "INGOT_VERIFY_PROXMOX")]
+        #[arg(long, env = "INGOT_VERIFY_PROXMOX", value_parser = clap::builder::FalseyValueParser::new())]
         proxmox: bool,
         /// The Debian architecture /bin/sh must be built for (default: an OCI archive's, else
         /// this host's).

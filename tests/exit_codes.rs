@@ -422,3 +422,26 @@ fn outdated_exit_codes_tell_a_stale_image_from_a_broken_mirror() {
     assert_exit(&o, 3);
     assert_one_error_line(&o, "127.0.0.1:9");
 }
+
+/// Boolean environment equivalents take the values a pipeline writes (`1`, `yes`, `true`), as
+/// `INGOT_ALLOW_OLDER` always did: `INGOT_QUIET=1` is quiet, not "invalid value".
+#[test]
+fn boolean_environment_variables_accept_1_and_0() {
+    let f = fixture("");
+    for (value, quiet) in [("1", true), ("yes", true), ("0", false)] {
+        let o = Command::new(INGOT)
+            .args([
+                "resolve",
+                s(&f.recipe),
+                "--mirror",
+                &f.mirror,
+                "--cache-dir",
+            ])
+            .arg(f.dir.join("cache"))
+            .env("INGOT_QUIET", value)
+            .output()
+            .unwrap();
+        assert_exit(&o, 0);
+        assert_eq!(o.stderr.is_empty(), quiet, "INGOT_QUIET={value}: {o:?}");
+    }
+}
