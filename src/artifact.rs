@@ -659,28 +659,12 @@ impl OutputDir {
 
     /// Writes a new file `path` through a temp file and a no-clobber rename.
     fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
-        let write_error = |source| ArtifactError::Write {
-            path: path.to_path_buf(),
-            source,
-        };
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let mut temp = tempfile::Builder::new()
-            .prefix(&format!(".{name}."))
-            .suffix(PARTIAL_SUFFIX)
-            .permissions(published_permissions())
-            .tempfile_in(&self.dir)
-            .map_err(write_error)?;
-        temp.write_all(bytes).map_err(write_error)?;
-        temp.as_file().sync_all().map_err(write_error)?;
-        temp.persist_noclobber(path)
-            .map_err(|e| ArtifactError::Publish {
+        self.publish_new_with(path, |out| {
+            out.write_all(bytes).map_err(|source| ArtifactError::Write {
                 path: path.to_path_buf(),
-                source: e.error,
-            })?;
-        Ok(())
+                source,
+            })
+        })
     }
 
     /// Makes the new names durable.
