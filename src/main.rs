@@ -61,6 +61,13 @@ struct SourceArgs {
     /// The recipe: its name (looked up in ./recipes/, $XDG_CONFIG_HOME/ingot/recipes/,
     /// /usr/share/ingot/recipes/), its folder or its recipe.toml.
     recipe: PathBuf,
+    #[command(flatten)]
+    archive: ArchiveArgs,
+}
+
+/// Where and how the archive is read: the flags of every verb that reads one.
+#[derive(Args, Clone)]
+struct ArchiveArgs {
     /// Use this archive root for every suite (http://, https:// or file://), e.g. a local mirror.
     #[arg(long, env = "INGOT_MIRROR")]
     mirror: Option<String>,
@@ -365,29 +372,8 @@ struct RebuildArgs {
     /// The recipe folder (with its ingot.lock) the image was built from.
     #[arg(long)]
     recipe: PathBuf,
-    /// Use this archive root for every suite, e.g. a DIR written by `ingot mirror`.
-    #[arg(long, env = "INGOT_MIRROR")]
-    mirror: Option<String>,
-    /// One suite's archive root, over --mirror (repeatable; see `ingot build`).
-    #[arg(
-        long = "suite-mirror",
-        value_name = "SUITE=URL",
-        env = "INGOT_SUITE_MIRRORS",
-        value_delimiter = ','
-    )]
-    suite_mirrors: Vec<String>,
-    /// Accept a signed Release older than the newest one seen (see `ingot build`).
-    #[arg(long, env = "INGOT_ALLOW_OLDER", value_parser = clap::builder::FalseyValueParser::new())]
-    allow_older: bool,
-    /// Content-addressed download cache [default: $XDG_CACHE_HOME/ingot].
-    #[arg(long, env = "INGOT_CACHE_DIR")]
-    cache_dir: Option<PathBuf>,
-    /// Parallel downloads.
-    #[arg(long, short = 'j', env = "INGOT_JOBS", default_value_t = 8)]
-    jobs: usize,
-    /// Trust only the CA certificates of this PEM file for https:// mirrors.
-    #[arg(long, env = "INGOT_CA_FILE")]
-    ca_file: Option<PathBuf>,
+    #[command(flatten)]
+    archive: ArchiveArgs,
     /// Print the outcome as JSON.
     #[arg(long)]
     json: bool,
@@ -441,8 +427,12 @@ fn parse_size(s: &str) -> Result<u64, String> {
 }
 
 fn common(s: &SourceArgs, quiet: bool) -> CommonOptions {
+    common_options(&s.recipe, &s.archive, quiet)
+}
+
+fn common_options(recipe: &std::path::Path, s: &ArchiveArgs, quiet: bool) -> CommonOptions {
     CommonOptions {
-        recipe: s.recipe.clone(),
+        recipe: recipe.to_path_buf(),
         mirror: s.mirror.clone(),
         allow_expired: s.allow_expired,
         allow_older: s.allow_older,
@@ -526,17 +516,7 @@ fn main() -> ExitCode {
             json,
         } => cli::push::push(&archive, &reference, ca_file.as_deref(), json),
         Command::Rebuild(a) => cli::provenance::rebuild(
-            &CommonOptions {
-                recipe: a.recipe,
-                mirror: a.mirror,
-                allow_expired: false,
-                allow_older: a.allow_older,
-                cache_dir: a.cache_dir,
-                jobs: a.jobs,
-                quiet,
-                ca_file: a.ca_file,
-                suite_mirrors: a.suite_mirrors,
-            },
+            &common_options(&a.recipe, &a.archive, quiet),
             &a.tarball,
             a.json,
             verbose,

@@ -65,3 +65,13 @@ pub fn code(e: &anyhow::Error) -> u8 {
 pub fn exit(e: &anyhow::Error) -> ExitCode {
     ExitCode::from(code(e))
 }
+
+/// Print a verb's typed error as its one `ingot: error:` line and give its code: 2 when
+/// `bad_input`, else 1 (for verbs whose errors say themselves which they are).
+pub fn report(e: impl std::error::Error + Send + Sync + 'static, bad_input: bool) -> ExitCode {
+    eprintln!(
+        "ingot: error: {}",
+        ingot::progress::one_line(&anyhow::Error::new(e))
+    );
+    ExitCode::from(if bad_input { BAD_INPUT } else { FAILED })
+}

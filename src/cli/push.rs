@@ -56,16 +56,8 @@ pub fn push(
             Ok(ExitCode::SUCCESS)
         }
         Err(e) => {
-            let code = if e.is_bad_input() {
-                exit::BAD_INPUT
-            } else {
-                exit::FAILED
-            };
-            eprintln!(
-                "ingot: error: {}",
-                ingot::progress::one_line(&anyhow::Error::new(e))
-            );
-            Ok(ExitCode::from(code))
+            let bad_input = e.is_bad_input();
+            Ok(exit::report(e, bad_input))
         }
     }
 }

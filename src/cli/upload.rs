@@ -50,16 +50,8 @@ pub fn upload(cmd: &UploadCommand, verbose: bool) -> anyhow::Result<ExitCode> {
                     eprintln!("  {}", ingot::progress::escape_controls(line));
                 }
             }
-            let code = if e.is_bad_input() {
-                exit::BAD_INPUT
-            } else {
-                exit::FAILED
-            };
-            eprintln!(
-                "ingot: error: {}",
-                ingot::progress::one_line(&anyhow::Error::new(e))
-            );
-            Ok(ExitCode::from(code))
+            let bad_input = e.is_bad_input();
+            Ok(exit::report(e, bad_input))
         }
     }
 }
