@@ -69,6 +69,9 @@ pub struct BuildOptions {
     /// Sign `<artifact>.provenance.json` with this Ed25519 PKCS#8 PEM key (see
     /// [`crate::provenance`]); read before anything is built.
     pub sign_key: Option<PathBuf>,
+    /// The user-mode network stack for a recipe's `[provision] network = true` (`None`: pasta,
+    /// else slirp4netns; see [`crate::stage::usernet`]).
+    pub network_stack: Option<crate::stage::usernet::Stack>,
 }
 
 /// Resolve, then download (or take from the cache) every planned `.deb`.
@@ -375,6 +378,12 @@ fn build_recorded(
         OutputFormat::Dir => &persistent_tree,
     };
     stage::staging::check(b.staging, staged_output, b.keep_staging.is_some())?;
+    // A recipe that asks for the network needs a stack on this host: refused before anything
+    // is fetched.
+    let recipe = o.load_recipe()?;
+    if recipe.provision_network && !recipe.provision.is_empty() {
+        stage::usernet::Helper::find(b.network_stack).map_err(BuildError::NetworkStack)?;
+    }
     let r = crate::resolve::resolve(o, recorder, b.locked)?;
     let cache = o.cache();
     recorder.expect_packages(r.plan.packages.len());
@@ -407,6 +416,7 @@ fn build_recorded(
         debs: stage_debs,
         provision: r.recipe.provision.clone(),
         provision_network: r.recipe.provision_network,
+        network_stack: b.network_stack,
         cleanup: r.recipe.cleanup.clone(),
         staging_parent: cache.staging_dir(),
         keep_staging: b.keep_staging.clone(),
@@ -708,6 +718,9 @@ fn output_is_writable(out: &std::path::Path) -> Result<(), BuildError> {
 /// errors are their own modules' types).
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// `[provision] network = true`, and no user-mode network stack to give it with.
+    #[error("{0}")]
+    NetworkStack(String),
     /// `--oci` cannot be honoured with these options (the message says why).
     #[error("{0}")]
     Oci(String),

@@ -12,6 +12,7 @@ use ingot::build::{BuildOptions, CommonOptions, OutputFormat};
 use ingot::choice::NamedChoice;
 use ingot::export::compress::Compression;
 use ingot::stage::staging::StagingMedium;
+use ingot::stage::usernet::Stack as NetworkStack;
 
 /// clap's parser for a library choice: its names as the possible values (shown in `--help`
 /// and completions), parsed by the library's own `FromStr`.
@@ -169,6 +170,10 @@ enum Command {
         /// --sign-key ~/.config/ingot/signing.pem.
         #[arg(long, env = "INGOT_SIGN_KEY")]
         sign_key: Option<PathBuf>,
+        /// The user-mode network stack for a recipe's `[provision] network = true`: pasta
+        /// (from passt) or slirp4netns; default: pasta if installed, else slirp4netns.
+        #[arg(long, value_parser = choice::<NetworkStack>(), env = "INGOT_NETWORK_STACK")]
+        network_stack: Option<NetworkStack>,
     },
     /// Write recipes/<name>/ingot.lock: the signed InReleases and the exact package set.
     ///
@@ -473,6 +478,7 @@ fn main() -> ExitCode {
             locked,
             oci,
             sign_key,
+            network_stack,
         } => cli::build(
             &common(&source, quiet),
             &BuildOptions {
@@ -488,6 +494,7 @@ fn main() -> ExitCode {
                 locked,
                 oci,
                 sign_key,
+                network_stack,
             },
             verbose,
         ),

@@ -99,7 +99,8 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tree");
     let mut s = spec(dir.path(), StageOutput::Dir(out.clone()));
-    // The host's resolv.conf is bound only for a recipe that asks for the network.
+    // The provision network's resolv.conf is bound only for a recipe that asks for the
+    // network (served by pasta or slirp4netns, whichever is installed).
     s.provision_network = true;
     s.provision.push(write_script(
         dir.path(),
@@ -152,8 +153,10 @@ fn ids_map_and_chroot_environment_is_set_up_and_torn_down() {
     assert_eq!(read("srv/devnull").trim(), "chardev");
     assert_eq!(read("srv/ptmx").trim(), "ptmx");
     assert_eq!(read("srv/policy").trim(), "101");
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    assert_eq!(read("srv/resolv-during"), host_resolv);
+    assert_eq!(
+        read("srv/resolv-during"),
+        ingot::stage::usernet::resolv_conf()
+    );
     assert_eq!(read("srv/resolv-cleanup").trim(), "unbound");
 
     // Teardown: the image's own resolv.conf symlink is back, dev/ and run/ are empty, no
@@ -310,9 +313,8 @@ fn resolv_conf_file_or_absence_is_restored() {
             "if test -e /etc/resolv.conf; then cat /etc/resolv.conf; else echo absent; fi > /srv/after\n",
         ));
         run(&s).unwrap();
-        let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         let read = |p: &str| std::fs::read_to_string(out.join(p)).unwrap();
-        assert_eq!(read("srv/during"), host);
+        assert_eq!(read("srv/during"), ingot::stage::usernet::resolv_conf());
         assert_eq!(read("srv/after"), original.unwrap_or("absent\n"));
         ingot().remove_tree(&out).unwrap();
     }

@@ -123,7 +123,7 @@ fn seed(dir: &Path) -> PathBuf {
         dir,
         &[
             "sh", "cat", "echo", "ln", "rm", "mkdir", "umount", "ls", "sleep", "test", "printf",
-            "dd", "wc",
+            "dd", "wc", "nslookup",
         ],
     );
     std::fs::copy(probe(), seed.join("bin/sandbox-probe")).unwrap();
@@ -162,6 +162,17 @@ fn build_in_helper(spec: &StageSpec, host: &Host) -> String {
 
 /// [`build_in_helper`], the helper holding the session key `key` during the build.
 fn build_in_helper_with_key(spec: &StageSpec, host: &Host, key: Option<&str>) -> String {
+    build_in_helper_at(spec, host, key, None)
+}
+
+/// [`build_in_helper_with_key`], the helper started in the network namespace `netns` (a name
+/// of `ip netns`, whose `/etc/netns/NAME/resolv.conf` the helper then sees) if given.
+fn build_in_helper_at(
+    spec: &StageSpec,
+    host: &Host,
+    key: Option<&str>,
+    netns: Option<&str>,
+) -> String {
     let work = tempfile::tempdir().unwrap();
     let spec_path = work.path().join("spec.json");
     let result_path = work.path().join("result");
@@ -181,7 +192,15 @@ fn build_in_helper_with_key(spec: &StageSpec, host: &Host, key: Option<&str>) ->
         dir_fd.as_raw_fd(),
         file_fd.as_raw_fd(),
     );
-    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("ip");
+            c.args(["netns", "exec", ns])
+                .arg(std::env::current_exe().unwrap());
+            c
+        }
+        None => std::process::Command::new(std::env::current_exe().unwrap()),
+    };
     cmd.args([
         "helper_build_from_env",
         "--exact",
@@ -739,16 +758,324 @@ fn no_network_without_network_true() {
     assert!(!accepted(&l), "the host's listener got a connection");
 }
 
-#[test]
-fn network_true_gives_provision_the_hosts_network() {
-    let host = Host::new();
-    let (l, port) = listener();
-    let report = provision_trial(&host, "tcp", &format!("+{port}"), true);
+/// The far side of the network tests: an HTTP server on a non-loopback address, and the
+/// places a provision script must not reach: a loopback listener and an abstract unix socket
+/// of the network namespace the build runs in (the "host's"), plus, as root, a DNS server.
+///
+/// As real root it is all in a network namespace of the test's own making (`ip netns add`):
+/// an interface with the default route and a second one holding the server's address
+/// 10.214.0.1, and `/etc/netns/NAME/resolv.conf` naming the test's DNS server there; the build
+/// runs in that namespace. An ordinary user cannot make one and run a build with its
+/// subordinate ids in it, so there the build runs in the host's namespace and the server
+/// listens on the host's first global IPv4 address (DNS is then the host's: the end-to-end
+/// suite resolves the real archive's name through it).
+struct NetWorld {
+    netns: Option<String>,
+    server: std::net::Ipv4Addr,
+    http_port: u16,
+    token: String,
+    loopback: TcpListener,
+    loopback_port: u16,
+    abstract_name: String,
+    abstract_listener: std::os::unix::net::UnixListener,
+}
+
+/// The DNS name the test's DNS server answers (with the server's address), as root.
+const TEST_HOST_NAME: &str = "srv.ingot.test";
+
+impl NetWorld {
+    fn new() -> NetWorld {
+        let unique = format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos()
+        );
+        let token = format!("ingot-network-token-{unique}");
+        let root = nix::unistd::geteuid().is_root();
+        let (netns, server) = if root {
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let name = format!("ingot-test-{}-{n}", std::process::id());
+            make_test_netns(&name);
+            (Some(name), std::net::Ipv4Addr::new(10, 214, 0, 1))
+        } else {
+            (None, host_global_ipv4())
+        };
+        let ns = netns.clone();
+        let (http, loopback, abstract_listener, abstract_name, dns) = in_netns(ns.as_deref(), {
+            let unique = unique.clone();
+            move || {
+                let http = TcpListener::bind((server, 0)).expect("binding the test's HTTP server");
+                let loopback = TcpListener::bind("127.0.0.1:0").unwrap();
+                let name = format!("ingot-test-abstract-{unique}");
+                let addr = <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(name.as_bytes()).unwrap();
+                let abstract_listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+                let dns = root.then(|| {
+                    std::net::UdpSocket::bind((server, 53)).expect("binding the test's DNS server")
+                });
+                (http, loopback, abstract_listener, name, dns)
+            }
+        });
+        loopback.set_nonblocking(true).unwrap();
+        abstract_listener.set_nonblocking(true).unwrap();
+        let http_port = http.local_addr().unwrap().port();
+        let loopback_port = loopback.local_addr().unwrap().port();
+        let body = token.clone();
+        std::thread::spawn(move || serve_http(http, &body));
+        if let Some(dns) = dns {
+            std::thread::spawn(move || serve_dns(dns, server));
+        }
+        NetWorld {
+            netns,
+            server,
+            http_port,
+            token,
+            loopback,
+            loopback_port,
+            abstract_name,
+            abstract_listener,
+        }
+    }
+
+    /// Nothing reached the loopback listener or the abstract socket (`report`: the probe's).
+    fn assert_untouched(&self, report: &str) {
+        assert!(
+            !accepted(&self.loopback),
+            "the host's loopback listener got a connection from the build; the probe:\n{report}"
+        );
+        match self.abstract_listener.accept() {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(_) => panic!(
+                "the host's abstract socket got a connection from the build; the probe:\n{report}"
+            ),
+            Err(e) => panic!("accept on the abstract socket: {e}"),
+        }
+    }
+}
+
+impl Drop for NetWorld {
+    fn drop(&mut self) {
+        if let Some(ns) = &self.netns {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "delete", ns])
+                .status();
+            let _ = std::fs::remove_dir_all(Path::new("/etc/netns").join(ns));
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("these tests need iproute2's `ip` (apt-get install iproute2)");
     assert!(
-        report.contains(&format!("connected tcp 127.0.0.1:{port}")),
-        "{report}"
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
     );
-    assert!(accepted(&l), "the host's listener got no connection");
+}
+
+/// A network namespace `name`: `lo` up, a veth pair (this kernel may lack the dummy type)
+/// whose uplink0 holds 10.213.0.1/24 and the default route and whose srv0 holds 10.214.0.1/32
+/// (the server's), and a resolv.conf naming 10.214.0.1.
+fn make_test_netns(name: &str) {
+    ip(&["netns", "add", name]);
+    for args in [
+        vec!["link", "set", "lo", "up"],
+        vec![
+            "link", "add", "uplink0", "type", "veth", "peer", "name", "srv0",
+        ],
+        vec!["addr", "add", "10.213.0.1/24", "dev", "uplink0"],
+        vec!["link", "set", "uplink0", "up"],
+        vec![
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.213.0.254",
+            "dev",
+            "uplink0",
+            "onlink",
+        ],
+        vec!["addr", "add", "10.214.0.1/32", "dev", "srv0"],
+        vec!["link", "set", "srv0", "up"],
+    ] {
+        let mut all = vec!["-n", name];
+        all.extend(args);
+        ip(&all);
+    }
+    let etc = Path::new("/etc/netns").join(name);
+    std::fs::create_dir_all(&etc).unwrap();
+    std::fs::write(etc.join("resolv.conf"), "nameserver 10.214.0.1\n").unwrap();
+}
+
+/// The host's first global IPv4 address (not loopback).
+fn host_global_ipv4() -> std::net::Ipv4Addr {
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show", "scope", "global"])
+        .output()
+        .expect("these tests need iproute2's `ip` (apt-get install iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.split_whitespace()
+        .skip_while(|w| *w != "inet")
+        .nth(1)
+        .and_then(|a| a.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "the network test needs a global IPv4 address on this host for its server \
+                 (ip -4 addr show scope global printed {text:?})"
+            )
+        })
+}
+
+/// Run `f` on a thread that entered the network namespace `netns` (None: this one), so
+/// that the sockets it makes belong there.
+fn in_netns<T: Send + 'static>(netns: Option<&str>, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = netns.map(|ns| Path::new("/run/netns").join(ns));
+    std::thread::spawn(move || {
+        if let Some(path) = path {
+            let ns = std::fs::File::open(&path).unwrap();
+            nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        }
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+fn serve_http(l: TcpListener, body: &str) {
+    use std::io::{Read, Write};
+    for conn in l.incoming() {
+        let Ok(mut c) = conn else { continue };
+        let mut buf = [0u8; 2048];
+        let _ = c.read(&mut buf);
+        let _ = write!(
+            c,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
+
+/// A DNS server that knows one name: [`TEST_HOST_NAME`] (A: `addr`); NXDOMAIN for others.
+fn serve_dns(sock: std::net::UdpSocket, addr: std::net::Ipv4Addr) {
+    let wanted: Vec<u8> = TEST_HOST_NAME
+        .split('.')
+        .flat_map(|l| std::iter::once(l.len() as u8).chain(l.bytes()))
+        .chain([0])
+        .collect();
+    let mut buf = [0u8; 512];
+    loop {
+        let Ok((n, from)) = sock.recv_from(&mut buf) else {
+            return;
+        };
+        let q = &buf[..n];
+        if q.len() < 12 + wanted.len() + 4 {
+            continue;
+        }
+        let mut end = 12;
+        while end < q.len() && q[end] != 0 {
+            end += 1 + q[end] as usize;
+        }
+        let qend = end + 5;
+        if qend > q.len() {
+            continue;
+        }
+        let name = q[12..=end].to_ascii_lowercase();
+        let qtype = u16::from_be_bytes([q[end + 1], q[end + 2]]);
+        let known = name == wanted;
+        let answers = u8::from(known && qtype == 1);
+        let mut r = Vec::with_capacity(qend + 16);
+        r.extend_from_slice(&q[..2]);
+        r.extend_from_slice(&[0x81, if known { 0x80 } else { 0x83 }]);
+        r.extend_from_slice(&[0, 1, 0, answers, 0, 0, 0, 0]);
+        r.extend_from_slice(&q[12..qend]);
+        if answers == 1 {
+            r.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+            r.extend_from_slice(&addr.octets());
+        }
+        let _ = sock.send_to(&r, from);
+    }
+}
+
+/// A provision script with `network = true` over `stack`: it fetches the server's token over
+/// HTTP, and tries the build namespace's loopback (directly and through each address the
+/// stacks use for the host: gateway 10.0.2.2 and DNS 10.0.2.3) and its abstract socket. The
+/// token arrives; nothing else does; as root the test's DNS name resolves too.
+fn network_true_trial(stack: ingot::stage::usernet::Stack) {
+    let world = NetWorld::new();
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let lp = world.loopback_port;
+    let checks = format!(
+        "tcp abstract:{} get:{}:{}:/token noget:10.0.2.2:{lp} noget:10.0.2.3:{lp} noget:127.0.0.1:{lp}",
+        world.abstract_name, world.server, world.http_port
+    );
+    let args = format!("{} {lp} {checks}", host.files().display());
+    let mut script = probe_script("/srv/report", &args);
+    script.push_str("cat /etc/resolv.conf > /srv/resolv\n");
+    if world.netns.is_some() {
+        script.push_str(&format!(
+            "nslookup {TEST_HOST_NAME} > /srv/dns 2>&1 || true\n"
+        ));
+    }
+    let mut spec = seeded_spec(dir.path(), &out, &script);
+    spec.provision_network = true;
+    spec.network_stack = Some(stack);
+    let result = build_in_helper_at(&spec, &host, None, world.netns.as_deref());
+    assert_eq!(result, "ok", "the build failed");
+    let read = |rel: &str| std::fs::read_to_string(out.join(rel)).unwrap();
+    let report = read("srv/report");
+    let resolv = read("srv/resolv");
+    let dns = world.netns.is_some().then(|| read("srv/dns"));
+    ingot().remove_tree(&out).unwrap();
+    host.assert_untouched();
+    world.assert_untouched(&report);
+    assert_refused(
+        &report,
+        &[
+            "tcp connection to the host's loopback",
+            &format!(
+                "connection to the host's abstract socket @{}",
+                world.abstract_name
+            ),
+        ],
+    );
+    assert!(
+        report.contains(&format!(
+            "got {}:{} {}",
+            world.server, world.http_port, world.token
+        )),
+        "the provision script did not fetch the server's token:\n{report}"
+    );
+    assert_eq!(
+        resolv,
+        ingot::stage::usernet::resolv_conf(),
+        "the provision script's resolv.conf"
+    );
+    if let Some(dns) = dns {
+        assert!(
+            dns.contains(&world.server.to_string()),
+            "{TEST_HOST_NAME} did not resolve through the stack's DNS relay:\n{dns}"
+        );
+    }
+}
+
+#[test]
+fn network_true_through_pasta_reaches_a_server_not_the_hosts_loopback_or_sockets() {
+    network_true_trial(ingot::stage::usernet::Stack::Pasta);
+}
+
+#[test]
+fn network_true_through_slirp4netns_reaches_a_server_not_the_hosts_loopback_or_sockets() {
+    network_true_trial(ingot::stage::usernet::Stack::Slirp4netns);
 }
 
 #[test]

@@ -79,3 +79,53 @@ check_host "$BUILD_USER" "$S/user.log"
 "$INGOT" build "$R" --out "$S/root-out" --mirror "$MIRROR" --cache-dir "$CACHE" -v > "$S/root.log" 2>&1 \
   || { tail -30 "$S/root.log"; echo "the build as root failed"; exit 1; }
 check_host root "$S/root.log"
+
+# The same with `[provision] network = true` (issue 17): the provision script downloads the
+# real archive's InRelease by name (DNS and HTTP through pasta), while the host's loopback
+# listener (directly, and through the stacks' gateway and DNS addresses) and an abstract unix
+# socket of the host stay out of reach.
+ABSTRACT=ingot-e2e-abstract-$$
+ABSTRACT_HITS=$S/abstract-hits; : > "$ABSTRACT_HITS"
+python3 - "$ABSTRACT" "$ABSTRACT_HITS" <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX); s.bind("\0" + sys.argv[1]); s.listen(8)
+while True:
+    c, _ = s.accept(); open(sys.argv[2], "a").write("connection\n"); c.close()
+PY
+ABSTRACT_LISTENER=$!
+trap 'kill $LISTENER $ABSTRACT_LISTENER 2>/dev/null || true' EXIT
+SUITE=$(sed -n 's/^suites *= *\["\([^"]*\)".*/\1/p' "$R/recipe.toml" | head -1)
+[ -n "$SUITE" ] || { echo "no suite in $R/recipe.toml"; exit 1; }
+N=$S/recipes/network-probe
+cp -a "$R" "$N"
+sed -i 's/^scripts = \["probe.sh"\]$/scripts = ["probe.sh"]\nnetwork = true/' "$N/recipe.toml"
+grep -q '^network = true' "$N/recipe.toml" || { echo "could not set network = true in $N/recipe.toml"; exit 1; }
+{
+  echo '#!/bin/sh'
+  echo 'set -u'
+  echo 'base64 -d > /tmp/sandbox-probe <<"B64"'
+  base64 "$S/sandbox-probe"
+  echo 'B64'
+  echo 'chmod 0755 /tmp/sandbox-probe'
+  echo "/tmp/sandbox-probe '$S/host-files' $PORT tcp abstract:$ABSTRACT noget:10.0.2.2:$PORT noget:10.0.2.3:$PORT >&2; rc=\$?"
+  echo 'rm -f /tmp/sandbox-probe'
+  echo "if python3 -c 'import urllib.request,sys; b=urllib.request.urlopen(\"$MIRROR/dists/$SUITE/InRelease\", timeout=30).read(); sys.exit(0 if b\"BEGIN PGP SIGNED MESSAGE\" in b else 1)' >&2; then echo 'downloaded $MIRROR/dists/$SUITE/InRelease through the provision network' >&2; else echo 'FAILED to download the archive with network = true' >&2; rc=1; fi"
+  echo 'exit $rc'
+} > "$N/probe.sh"
+chmod -R a+rX "$S"
+check_network() { # check_network WHO LOG
+  [ ! -s "$HITS" ] || { echo "$1 (network = true): the loopback listener got: $(cat "$HITS")"; return 1; }
+  [ ! -s "$ABSTRACT_HITS" ] || { echo "$1 (network = true): the host's abstract socket got a connection"; return 1; }
+  grep -q 'provision network: ' "$2" || { echo "$1: the build log does not say which network stack served"; return 1; }
+  grep -q 'downloaded .* through the provision network' "$2" || { grep -E 'FAILED|ESCAPED' "$2"; echo "$1: no download with network = true"; return 1; }
+  grep -q "refused connection to the host's abstract socket" "$2" || { echo "$1: the abstract socket probe did not run"; return 1; }
+  if grep -q 'ESCAPED' "$2"; then grep ESCAPED "$2"; return 1; fi
+  echo "$1 (network = true): downloaded the archive's InRelease; host loopback and abstract socket out of reach"
+}
+install -d -o "$BUILD_USER" -g "$BUILD_USER" "$S/user-net-out"
+su "$BUILD_USER" -s /bin/sh -c "cd /tmp && $USER_INGOT build '$N' --out '$S/user-net-out' --mirror '$MIRROR' -v" \
+  > "$S/user-net.log" 2>&1 || { tail -30 "$S/user-net.log"; echo "the network = true build as $BUILD_USER failed"; exit 1; }
+check_network "$BUILD_USER" "$S/user-net.log"
+"$INGOT" build "$N" --out "$S/root-net-out" --mirror "$MIRROR" --cache-dir "$CACHE" -v > "$S/root-net.log" 2>&1 \
+  || { tail -30 "$S/root-net.log"; echo "the network = true build as root failed"; exit 1; }
+check_network root "$S/root-net.log"

@@ -261,6 +261,7 @@ pub fn rebuild(
         json: false,
         locked: true,
         sign_key: None,
+        network_stack: None,
         // The tarball is what is compared (a recipe's own `oci = true` still applies).
         oci: false,
     };

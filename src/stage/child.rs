@@ -557,16 +557,21 @@ fn assemble(
             "the image has no /bin/sh to run the recipe's scripts with".to_string(),
         ));
     }
-    let provision_network = if spec.provision_network {
-        Network::Host
-    } else {
-        Network::Loopback
+    // The provision scripts' network: a user-mode stack on a namespace of their own.
+    let stack = match spec.provision_network && !spec.provision.is_empty() {
+        true => Some(super::usernet::Helper::find(spec.network_stack).map_err(StepFailure::from)?),
+        false => None,
     };
     if !spec.provision.is_empty() {
         log(&crate::progress::step_line("provision"));
     }
-    if !spec.provision.is_empty() && spec.provision_network {
-        env.bind_resolv_conf(&mut logger)
+    let staging = root.parent().unwrap_or(root);
+    if let Some(helper) = &stack {
+        log(&helper.describe());
+        let resolv = staging.join("resolv.conf");
+        std::fs::write(&resolv, super::usernet::resolv_conf())
+            .map_err(|e| format!("writing {}: {e}", resolv.display()))?;
+        env.bind_resolv_conf(&resolv, &mut logger)
             .map_err(|e| e.to_string())?;
     }
     let timeout = std::time::Duration::from_secs(
@@ -577,18 +582,36 @@ fn assemble(
         log(&super::sandbox::limits_line(timeout));
     }
     for (i, script) in spec.provision.iter().enumerate() {
-        scripts::run_script(
+        let link = match &stack {
+            Some(helper) => Some(
+                super::usernet::Link::up(helper, &staging.join("network-stack.log"))
+                    .map_err(|e| format!("the provision network: {e}"))?,
+            ),
+            None => None,
+        };
+        let network = match &link {
+            Some(link) => Network::Joined {
+                netns: link.netns(),
+                stack_pid: link.stack_pid(),
+            },
+            None => Network::Loopback,
+        };
+        let ran = scripts::run_script(
             root,
             script,
             ScriptKind::Provision,
             i + 1,
             scripts::ScriptRun {
-                network: provision_network,
+                network,
                 env: &spec.script_env,
                 timeout,
             },
             &mut logger,
-        )?;
+        );
+        if let Some(link) = link {
+            link.down();
+        }
+        ran?;
     }
     env.unbind_resolv_conf().map_err(|e| e.to_string())?;
     log(&crate::progress::step_line("cleanup"));

@@ -78,6 +78,21 @@ pub(crate) fn run_checks(exe: &Path) -> Vec<Check> {
     if checks.iter().all(|c| c.ok) {
         checks.push(trial(exe));
     }
+    // Optional: only recipes with `[provision] network = true` need it, so it never fails.
+    checks.push(match super::usernet::Helper::find(None) {
+        Ok(helper) => Check::pass(
+            "provision network",
+            format!(
+                "{} ({}) for recipes with [provision] network = true",
+                helper.stack,
+                helper.program.display()
+            ),
+        ),
+        Err(why) => Check::pass(
+            "provision network",
+            format!("not available, needed only by recipes with network = true: {why}"),
+        ),
+    });
     checks
 }
 

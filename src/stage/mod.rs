@@ -71,11 +71,15 @@ pub struct StageSpec {
     pub debs: Vec<StageDeb>,
     /// Provision scripts (host paths), run in order inside the image's sandbox.
     pub provision: Vec<PathBuf>,
-    /// Give the provision scripts the host's network and a read-only copy of its
-    /// `resolv.conf` (recipe `[provision] network = true`); otherwise they, like dpkg and the
-    /// cleanup scripts, see only a loopback interface of their own.
+    /// Give the provision scripts a network through a user-mode network stack (recipe
+    /// `[provision] network = true`; see [`usernet`]): outbound connections and DNS, never the
+    /// host's loopback or its abstract sockets. Otherwise they, like dpkg and the cleanup
+    /// scripts, see only a loopback interface of their own.
     #[serde(default)]
     pub provision_network: bool,
+    /// The stack to use for it (`None`: pasta, else slirp4netns; `--network-stack`).
+    #[serde(default)]
+    pub network_stack: Option<usernet::Stack>,
     /// Cleanup scripts (host paths), run after provisioning, before the cleanup invariants.
     pub cleanup: Vec<PathBuf>,
     /// Where the staging directory is created (a fresh subdirectory of it).
@@ -120,6 +124,7 @@ impl StageSpec {
             debs: Vec::new(),
             provision: Vec::new(),
             provision_network: false,
+            network_stack: None,
             cleanup: Vec::new(),
             staging_parent,
             keep_staging: None,
@@ -153,6 +158,7 @@ mod signals;
 mod spawn;
 pub mod staging;
 pub mod syscall_filter;
+pub mod usernet;
 
 pub use check::Check;
 

@@ -18,7 +18,8 @@
 //!   vanishes and the image's `/run` stays empty.
 //! - `/usr/sbin/policy-rc.d` exiting 101 (no service starts), removed afterwards unless a
 //!   package ships one.
-//! - the host's `/etc/resolv.conf`, bind-mounted read-only, only while provision scripts of a
+//! - the provision network's `resolv.conf` (a file of the build's, never the host's: see
+//!   [`usernet`](super::usernet)), bind-mounted read-only, only while provision scripts of a
 //!   recipe with `[provision] network = true` run.
 //!
 //! Teardown goes through the root's directory descriptor with `*at` calls only: whatever a
@@ -251,14 +252,15 @@ impl ChrootEnv {
         Ok(())
     }
 
-    /// Bind the host's `/etc/resolv.conf` (read-only) onto the image's, for provisioning.
-    pub fn bind_resolv_conf(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), MountError> {
-        let host = Path::new("/etc/resolv.conf");
+    /// Bind the file `source` (read-only) onto the image's `/etc/resolv.conf`, for
+    /// provisioning.
+    pub fn bind_resolv_conf(
+        &mut self,
+        source: &Path,
+        log: &mut dyn FnMut(&str),
+    ) -> Result<(), MountError> {
+        let host = source;
         if self.resolv.is_some() {
-            return Ok(());
-        }
-        if !host.exists() {
-            log("the host has no /etc/resolv.conf; provisioning without name resolution");
             return Ok(());
         }
         let etc =
@@ -322,8 +324,11 @@ impl ChrootEnv {
             MsFlags::MS_BIND,
             None::<&str>,
         )
-        .map_err(mount_err("bind of the host's /etc/resolv.conf", shown))?;
-        // Read-only: as real root a script could otherwise write the host's file.
+        .map_err(mount_err(
+            "bind of the provision network's resolv.conf",
+            shown,
+        ))?;
+        // Read-only: the file is the build's, not the image's to change.
         let mounted = open_resolv_conf(&etc, shown)?;
         nix::mount::mount(
             None::<&str>,

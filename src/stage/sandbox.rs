@@ -11,8 +11,9 @@
 //!   another program; hostname `localhost`, as the image's `/etc/hostname` says, so nothing
 //!   bakes the build host's name into the image) and a fresh anonymous session keyring (none
 //!   of the caller's keys);
-//! - gets a new network namespace with only `lo` up, unless the caller asks for the host's
-//!   network ([`Network::Host`], for `[provision] network = true`);
+//! - gets a new network namespace with only `lo` up, or joins the one the caller prepared
+//!   with a user-mode network stack ([`Network::Joined`], for `[provision] network = true`,
+//!   see [`usernet`](super::usernet)); never the host's;
 //! - starts a new session (`setsid`: no controlling terminal, so the host's `/dev/tty` cannot
 //!   be opened and `TIOCSTI` has no terminal to inject into); `/dev/pts` is the namespace's own
 //!   devpts;
@@ -83,8 +84,15 @@ const DROPPED_CAPS: &[libc::c_int] = &[
 pub enum Network {
     /// A network namespace of its own with only `lo` up (the default for everything).
     Loopback,
-    /// The build host's network (provision scripts of a recipe with `network = true`).
-    Host,
+    /// The network namespace `netns` (a descriptor of the caller's), served by the user-mode
+    /// network stack with process id `stack_pid` ([`super::usernet::Link`]): provision scripts
+    /// of a recipe with `network = true`. The stack is stopped when the program ends.
+    Joined {
+        /// The namespace's nsfs descriptor.
+        netns: std::os::fd::RawFd,
+        /// The stack's process id, 0 for none.
+        stack_pid: i32,
+    },
 }
 
 /// Processes (and threads) one program run in the image may have at once (`RLIMIT_NPROC`,
@@ -209,6 +217,9 @@ where
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break child.wait()?,
         }
     };
+    if let Network::Joined { stack_pid, .. } = network {
+        super::usernet::stop_stack(stack_pid);
+    }
     if kill_leftover_processes() {
         log(&format!("{program}: stopped the processes it left running"));
     }
@@ -280,16 +291,28 @@ where
     // multi-threaded, so the closure must not allocate.
     let root_c = cstring(root)?;
     let proc_c = cstring(&root.join("proc"))?;
-    let new_net = network == Network::Loopback;
+    let net = match network {
+        Network::Loopback => NetSetup::Fresh,
+        Network::Joined { netns, .. } => NetSetup::Join(netns),
+    };
     let fds = handshake.child_fds();
     let masks = super::proc_masks::ProcMasks::new(root)?;
     let filters = super::syscall_filter::programs()?;
     // SAFETY: runs between fork and exec; it only makes async-signal-safe syscalls on strings
     // and structs prepared before the fork (or on the stack), and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || enter(&root_c, &proc_c, &masks, filters, new_net, fds));
+        cmd.pre_exec(move || enter(&root_c, &proc_c, &masks, filters, net, fds));
     }
     Ok(cmd)
+}
+
+/// The program's network namespace, as `enter` sets it up.
+#[derive(Clone, Copy)]
+enum NetSetup {
+    /// A new one, `lo` up.
+    Fresh,
+    /// Join this one (an nsfs descriptor).
+    Join(std::os::fd::RawFd),
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {
@@ -306,7 +329,7 @@ fn enter(
     proc_dir: &std::ffi::CStr,
     masks: &super::proc_masks::ProcMasks,
     filters: &[seccompiler::BpfProgram; 2],
-    new_net: bool,
+    net: NetSetup,
     fds: super::nested_userns::ChildFds,
 ) -> io::Result<()> {
     // The caller's ends: closed here, so that a failed mapping reads as end of file below.
@@ -323,8 +346,10 @@ fn enter(
     // that its own limit (taken from its creator) is this one too.
     check(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &nproc) })?;
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
-    if new_net {
-        flags |= libc::CLONE_NEWNET;
+    match net {
+        NetSetup::Fresh => flags |= libc::CLONE_NEWNET,
+        // SAFETY: setns(2) on a descriptor the caller keeps open across the fork.
+        NetSetup::Join(fd) => check(unsafe { libc::setns(fd, libc::CLONE_NEWNET) })?,
     }
     // SAFETY: plain syscalls on NUL-terminated strings that outlive the calls and on
     // stack-allocated structs; nothing here allocates or takes a lock.
@@ -367,7 +392,7 @@ fn enter(
         } else {
             masks.apply()?;
         }
-        if new_net {
+        if matches!(net, NetSetup::Fresh) {
             loopback_up()?;
         }
         check(libc::chdir(root.as_ptr()))?;

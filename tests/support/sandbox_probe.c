@@ -10,7 +10,11 @@
  *             out of sight; leaves KEY+1 ones behind) | uts:HOSTNAME (the host's name) |
  *             seccomp (each refused system call: "refused <name>: <errno text>") |
  *             keys:DESC (a "user" key DESC in the caller's session keyring must be out of sight;
- *             adds "DESC-left")
+ *             adds "DESC-left") |
+ *             abstract:NAME (the host's abstract unix socket @NAME must be out of reach) |
+ *             get:ADDR:PORT:PATH (an HTTP GET that must work: prints "got ADDR:PORT <body>") |
+ *             noget:ADDR:PORT (a TCP connection whose far end the host side checks: prints
+ *             "tried ADDR:PORT <connected|errno>", never an escape by itself)
  * Prints one line per attempt: "refused <what>: <why>" or "ESCAPED <what>", and exits 1 if
  * anything escaped (so the build fails too). "connected tcp" is printed instead of
  * "ESCAPED tcp" when the caller passes PORT with a leading '+' (the network was asked for).
@@ -29,6 +33,9 @@
 #include <sys/mount.h>
 #include <sys/ptrace.h>
 #include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/time.h>
+#include <stddef.h>
 #include <sys/stat.h>
 #include <sys/ipc.h>
 #include <sys/msg.h>
@@ -254,6 +261,70 @@ static void check_tcp(const char *port_arg) {
     close(s);
 }
 
+static void check_abstract(const char *name) {
+    int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = {0};
+    a.sun_family = AF_UNIX;
+    size_t n = strlen(name);
+    if (n > sizeof a.sun_path - 1) n = sizeof a.sun_path - 1;
+    memcpy(a.sun_path + 1, name, n);
+    char what[160];
+    snprintf(what, sizeof what, "connection to the host's abstract socket @%s", name);
+    if (connect(s, (struct sockaddr *)&a, (socklen_t)(offsetof(struct sockaddr_un, sun_path) + 1 + n)) == 0)
+        escape(what);
+    else
+        refused(what, errno);
+    close(s);
+}
+
+/* A TCP connection to ADDR:PORT; returns the socket or -1 (errno set). */
+static int tcp_to(const char *addr, int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(port);
+    if (inet_pton(AF_INET, addr, &a.sin_addr) != 1) { errno = EINVAL; close(s); return -1; }
+    struct timeval tv = {5, 0};
+    setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    if (connect(s, (struct sockaddr *)&a, sizeof a) != 0) { int e = errno; close(s); errno = e; return -1; }
+    return s;
+}
+
+/* "ADDR:PORT:PATH": GET PATH, print the body on one line. */
+static void check_get(const char *spec) {
+    char addr[64] = {0}, path[256] = {0};
+    int port = 0;
+    if (sscanf(spec, "%63[^:]:%d:%255s", addr, &port, path) != 3) { printf("FAILED get: bad spec %s\n", spec); escaped = 1; return; }
+    int s = tcp_to(addr, port);
+    if (s < 0) { printf("FAILED get %s:%d: %s\n", addr, port, strerror(errno)); escaped = 1; return; }
+    char req[512];
+    int len = snprintf(req, sizeof req, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr);
+    if (write(s, req, len) != len) { printf("FAILED get: write: %s\n", strerror(errno)); escaped = 1; close(s); return; }
+    static char buf[8192];
+    size_t got = 0;
+    ssize_t r;
+    while (got < sizeof buf - 1 && (r = read(s, buf + got, sizeof buf - 1 - got)) > 0) got += (size_t)r;
+    buf[got] = 0;
+    close(s);
+    char *body = strstr(buf, "\r\n\r\n");
+    for (char *p = body ? body + 4 : buf; *p; p++) if (*p == '\n' || *p == '\r') *p = ' ';
+    printf("got %s:%d %s\n", addr, port, body ? body + 4 : "(no body)");
+}
+
+static void check_noget(const char *spec) {
+    char addr[64] = {0};
+    int port = 0;
+    if (sscanf(spec, "%63[^:]:%d", addr, &port) != 2) { printf("FAILED noget: bad spec %s\n", spec); escaped = 1; return; }
+    int s = tcp_to(addr, port);
+    if (s < 0) { printf("tried %s:%d %s\n", addr, port, strerror(errno)); return; }
+    const char *req = "GET / HTTP/1.0\r\n\r\n";
+    ssize_t ignored = write(s, req, strlen(req));
+    (void)ignored;
+    close(s);
+    printf("tried %s:%d connected\n", addr, port);
+}
+
 static void check_hostfile(void) {
     char path[4096];
     snprintf(path, sizeof path, "%s/secret", host_dir);
@@ -449,6 +520,9 @@ int main(int argc, char **argv) {
         if (!all && !strncmp(c, "ipc:", 4)) check_ipc(atol(c + 4));
         if (!all && !strncmp(c, "uts:", 4)) check_uts(c + 4);
         if (!all && !strncmp(c, "keys:", 5)) check_keys(c + 5);
+        if (!all && !strncmp(c, "abstract:", 9)) check_abstract(c + 9);
+        if (!all && !strncmp(c, "get:", 4)) check_get(c + 4);
+        if (!all && !strncmp(c, "noget:", 6)) check_noget(c + 6);
         if (all) break;
     }
     fflush(stdout);
