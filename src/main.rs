@@ -335,7 +335,7 @@ struct UploadArgs {
     from_url: Option<String>,
     /// Ask each node to pull this tagged OCI image (HOST[:PORT]/NAME:TAG) from its registry
     /// (oci-registry-pull; the registry must be readable without login).
-    #[arg(long, value_name = "REF", conflicts_with_all = ["tarball", "require_signature"])]
+    #[arg(long, value_name = "REF", conflicts_with_all = ["tarball", "require_signature", "no_verify"])]
     from_registry: Option<String>,
     /// With --from-url: the node does not check the URL's TLS certificate (warns; the SHA-256
     /// is still checked).

@@ -1973,6 +1973,28 @@ fn from_url_refuses_a_bad_url_or_a_local_image_of_another_name_before_any_reques
         assert!(err.contains(needle), "{url}: {err}");
         assert!(!err.contains("pw@"), "{err}");
     }
+    // A signature cannot be required of bytes ingot does not have.
+    let key = dir.path().join("signer.pem");
+    let public = ingot::provenance::keys::SignKey::generate()
+        .unwrap()
+        .write_pair(&key)
+        .unwrap();
+    let o = ingot(
+        &pve,
+        &[
+            "--from-url",
+            "https://store.example/img-v1.tar.gz",
+            "--require-signature",
+            public.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--require-signature") && err.contains("IMAGE"),
+        "{err}"
+    );
     // A local image that fails verify is refused as for an upload.
     let broken = rootfs_tarball(dir.path(), "broken-v1.tar.gz", true);
     let o = ingot(

@@ -71,6 +71,15 @@ pub fn download_url(
             }
             (image.sha256, Some(image.size))
         }
+        None if req.require_signature.is_some() => {
+            // The provenance is checked against local bytes; without them nothing would be.
+            return Err(UploadError::Config {
+                message: "--require-signature with --from-url needs the image on local disk \
+                          too (ingot upload --from-url URL IMAGE): its provenance is checked \
+                          against those bytes"
+                    .into(),
+            });
+        }
         None => (sha256_beside(&req.url, &name, progress)?, None),
     };
     let api = super::connect(s)?;
