@@ -341,6 +341,10 @@ struct UploadArgs {
     /// is still checked).
     #[arg(long, requires = "from_url")]
     no_verify_certificates: bool,
+    /// With --from-registry: check the registry's certificate against this CA (PEM) when
+    /// ingot first asks it for the tag (the node uses its own trust store).
+    #[arg(long, env = "INGOT_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
     /// API root, e.g. https://proxmox1:8006/api2/json.
     #[arg(long, env = "PM_API_URL")]
     api_url: Option<String>,
@@ -559,6 +563,7 @@ fn main() -> ExitCode {
                 from_url: a.from_url,
                 from_registry: a.from_registry,
                 no_verify_certificates: a.no_verify_certificates,
+                registry_ca_file: a.registry_ca_file,
                 api_url: a.api_url,
                 token_id: a.token_id,
                 token_secret_file: a.token_secret_file,

@@ -2056,7 +2056,7 @@ fn a_failed_registry_pull_shows_its_log_and_node_lists_are_each_asked() {
     let pve = FakePve::start(&["pve1", "pve2"], false);
     let o = ingot(
         &pve,
-        &["--from-registry", "registry.example.com/golden/img:v1"],
+        &["--from-registry", "127.0.0.1:1/golden/img:v1"],
         &[("PM_NODE", "pve1,pve2")],
     );
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
@@ -2066,15 +2066,10 @@ fn a_failed_registry_pull_shows_its_log_and_node_lists_are_each_asked() {
     let pve = FakePve::start(&["pve1"], false);
     pve.with(|s| {
         s.pull_exitstatus = Some(
-            "command 'skopeo copy docker://registry.example.com/golden/img:v1 …' failed: exit code 1"
-                .into(),
+            "command 'skopeo copy docker://127.0.0.1:1/golden/img:v1 …' failed: exit code 1".into(),
         )
     });
-    let o = ingot(
-        &pve,
-        &["--from-registry", "registry.example.com/golden/img:v1"],
-        &[],
-    );
+    let o = ingot(&pve, &["--from-registry", "127.0.0.1:1/golden/img:v1"], &[]);
     let (out, err) = text(&o);
     assert_eq!(o.status.code(), Some(1), "{err}");
     assert!(out.is_empty(), "{out}");

@@ -50,6 +50,11 @@ impl Drop for RegistryGuard {
 
 /// A registry on 127.0.0.1 with TLS and htpasswd user `pusher`/`s3cret`: (host:port, CA PEM).
 fn start_registry(dir: &Path) -> (String, PathBuf, RegistryGuard) {
+    start_registry_with(dir, true)
+}
+
+/// The same, with htpasswd authentication or open to anyone (`htpasswd` false).
+fn start_registry_with(dir: &Path, htpasswd: bool) -> (String, PathBuf, RegistryGuard) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -70,8 +75,16 @@ fn start_registry(dir: &Path) -> (String, PathBuf, RegistryGuard) {
     fs::write(&ca_pem, ca.pem()).unwrap();
     fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem())).unwrap();
     fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
-    let htpasswd = run(Command::new("htpasswd").args(["-Bbn", "pusher", "s3cret"]));
-    fs::write(dir.join("htpasswd"), &htpasswd.stdout).unwrap();
+    let auth = if htpasswd {
+        let file = run(Command::new("htpasswd").args(["-Bbn", "pusher", "s3cret"]));
+        fs::write(dir.join("htpasswd"), &file.stdout).unwrap();
+        format!(
+            "auth:\n  htpasswd:\n    realm: ingot-test\n    path: {}\n",
+            dir.join("htpasswd").display()
+        )
+    } else {
+        String::new()
+    };
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -81,11 +94,10 @@ fn start_registry(dir: &Path) -> (String, PathBuf, RegistryGuard) {
     fs::write(
         &config,
         format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\nauth:\n  htpasswd:\n    realm: ingot-test\n    path: {}\n",
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n{auth}",
             dir.join("storage").display(),
             dir.join("cert.pem").display(),
             dir.join("key.pem").display(),
-            dir.join("htpasswd").display()
         ),
     )
     .unwrap();
@@ -751,4 +763,89 @@ fn push_follows_the_bearer_token_flow_of_a_real_registry_and_a_wrong_password_is
     let o = push(&archive, &reference, Some(&ca_pem), &creds, &home);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("nothing sent"));
+}
+
+/// `ingot upload --from-registry` against a Proxmox API that cannot be reached: what happened
+/// before it tried shows on stderr.
+fn upload_from_registry(reference: &str, ca: &Path) -> Output {
+    let mut cmd = Command::new(INGOT);
+    cmd.args(["upload", "--from-registry", reference]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("PM_") || k.starts_with("INGOT_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("PM_API_URL", "https://127.0.0.1:1/api2/json")
+        .env("PM_API_TOKEN_ID", "ingot@pve!upload")
+        .env("PM_API_TOKEN_SECRET", "x")
+        .env("PM_NODE", "pve1")
+        .env("PM_STORAGE", "local")
+        .env("PM_RETRIES", "0")
+        .env("INGOT_REGISTRY_CA_FILE", ca);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn upload_from_registry_first_asks_the_registry_for_the_tag_as_proxmox_will() {
+    require_tool("docker-registry", "docker-registry");
+    require_tool("htpasswd", "apache2-utils");
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("home");
+    fs::create_dir_all(&home).unwrap();
+    let open_dir = tmp.path().join("open");
+    fs::create_dir_all(&open_dir).unwrap();
+    let (host, ca, _open) = start_registry_with(&open_dir, false);
+    let (_, archive) = oci_archive(&open_dir, "one", "one\n");
+    let o = push(
+        &archive,
+        &format!("{host}/golden/mini:v1"),
+        Some(&ca),
+        &[],
+        &home,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The tag is there, readable without login: Proxmox is asked (here: cannot be reached).
+    let o = upload_from_registry(&format!("{host}/golden/mini:v1"), &ca);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(err.contains("names manifest sha256:"), "{err}");
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("cannot connect"),
+        "{err}"
+    );
+
+    // No such tag: refused before Proxmox is asked.
+    let o = upload_from_registry(&format!("{host}/golden/mini:v9"), &ca);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("no such tag") && !err.contains("cannot connect"),
+        "{err}"
+    );
+
+    // A registry that wants a login: Proxmox could not pull from it either.
+    let locked_dir = tmp.path().join("locked");
+    fs::create_dir_all(&locked_dir).unwrap();
+    let (host, ca, _locked) = start_registry_with(&locked_dir, true);
+    let (_, archive) = oci_archive(&locked_dir, "two", "two\n");
+    let creds = [
+        ("INGOT_REGISTRY_USERNAME", "pusher"),
+        ("INGOT_REGISTRY_PASSWORD", "s3cret"),
+    ];
+    let o = push(
+        &archive,
+        &format!("{host}/golden/mini:v1"),
+        Some(&ca),
+        &creds,
+        &home,
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = upload_from_registry(&format!("{host}/golden/mini:v1"), &ca);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("anonymous pull") && !err.contains("cannot connect"),
+        "{err}"
+    );
 }

@@ -42,6 +42,7 @@ pub fn upload(cmd: &UploadCommand, verbose: bool) -> anyhow::Result<ExitCode> {
             ingot::upload::remote::registry_pull(
                 &PullRequest {
                     reference: reference.clone(),
+                    registry_ca_file: cmd.registry_ca_file.clone(),
                     settings,
                 },
                 reporter.as_ref(),

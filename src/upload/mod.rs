@@ -82,6 +82,15 @@ pub enum UploadError {
         /// What is wrong and what was expected.
         message: String,
     },
+    /// `--from-registry`: the registry, asked as the node will ask it (anonymously), does
+    /// not serve the tag.
+    #[error("{reference}: {message}; not asking Proxmox to pull it")]
+    Registry {
+        /// The reference.
+        reference: String,
+        /// What the registry said and what to do.
+        message: String,
+    },
     /// The `.sha256` sidecar is unreadable or not in `sha256sum` format (exit 2).
     #[error("{path}: {message}")]
     Sidecar {
@@ -666,6 +675,9 @@ pub struct UploadCommand {
     pub from_registry: Option<String>,
     /// `--no-verify-certificates`: the node does not check the URL's TLS certificate.
     pub no_verify_certificates: bool,
+    /// `INGOT_REGISTRY_CA_FILE`: the CA the registry's certificate is checked against when
+    /// `--from-registry` first asks the registry for the tag.
+    pub registry_ca_file: Option<PathBuf>,
     /// `PM_API_URL`.
     pub api_url: Option<String>,
     /// `PM_API_TOKEN_ID`.

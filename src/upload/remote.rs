@@ -41,6 +41,9 @@ pub struct DownloadRequest {
 pub struct PullRequest {
     /// `[HOST[:PORT]/]NAME:TAG`.
     pub reference: String,
+    /// The CA file the registry's certificate is checked against (else the built-in roots)
+    /// when ingot first asks the registry for the tag.
+    pub registry_ca_file: Option<PathBuf>,
     /// The Proxmox side.
     pub settings: Settings,
 }
@@ -123,6 +126,7 @@ pub fn download_url(
 pub fn registry_pull(req: &PullRequest, progress: &dyn Reporter) -> Result<Uploaded, UploadError> {
     let s = &req.settings;
     let name = pull_template_name(&req.reference)?;
+    check_tag(req, progress)?;
     let api = super::connect(s)?;
     let volid = format!("{}:vztmpl/{name}", s.storage);
     let (shared, targets) = super::targets_without(&api, s, &volid)?;
@@ -148,6 +152,49 @@ pub fn registry_pull(req: &PullRequest, progress: &dyn Reporter) -> Result<Uploa
         nodes: targets,
         tasks,
     })
+}
+
+/// Ask the registry for the tag as the node will (`skopeo copy` sends no credentials): a
+/// missing tag or a registry that wants a login is refused before Proxmox is asked; a
+/// registry this host cannot reach or does not trust (the node may) only warns. A reference
+/// without a registry host is not checked (the node's `registries.conf` decides where it
+/// goes).
+fn check_tag(req: &PullRequest, progress: &dyn Reporter) -> Result<(), UploadError> {
+    use crate::push::{PushError, Reference};
+    let Ok(reference) = req.reference.parse::<Reference>() else {
+        progress.message(&format!(
+            "{}: no registry host, not checked from here",
+            req.reference
+        ));
+        return Ok(());
+    };
+    progress.begin("registry", None);
+    let refused = |message: String| UploadError::Registry {
+        reference: req.reference.clone(),
+        message,
+    };
+    match crate::push::anonymous_tag_digest(&reference, req.registry_ca_file.as_deref()) {
+        Ok(Some(digest)) => {
+            progress.finish(&format!("{} names manifest {digest}", req.reference));
+            Ok(())
+        }
+        Ok(None) => Err(refused(
+            "the registry has no such tag (push it first: ingot push ARCHIVE REF)".into(),
+        )),
+        Err(PushError::Unauthorized { detail, .. }) => Err(refused(format!(
+            "the registry refuses an anonymous pull ({detail}), and Proxmox's \
+             oci-registry-pull sends no credentials: make the repository readable without login"
+        ))),
+        Err(PushError::CaFile(e)) => Err(UploadError::Config {
+            message: e.to_string(),
+        }),
+        Err(other) => {
+            progress.finish(&format!(
+                "could not check the tag from here ({other}); asking Proxmox anyway"
+            ));
+            Ok(())
+        }
+    }
 }
 
 fn start_and_wait(
