@@ -264,7 +264,7 @@ enum Command {
     /// out/ubuntu-24.04-lxc-rootfs-v3.tar.gz --ca-file pve-root-ca.pem
     ///
     /// By reference, the node fetching it itself: ingot upload --from-url
-    /// https://store.example/ubuntu-24.04-lxc-rootfs-v3.tar.gz [IMAGE], or ingot upload
+    /// https://store.example/ubuntu-24.04-lxc-rootfs-v3.tar.gz [TARBALL], or ingot upload
     /// --from-registry registry.example.com/golden/ubuntu:v3.
     Upload(UploadArgs),
     /// Push an OCI archive (`build --oci`) to a registry over the OCI distribution API; a
@@ -330,7 +330,7 @@ struct UploadArgs {
     #[arg(required_unless_present_any = ["from_url", "from_registry"])]
     tarball: Option<PathBuf>,
     /// Ask each node to download the template from this http(s) URL itself (download-url),
-    /// checked by the SHA-256 of IMAGE or else of URL.sha256.
+    /// checked by the SHA-256 of TARBALL or else of URL.sha256.
     #[arg(long, value_name = "URL", conflicts_with = "from_registry")]
     from_url: Option<String>,
     /// Ask each node to pull this tagged OCI image (HOST[:PORT]/NAME:TAG) from its registry

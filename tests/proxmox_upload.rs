@@ -1847,7 +1847,7 @@ fn from_url_without_a_local_image_takes_the_checksum_from_the_urls_sidecar() {
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("not found") && err.contains("ARTIFACT"),
+        err.contains("not found") && err.contains("TARBALL"),
         "{err}"
     );
     assert_eq!(pve.with(|s| s.requests.len()), 0);
@@ -1992,7 +1992,7 @@ fn from_url_refuses_a_bad_url_or_a_local_image_of_another_name_before_any_reques
     let (_, err) = text(&o);
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(
-        err.contains("--require-signature") && err.contains("IMAGE"),
+        err.contains("--require-signature") && err.contains("TARBALL"),
         "{err}"
     );
     // A local image that fails verify is refused as for an upload.

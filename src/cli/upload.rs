@@ -49,7 +49,7 @@ pub fn upload(cmd: &UploadCommand, verbose: bool) -> anyhow::Result<ExitCode> {
             )
         } else {
             let tarball = cmd.tarball.clone().ok_or_else(|| UploadError::Config {
-                message: "no image given: ingot upload IMAGE, --from-url URL or \
+                message: "no image given: ingot upload TARBALL, --from-url URL or \
                           --from-registry REF"
                     .into(),
             })?;

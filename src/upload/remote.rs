@@ -19,7 +19,7 @@ use super::config::Settings;
 use super::{TaskResult, UploadError, Uploaded};
 use crate::progress::Reporter;
 
-/// `ingot upload --from-url URL [IMAGE]`.
+/// `ingot upload --from-url URL [TARBALL]`.
 #[derive(Debug)]
 pub struct DownloadRequest {
     /// `http(s)://…/<template name>`.
@@ -78,7 +78,7 @@ pub fn download_url(
             // The provenance is checked against local bytes; without them nothing would be.
             return Err(UploadError::Config {
                 message: "--require-signature with --from-url needs the image on local disk \
-                          too (ingot upload --from-url URL IMAGE): its provenance is checked \
+                          too (ingot upload --from-url URL TARBALL): its provenance is checked \
                           against those bytes"
                     .into(),
             });
@@ -278,7 +278,7 @@ fn sha256_beside(url: &str, name: &str, progress: &dyn Reporter) -> Result<Strin
             crate::net::TransportError::NotFound { .. } => UploadError::UrlSidecar {
                 url: sidecar.clone(),
                 message: "not found: without a local image the checksum comes from URL.sha256 \
-                          (publish the build's .sha256 beside it, or give the image as ARTIFACT)"
+                          (publish the build's .sha256 beside it, or give the local image: ingot upload --from-url URL TARBALL)"
                     .into(),
             },
             other => UploadError::UrlSidecar {
