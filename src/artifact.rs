@@ -246,7 +246,8 @@ impl OutputDir {
             .file_names()?
             .iter()
             .filter_map(|name| parse_version(&self.image, name))
-            .filter(|(_, rest)| rest.starts_with(".tar"))
+            // The OCI archive counts too: a build killed after publishing it left version N.
+            .filter(|(_, rest)| rest.starts_with(".tar") || rest.starts_with(".oci.tar"))
             .map(|(version, _)| version)
             .collect();
         versions.sort_unstable();
@@ -657,6 +658,37 @@ impl OutputDir {
         Ok(())
     }
 
+    /// Publishes `path` as [`OutputDir::publish_new_with`] does, hashing what `write` writes,
+    /// then `<path>.sha256` in the same `sha256sum` format as the tarball's (so `sha256sum -c`
+    /// and `ingot upload` check it alike); if the sidecar cannot be published, `path` is
+    /// removed again. Returns the SHA-256.
+    pub fn publish_new_with_sha256<E: From<ArtifactError>>(
+        &self,
+        path: &Path,
+        write: impl FnOnce(&mut dyn Write) -> Result<(), E>,
+    ) -> Result<String, E> {
+        let mut hasher = Sha256::new();
+        self.publish_new_with(path, |out| {
+            write(&mut HashingWriter {
+                inner: out,
+                hasher: &mut hasher,
+            })
+        })?;
+        let sha256 = hex::encode(hasher.finalize());
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if let Err(e) = self.write_new(
+            &sidecar(path, ".sha256"),
+            format!("{sha256}  {name}\n").as_bytes(),
+        ) {
+            let _ = std::fs::remove_file(path);
+            return Err(e.into());
+        }
+        Ok(sha256)
+    }
+
     /// Writes a new file `path` through a temp file and a no-clobber rename.
     fn write_new(&self, path: &Path, bytes: &[u8]) -> Result<(), ArtifactError> {
         self.publish_new_with(path, |out| {
@@ -685,7 +717,25 @@ fn published_permissions() -> std::fs::Permissions {
     std::os::unix::fs::PermissionsExt::from_mode(0o644)
 }
 
-fn sidecar(path: &Path, suffix: &str) -> PathBuf {
+/// Hashes the bytes on their way to `inner`.
+struct HashingWriter<'w> {
+    inner: &'w mut dyn Write,
+    hasher: &'w mut Sha256,
+}
+
+impl Write for HashingWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// `path` with `suffix` appended to its file name.
+pub fn sidecar(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push(suffix);
     PathBuf::from(name)
@@ -795,6 +845,31 @@ pub struct Published {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_oci_archive_gets_its_own_sha256_and_counts_as_its_version() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = OutputDir::lock(tmp.path(), "img").unwrap();
+        let path = tmp.path().join("img-v4.oci.tar");
+        let sha = dir
+            .publish_new_with_sha256::<ArtifactError>(&path, |out| {
+                out.write_all(b"layout bytes").unwrap();
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(sha, hex::encode(Sha256::digest(b"layout bytes")));
+        assert_eq!(
+            std::fs::read_to_string(tmp.path().join("img-v4.oci.tar.sha256")).unwrap(),
+            format!("{sha}  img-v4.oci.tar\n")
+        );
+        // A build killed after publishing its OCI archive used up the number.
+        assert_eq!(dir.next_version().unwrap(), 5);
+        // Never overwritten.
+        assert!(
+            dir.publish_new_with_sha256::<ArtifactError>(&path, |_| Ok(()))
+                .is_err()
+        );
+    }
 
     #[test]
     fn version_names_parse_strictly() {

@@ -665,6 +665,7 @@ fn build_recorded(
         Err(e) => {
             // The tarball is the commit point: an OCI archive without it goes.
             if let Some(path) = &oci {
+                let _ = std::fs::remove_file(crate::artifact::sidecar(path, ".sha256"));
                 let _ = std::fs::remove_file(path);
             }
             return Err(e.into());
@@ -773,7 +774,8 @@ fn publish_oci(
         revision: &r.recipe.digest,
         source: &source,
     };
-    dir.publish_new_with(&path, |out| {
+    // With its own `.sha256`, as the tarball has one.
+    dir.publish_new_with_sha256(&path, |out| {
         crate::oci::write_archive(out, &image)
             .map(drop)
             .map_err(anyhow::Error::from)

@@ -267,6 +267,10 @@ enum Command {
     /// Example: PM_API_URL=https://pve1:8006/api2/json PM_API_TOKEN_ID='ingot@pve!upload'
     /// PM_API_TOKEN_SECRET=… PM_NODE=pve1 PM_STORAGE=local ingot upload
     /// out/ubuntu-24.04-lxc-rootfs-v3.tar.gz --ca-file pve-root-ca.pem
+    ///
+    /// By reference, the node fetching it itself: ingot upload --from-url
+    /// https://store.example/ubuntu-24.04-lxc-rootfs-v3.tar.gz [TARBALL], or ingot upload
+    /// --from-registry registry.example.com/golden/ubuntu:v3.
     Upload(UploadArgs),
     /// Push an OCI archive (`build --oci`) to a registry over the OCI distribution API; a
     /// tag that names another manifest is never overwritten. Credentials:
@@ -326,8 +330,26 @@ enum Command {
 
 #[derive(Args)]
 struct UploadArgs {
-    /// The image tarball (.tar.gz, .tar.zst, .tar.xz, .tar).
-    tarball: PathBuf,
+    /// The image tarball (.tar.gz, .tar.zst, .tar.xz, .tar); with --from-url, the same file
+    /// on local disk (its SHA-256 is the checksum, and it is verified first).
+    #[arg(required_unless_present_any = ["from_url", "from_registry"])]
+    tarball: Option<PathBuf>,
+    /// Ask each node to download the template from this http(s) URL itself (download-url),
+    /// checked by the SHA-256 of TARBALL or else of URL.sha256.
+    #[arg(long, value_name = "URL", conflicts_with = "from_registry")]
+    from_url: Option<String>,
+    /// Ask each node to pull this tagged OCI image (HOST[:PORT]/NAME:TAG) from its registry
+    /// (oci-registry-pull; the registry must be readable without login).
+    #[arg(long, value_name = "REF", conflicts_with_all = ["tarball", "require_signature", "no_verify"])]
+    from_registry: Option<String>,
+    /// With --from-url: the node does not check the URL's TLS certificate (warns; the SHA-256
+    /// is still checked).
+    #[arg(long, requires = "from_url")]
+    no_verify_certificates: bool,
+    /// With --from-registry: check the registry's certificate against this CA (PEM) when
+    /// ingot first asks it for the tag (the node uses its own trust store).
+    #[arg(long, env = "INGOT_REGISTRY_CA_FILE")]
+    registry_ca_file: Option<PathBuf>,
     /// API root, e.g. https://proxmox1:8006/api2/json.
     #[arg(long, env = "PM_API_URL")]
     api_url: Option<String>,
@@ -545,6 +567,10 @@ fn main() -> ExitCode {
         Command::Upload(a) => cli::upload::upload(
             &ingot::upload::UploadCommand {
                 tarball: a.tarball,
+                from_url: a.from_url,
+                from_registry: a.from_registry,
+                no_verify_certificates: a.no_verify_certificates,
+                registry_ca_file: a.registry_ca_file,
                 api_url: a.api_url,
                 token_id: a.token_id,
                 token_secret_file: a.token_secret_file,

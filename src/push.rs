@@ -541,18 +541,9 @@ impl Registry {
     }
 }
 
-/// Pushes the OCI archive at `archive` to `reference`: blobs, then the manifest under the
-/// tag; an existing tag is accepted only if it names the same manifest (then nothing is
-/// sent). TLS is verified against `ca_file` when given, else the built-in roots.
-pub fn push(
-    archive: &Path,
-    reference: &Reference,
-    credentials: Option<&Credentials>,
-    ca_file: Option<&Path>,
-) -> Result<Pushed, PushError> {
-    let image: LayerLocation = oci::locate_layer(archive)?;
-    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&image.manifest)));
-    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&image.config)));
+/// The HTTPS agent for a registry: TLS verified against `ca_file` when given, else the
+/// built-in roots; no redirects followed, statuses returned rather than errors.
+fn agent(ca_file: Option<&Path>) -> Result<ureq::Agent, PushError> {
     let tls = match ca_file {
         Some(path) => {
             let roots: Vec<ureq::tls::Certificate<'static>> = crate::net::read_ca_file(path)?
@@ -573,8 +564,45 @@ pub fn push(
         .user_agent(concat!("ingot/", env!("CARGO_PKG_VERSION")))
         .tls_config(tls)
         .build();
+    Ok(ureq::Agent::new_with_config(config))
+}
+
+/// The manifest digest `reference`'s tag names for an anonymous client — what Proxmox's
+/// `oci-registry-pull` is (`skopeo copy` without credentials) — or `None` if the registry
+/// has no such tag. A registry that wants a login is [`PushError::Unauthorized`]; a
+/// `Bearer` challenge is answered with an anonymous token request, as skopeo does.
+pub fn anonymous_tag_digest(
+    reference: &Reference,
+    ca_file: Option<&Path>,
+) -> Result<Option<String>, PushError> {
     let mut registry = Registry {
-        agent: ureq::Agent::new_with_config(config),
+        agent: agent(ca_file)?,
+        base: format!("https://{}", reference.registry),
+        auth: None,
+    };
+    registry.authenticate(reference, None)?;
+    registry.tag_digest(
+        reference,
+        "application/vnd.oci.image.manifest.v1+json,application/vnd.oci.image.index.v1+json,\
+         application/vnd.docker.distribution.manifest.v2+json,\
+         application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+}
+
+/// Pushes the OCI archive at `archive` to `reference`: blobs, then the manifest under the
+/// tag; an existing tag is accepted only if it names the same manifest (then nothing is
+/// sent). TLS is verified against `ca_file` when given, else the built-in roots.
+pub fn push(
+    archive: &Path,
+    reference: &Reference,
+    credentials: Option<&Credentials>,
+    ca_file: Option<&Path>,
+) -> Result<Pushed, PushError> {
+    let image: LayerLocation = oci::locate_layer(archive)?;
+    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&image.manifest)));
+    let config_digest = format!("sha256:{}", hex::encode(Sha256::digest(&image.config)));
+    let mut registry = Registry {
+        agent: agent(ca_file)?,
         base: format!("https://{}", reference.registry),
         auth: None,
     };

@@ -133,6 +133,12 @@ fn the_same_build_twice_gives_one_oci_archive_that_skopeo_and_umoci_read_as_the_
         sha256(&oci_b),
         "same inputs, same OCI archive"
     );
+    // Its own `.sha256`, in the tarball's sidecar format.
+    let side = fs::read_to_string(format!("{}.sha256", oci_a.display())).unwrap();
+    assert_eq!(
+        side,
+        format!("{}  mini-rootfs-v1.oci.tar\n", sha256(&oci_a))
+    );
 
     // The layout as the spec names it, with the tarball's bytes as its one layer.
     let listing = run(Command::new("tar").arg("-tvf").arg(&oci_a));

@@ -8,7 +8,7 @@
 //! 401/403, silent overwrite), so that ingot passing against it means something. The
 //! tarballs are real: a minimal root filesystem packed by GNU tar, checked by `ingot verify`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -60,6 +60,12 @@ struct State {
     discard: bool,
     /// SHA-256 of the last file received.
     last_sha256: Option<String>,
+    /// Every `download-url` and `oci-registry-pull` POST: (node, call, its parameters).
+    fetch_posts: Vec<(String, String, BTreeMap<String, String>)>,
+    /// Task logs written by the `download-url` and `oci-registry-pull` workers: upid → lines.
+    task_logs: HashMap<String, Vec<String>>,
+    /// The exit status of `oci-registry-pull` tasks (`OK` unless set).
+    pull_exitstatus: Option<String>,
 }
 
 struct FakePve {
@@ -343,6 +349,65 @@ fn handle(
                 None => error(500, "no such task"),
             }
         }
+        ("GET", ["nodes", _, "tasks", upid, "log"]) if st.task_logs.contains_key(*upid) => {
+            let data: Vec<_> = st.task_logs[*upid]
+                .iter()
+                .enumerate()
+                .map(|(i, t)| serde_json::json!({ "n": i + 1, "t": t }))
+                .collect();
+            (200, "OK", serde_json::json!({ "data": data }))
+        }
+        (
+            "POST",
+            [
+                "nodes",
+                node,
+                "storage",
+                "local",
+                call @ ("download-url" | "oci-registry-pull"),
+            ],
+        ) if node_ok(node) => {
+            let (node, call) = (node.to_string(), call.to_string());
+            let mut raw = Vec::new();
+            let _ = body.take(length.unwrap_or(0)).read_to_end(&mut raw);
+            let params = match parse_form(headers, &raw) {
+                Ok(p) => p,
+                Err(answer) => return answer,
+            };
+            st.fetch_posts
+                .push((node.clone(), call.clone(), params.clone()));
+            if token == audit {
+                return error(
+                    403,
+                    "Permission check failed (/storage/local, Datastore.AllocateTemplate)",
+                );
+            }
+            let dir = root.join(if st.shared { "shared" } else { &node });
+            drop(st);
+            let worker = if call == "download-url" {
+                download_url(&params, &dir)
+            } else {
+                let exit = state.lock().unwrap().pull_exitstatus.clone();
+                oci_registry_pull(&params, &dir, exit)
+            };
+            let (exit, log) = match worker {
+                Ok(done) => done,
+                Err(answer) => return answer,
+            };
+            let mut st = state.lock().unwrap();
+            let kind = if call == "download-url" {
+                "download"
+            } else {
+                "ociregistrypull"
+            };
+            let upid = format!(
+                "UPID:{node}:0000{:04X}:00A1B2C3:65A0B1C2:{kind}:x:{TOKEN_ID}:",
+                st.tasks.len()
+            );
+            st.tasks.insert(upid.clone(), (0, exit));
+            st.task_logs.insert(upid.clone(), log);
+            (200, "OK", serde_json::json!({ "data": upid }))
+        }
         ("GET", ["nodes", node, "tasks", upid, "log"]) => match st.tasks.get(*upid) {
             Some((_, exit)) => {
                 let mut lines = vec![
@@ -369,6 +434,249 @@ fn handle(
             error(501, "Method not implemented")
         }
     }
+}
+
+/// A `400 Parameter verification failed.` answer, as Proxmox gives one: the reason phrase,
+/// and the parameter's problem under `errors`.
+fn param_error(param: &str, message: &str) -> Answer {
+    (
+        400,
+        "Parameter verification failed.",
+        serde_json::json!({ "data": null, "errors": { param: message } }),
+    )
+}
+
+/// A `die` in the API code before the worker is forked: HTTP 500 with the message as reason.
+fn die(message: String) -> Answer {
+    (
+        500,
+        Box::leak(message.into_boxed_str()),
+        serde_json::json!({ "data": null }),
+    )
+}
+
+/// The POST's parameters, `application/x-www-form-urlencoded` (what ingot sends) or JSON.
+fn parse_form(
+    headers: &HashMap<String, String>,
+    raw: &[u8],
+) -> Result<BTreeMap<String, String>, Answer> {
+    let ct = headers.get("content-type").cloned().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        for pair in String::from_utf8_lossy(raw)
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let dec = |s: &str| percent_decode(&s.replace('+', " "));
+            if out.insert(dec(k), dec(v)).is_some() {
+                return Err(param_error(k, "duplicate parameter"));
+            }
+        }
+        Ok(out)
+    } else {
+        Err(error(415, "Unsupported Media Type"))
+    }
+}
+
+/// Refuse what the method's schema does not define (`additionalProperties => 0`) and what
+/// it requires but lacks.
+fn check_schema(
+    params: &BTreeMap<String, String>,
+    allowed: &[&str],
+    required: &[&str],
+) -> Result<(), Answer> {
+    for k in params.keys() {
+        if !allowed.contains(&k.as_str()) {
+            return Err(param_error(
+                k,
+                "property is not defined in schema and the schema does not allow additional properties",
+            ));
+        }
+    }
+    for k in required {
+        if !params.contains_key(*k) {
+            return Err(param_error(k, "property is missing and it is not optional"));
+        }
+    }
+    Ok(())
+}
+
+/// `PVE::Storage::normalize_content_filename`.
+fn normalize_content_filename(name: &str) -> String {
+    let name = name.trim_end_matches('\n');
+    let name = name.rsplit(['/', '\\']).next().unwrap_or("");
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// pve-storage's `download_url` (Status.pm), with a plain-HTTP fetch: the schema, the
+/// vztmpl file name rule, then the worker: download to a temp file, check the checksum,
+/// rename. Returns the task's exit status and log, or the API's refusal.
+fn download_url(
+    params: &BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<(String, Vec<String>), Answer> {
+    check_schema(
+        params,
+        &[
+            "url",
+            "content",
+            "filename",
+            "checksum",
+            "compression",
+            "checksum-algorithm",
+            "verify-certificates",
+        ],
+        &["url", "content", "filename"],
+    )?;
+    let url = &params["url"];
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(param_error("url", "value does not match the regex pattern"));
+    }
+    if !["iso", "vztmpl", "import"].contains(&params["content"].as_str()) {
+        return Err(param_error(
+            "content",
+            "value is not one of the allowed values",
+        ));
+    }
+    match (params.get("checksum"), params.get("checksum-algorithm")) {
+        (Some(_), None) => return Err(param_error("checksum", "requires checksum-algorithm")),
+        (None, Some(_)) => return Err(param_error("checksum-algorithm", "requires checksum")),
+        _ => {}
+    }
+    if let Some(a) = params.get("checksum-algorithm")
+        && !["md5", "sha1", "sha224", "sha256", "sha384", "sha512"].contains(&a.as_str())
+    {
+        return Err(param_error(
+            "checksum-algorithm",
+            "value is not one of the allowed values",
+        ));
+    }
+    if let Some(v) = params.get("verify-certificates")
+        && !["0", "1", "true", "false", "yes", "no", "on", "off"].contains(&v.as_str())
+    {
+        return Err(param_error(
+            "verify-certificates",
+            "type check ('boolean') failed",
+        ));
+    }
+    if params["content"] != "vztmpl" {
+        return Err(die(
+            "storage 'local' is not configured for this content in the fake".into(),
+        ));
+    }
+    let filename = normalize_content_filename(&params["filename"]);
+    let ext_ok = [".tar", ".tar.gz", ".tar.xz", ".tar.zst", ".tar.bz2"]
+        .iter()
+        .any(|e| filename.len() > e.len() && filename.ends_with(e));
+    if !ext_ok {
+        return Err(param_error("filename", "wrong file extension"));
+    }
+    // The worker.
+    let target = dir.join(&filename);
+    let mut log = vec![format!("downloading {url} to {}", target.display())];
+    let fetched = http_get(url);
+    let bytes = match fetched {
+        Ok(b) => b,
+        Err(e) => {
+            log.push(format!("TASK ERROR: {e}"));
+            return Ok((e, log));
+        }
+    };
+    log.push(format!("download of {} bytes finished", bytes.len()));
+    if let (Some(want), Some(algo)) = (params.get("checksum"), params.get("checksum-algorithm")) {
+        assert_eq!(algo, "sha256", "the fake checks SHA-256 only");
+        log.push("calculating checksum...".into());
+        let got = sha_hex(&bytes);
+        if &got != want {
+            let exit = format!("checksum mismatch: got '{got}' != expect '{want}'");
+            log.push(format!("TASK ERROR: {exit}"));
+            return Ok((exit, log));
+        }
+        log.push("checksum verified".into());
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    // Proxmox's rename replaces an existing file of the same name.
+    std::fs::write(&target, &bytes).unwrap();
+    log.push("TASK OK".into());
+    Ok(("OK".into(), log))
+}
+
+/// pve-storage's `oci_registry_pull` (Status.pm): `reference` (the API's pattern, as far as
+/// the tag goes: a tag is required, a digest is not allowed), the file name
+/// `normalize_content_filename(filename // reference) . ".tar"`, a refusal of an existing file,
+/// then `skopeo copy` (here: a placeholder archive) to it.
+fn oci_registry_pull(
+    params: &BTreeMap<String, String>,
+    dir: &Path,
+    exit: Option<String>,
+) -> Result<(String, Vec<String>), Answer> {
+    check_schema(params, &["reference", "filename"], &["reference"])?;
+    let reference = &params["reference"];
+    let last = reference.rsplit('/').next().unwrap_or("");
+    if reference.contains('@') || !last.contains(':') {
+        return Err(param_error(
+            "reference",
+            "value does not match the regex pattern",
+        ));
+    }
+    let filename = format!(
+        "{}.tar",
+        normalize_content_filename(params.get("filename").unwrap_or(reference))
+    );
+    let path = dir.join(&filename);
+    if path.is_file() {
+        return Err(die(format!(
+            "refusing to override existing file '{filename}'"
+        )));
+    }
+    let mut log = vec![format!(
+        "skopeo copy docker://{reference} oci-archive:{}.tmp.1234",
+        path.display()
+    )];
+    let exit = exit.unwrap_or_else(|| "OK".into());
+    if exit == "OK" {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(&path, format!("oci archive of {reference}")).unwrap();
+        log.push("TASK OK".into());
+    } else {
+        log.push(format!("TASK ERROR: {exit}"));
+    }
+    Ok((exit, log))
+}
+
+/// A plain `GET` over HTTP/1.0 (the fake's download; the test's store speaks plain HTTP).
+fn http_get(url: &str) -> Result<Vec<u8>, String> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| format!("the fake downloads http:// only, not {url}"))?;
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut tcp = TcpStream::connect(authority).map_err(|e| format!("download failed: {e}"))?;
+    write!(tcp, "GET {path} HTTP/1.0\r\nHost: {authority}\r\n\r\n").unwrap();
+    let mut response = Vec::new();
+    tcp.read_to_end(&mut response)
+        .map_err(|e| format!("download failed: {e}"))?;
+    let split = response
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("download failed: no HTTP head")?;
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let status = head.split_whitespace().nth(1).unwrap_or("");
+    if status != "200" {
+        return Err(format!(
+            "download failed: {}",
+            head.lines().next().unwrap_or("")
+        ));
+    }
+    Ok(response[split + 4..].to_vec())
 }
 
 /// Parse the multipart body as Proxmox does: `content`, `checksum-algorithm`, `checksum`,
@@ -1353,4 +1661,468 @@ fn require_signature_refuses_before_any_request_an_image_not_signed_by_the_key()
     );
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert_eq!(pve.with(|s| s.upload_requests), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// By reference: `--from-url` (download-url) and `--from-registry` (oci-registry-pull).
+
+/// The central HTTP store a cluster downloads templates from: plain HTTP on loopback over a
+/// directory; counts the requests.
+struct Store {
+    url: String,
+    dir: tempfile::TempDir,
+    hits: Arc<Mutex<Vec<String>>>,
+    server: Arc<tiny_http::Server>,
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+impl Store {
+    fn start() -> Store {
+        let dir = tempfile::tempdir().unwrap();
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let (srv, root, seen) = (
+            Arc::clone(&server),
+            dir.path().to_path_buf(),
+            Arc::clone(&hits),
+        );
+        std::thread::spawn(move || {
+            for request in srv.incoming_requests() {
+                let path = request.url().trim_start_matches('/').to_string();
+                seen.lock().unwrap().push(path.clone());
+                let response = match std::fs::read(root.join(&path)) {
+                    Ok(bytes) if !path.contains("..") => tiny_http::Response::from_data(bytes),
+                    _ => {
+                        tiny_http::Response::from_data(b"not found".to_vec()).with_status_code(404)
+                    }
+                };
+                let _ = request.respond(response);
+            }
+        });
+        Store {
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+            hits,
+            server,
+        }
+    }
+
+    /// Publish `file` (and its `.sha256` sidecar when it has one) on the store.
+    fn publish(&self, file: &Path) -> String {
+        let name = file.file_name().unwrap().to_str().unwrap();
+        std::fs::copy(file, self.dir.path().join(name)).unwrap();
+        let side = PathBuf::from(format!("{}.sha256", file.display()));
+        if side.is_file() {
+            std::fs::copy(&side, self.dir.path().join(format!("{name}.sha256"))).unwrap();
+        }
+        format!("{}/{name}", self.url)
+    }
+
+    fn hits(&self) -> Vec<String> {
+        self.hits.lock().unwrap().clone()
+    }
+}
+
+fn posts(pve: &FakePve) -> Vec<String> {
+    pve.with(|s| s.requests.clone())
+        .into_iter()
+        .filter(|r| r.starts_with("POST"))
+        .collect()
+}
+
+#[test]
+fn from_url_sends_exactly_the_named_parameters_and_the_node_downloads_and_checks_the_file() {
+    let pve = FakePve::start(&["pve1"], false);
+    pve.with(|s| s.running_polls = 2);
+    let store = Store::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "ubuntu-24.04-lxc-rootfs-v3.tar.gz", false);
+    let bytes = std::fs::read(&tarball).unwrap();
+    let sha = sha_hex(&bytes);
+    write_sidecar(&tarball, &sha);
+    let url = store.publish(&tarball);
+
+    let o = ingot(
+        &pve,
+        &["--from-url", &url, tarball.to_str().unwrap(), "--json"],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "stdout:\n{out}\nstderr:\n{err}");
+    assert_secret_not_shown(&o);
+    assert!(
+        err.contains("golden contract holds"),
+        "the local image is verified: {err}"
+    );
+    let posted = pve.with(|s| s.fetch_posts.clone());
+    assert_eq!(posted.len(), 1, "{posted:?}");
+    let (node, call, params) = &posted[0];
+    assert_eq!((node.as_str(), call.as_str()), ("pve1", "download-url"));
+    let want: BTreeMap<String, String> = [
+        ("content", "vztmpl"),
+        ("filename", "ubuntu-24.04-lxc-rootfs-v3.tar.gz"),
+        ("url", url.as_str()),
+        ("checksum", sha.as_str()),
+        ("checksum-algorithm", "sha256"),
+        ("verify-certificates", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(params, &want);
+    // The node fetched it from the store (ingot itself did not need to: it had the file).
+    assert_eq!(store.hits(), ["ubuntu-24.04-lxc-rootfs-v3.tar.gz"]);
+    assert_eq!(
+        std::fs::read(pve.stored("pve1", "ubuntu-24.04-lxc-rootfs-v3.tar.gz")).unwrap(),
+        bytes
+    );
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["volid"], "local:vztmpl/ubuntu-24.04-lxc-rootfs-v3.tar.gz");
+    assert_eq!(v["sha256"], sha);
+    assert_eq!(v["size"], bytes.len() as u64);
+    assert_eq!(v["source"], url);
+    assert_eq!(v["tasks"][0]["exitstatus"], "OK");
+    assert!(
+        v["tasks"][0]["upid"]
+            .as_str()
+            .unwrap()
+            .contains(":download:")
+    );
+    let requests = pve.with(|s| s.requests.clone());
+    let polls = requests.iter().filter(|r| r.ends_with("/status")).count();
+    assert_eq!(polls, 3, "running, running, stopped: {requests:?}");
+    let list = requests.iter().position(|r| r.contains("content=vztmpl"));
+    let post = requests.iter().position(|r| r.starts_with("POST"));
+    assert!(list < post, "{requests:?}");
+}
+
+#[test]
+fn from_url_without_a_local_image_takes_the_checksum_from_the_urls_sidecar() {
+    let pve = FakePve::start(&["pve1"], false);
+    let store = Store::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let sha = sha_hex(&std::fs::read(&tarball).unwrap());
+    write_sidecar(&tarball, &sha);
+    let url = store.publish(&tarball);
+
+    let o = ingot(
+        &pve,
+        &["--from-url", &url, "--no-verify-certificates", "--json"],
+        &[],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: --no-verify-certificates"), "{err}");
+    assert_eq!(store.hits(), ["img-v1.tar.gz.sha256", "img-v1.tar.gz"]);
+    let params = pve.with(|s| s.fetch_posts[0].2.clone());
+    assert_eq!(params["checksum"], sha);
+    assert_eq!(params["verify-certificates"], "0");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["size"], serde_json::Value::Null);
+    assert!(pve.stored("pve1", "img-v1.tar.gz").is_file());
+
+    // A sidecar naming another file, or none at all: bad input, nothing asked of Proxmox.
+    let pve = FakePve::start(&["pve1"], false);
+    std::fs::write(
+        store.dir.path().join("img-v1.tar.gz.sha256"),
+        format!("{sha}  other-v1.tar.gz\n"),
+    )
+    .unwrap();
+    let o = ingot(&pve, &["--from-url", &url], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("img-v1.tar.gz.sha256") && err.contains("other-v1.tar.gz"),
+        "{err}"
+    );
+    std::fs::remove_file(store.dir.path().join("img-v1.tar.gz.sha256")).unwrap();
+    let o = ingot(&pve, &["--from-url", &url], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("not found") && err.contains("TARBALL"),
+        "{err}"
+    );
+    assert_eq!(pve.with(|s| s.requests.len()), 0);
+}
+
+#[test]
+fn a_wrong_checksum_fails_the_nodes_download_task_which_shows_its_log() {
+    let pve = FakePve::start(&["pve1"], false);
+    let store = Store::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let url = store.publish(&tarball);
+    // The store's sidecar says other bytes than the store serves.
+    let wrong = sha_hex(b"not the image");
+    std::fs::write(
+        store.dir.path().join("img-v1.tar.gz.sha256"),
+        format!("{wrong}  img-v1.tar.gz\n"),
+    )
+    .unwrap();
+    let o = ingot(&pve, &["--from-url", &url], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(err.contains("task log of UPID:pve1"), "{err}");
+    assert!(
+        err.contains(&format!("downloading {url}")),
+        "the log tail: {err}"
+    );
+    assert!(!pve.stored("pve1", "img-v1.tar.gz").exists());
+    assert_eq!(store.hits().len(), 2, "the node downloaded it once");
+}
+
+#[test]
+fn from_url_refuses_a_name_that_exists_on_any_node_before_any_post() {
+    let pve = FakePve::start(&["pve1", "pve2"], false);
+    pve.preload("pve2", "img-v1.tar.gz", b"older");
+    let store = Store::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let url = store.publish(&tarball);
+    let o = ingot(
+        &pve,
+        &["--from-url", &url, tarball.to_str().unwrap()],
+        &[("PM_NODE", "pve1,pve2")],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("pve2"),
+        "{err}"
+    );
+    assert_eq!(posts(&pve), Vec::<String>::new());
+    assert!(store.hits().is_empty(), "nobody downloaded anything");
+    assert_eq!(
+        std::fs::read(pve.stored("pve2", "img-v1.tar.gz")).unwrap(),
+        b"older"
+    );
+}
+
+#[test]
+fn from_url_asks_every_node_of_node_local_storage_and_one_of_shared_storage() {
+    let store = Store::start();
+    let dir = tempfile::tempdir().unwrap();
+    let tarball = rootfs_tarball(dir.path(), "img-v1.tar.gz", false);
+    let bytes = std::fs::read(&tarball).unwrap();
+    let url = store.publish(&tarball);
+    let pve = FakePve::start(&["pve1", "pve2"], false);
+    let o = ingot(
+        &pve,
+        &["--from-url", &url, tarball.to_str().unwrap(), "--json"],
+        &[("PM_NODE", "pve1,pve2")],
+    );
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let posted: Vec<String> = pve.with(|s| s.fetch_posts.iter().map(|p| p.0.clone()).collect());
+    assert_eq!(posted, ["pve1", "pve2"]);
+    for node in ["pve1", "pve2"] {
+        assert_eq!(
+            std::fs::read(pve.stored(node, "img-v1.tar.gz")).unwrap(),
+            bytes
+        );
+    }
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["nodes"], serde_json::json!(["pve1", "pve2"]));
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 2);
+
+    let shared = FakePve::start(&["pve1", "pve2"], true);
+    let o = ingot(
+        &shared,
+        &["--from-url", &url, tarball.to_str().unwrap()],
+        &[("PM_NODE", "pve1,pve2")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(posts(&shared).len(), 1, "shared storage: once");
+}
+
+#[test]
+fn from_url_refuses_a_bad_url_or_a_local_image_of_another_name_before_any_request() {
+    let (pve, dir, tarball) = one_node_with_image();
+    let other = rootfs_tarball(dir.path(), "other-v1.tar.gz", false);
+    for (url, image, needle) in [
+        ("ftp://store.example/img-v1.tar.gz", None, "http://"),
+        ("https://store.example/img-v1.img", None, "must end in"),
+        (
+            "https://u:pw@store.example/img-v1.tar.gz",
+            None,
+            "credentials",
+        ),
+        (
+            "https://store.example/img-v1.tar.gz",
+            Some(&other),
+            "other-v1.tar.gz",
+        ),
+    ] {
+        let mut args = vec!["--from-url", url];
+        if let Some(i) = image {
+            args.push(i.to_str().unwrap());
+        }
+        let o = ingot(&pve, &args, &[]);
+        let (_, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(needle), "{url}: {err}");
+        assert!(!err.contains("pw@"), "{err}");
+    }
+    // A signature cannot be required of bytes ingot does not have.
+    let key = dir.path().join("signer.pem");
+    let public = ingot::provenance::keys::SignKey::generate()
+        .unwrap()
+        .write_pair(&key)
+        .unwrap();
+    let o = ingot(
+        &pve,
+        &[
+            "--from-url",
+            "https://store.example/img-v1.tar.gz",
+            "--require-signature",
+            public.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--require-signature") && err.contains("TARBALL"),
+        "{err}"
+    );
+    // A local image that fails verify is refused as for an upload.
+    let broken = rootfs_tarball(dir.path(), "broken-v1.tar.gz", true);
+    let o = ingot(
+        &pve,
+        &[
+            "--from-url",
+            "http://127.0.0.1:1/broken-v1.tar.gz",
+            broken.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(1), "{:?}", text(&o));
+    assert!(text(&o).1.contains("golden-image contract"));
+    assert_eq!(pve.with(|s| s.requests.len()), 0);
+    drop(tarball);
+}
+
+#[test]
+fn from_registry_asks_for_oci_registry_pull_with_the_reference_and_polls_the_task() {
+    let pve = FakePve::start(&["pve1"], false);
+    pve.with(|s| s.running_polls = 1);
+    let reference = "127.0.0.1:5000/golden/ubuntu-24.04-lxc-rootfs:v3";
+    let o = ingot(&pve, &["--from-registry", reference, "--json"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{err}");
+    let posted = pve.with(|s| s.fetch_posts.clone());
+    assert_eq!(posted.len(), 1);
+    assert_eq!(posted[0].1, "oci-registry-pull");
+    assert_eq!(
+        posted[0].2,
+        BTreeMap::from([("reference".to_string(), reference.to_string())])
+    );
+    // The name Proxmox gives it, which ingot listed first.
+    let name = "ubuntu-24.04-lxc-rootfs_v3.tar";
+    assert!(pve.stored("pve1", name).is_file());
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["volid"], format!("local:vztmpl/{name}"));
+    assert_eq!(v["source"], reference);
+    assert_eq!(v["tasks"][0]["exitstatus"], "OK");
+    let requests = pve.with(|s| s.requests.clone());
+    assert_eq!(
+        requests.iter().filter(|r| r.ends_with("/status")).count(),
+        2
+    );
+
+    // Again: the name exists now, refused before any POST.
+    let o = ingot(&pve, &["--from-registry", reference], &[]);
+    let (_, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains(name),
+        "{err}"
+    );
+    assert_eq!(posts(&pve).len(), 1);
+}
+
+#[test]
+fn a_failed_registry_pull_shows_its_log_and_node_lists_are_each_asked() {
+    let pve = FakePve::start(&["pve1", "pve2"], false);
+    let o = ingot(
+        &pve,
+        &["--from-registry", "127.0.0.1:1/golden/img:v1"],
+        &[("PM_NODE", "pve1,pve2")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let posted: Vec<String> = pve.with(|s| s.fetch_posts.iter().map(|p| p.0.clone()).collect());
+    assert_eq!(posted, ["pve1", "pve2"]);
+
+    let pve = FakePve::start(&["pve1"], false);
+    pve.with(|s| {
+        s.pull_exitstatus = Some(
+            "command 'skopeo copy docker://127.0.0.1:1/golden/img:v1 …' failed: exit code 1".into(),
+        )
+    });
+    let o = ingot(&pve, &["--from-registry", "127.0.0.1:1/golden/img:v1"], &[]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("skopeo copy") && err.contains("task log of"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_digest_or_untagged_reference_is_refused_before_any_request() {
+    let pve = FakePve::start(&["pve1"], false);
+    for (reference, needle) in [
+        (
+            "registry.example.com/golden/img@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+            "tags only",
+        ),
+        ("registry.example.com:5000/golden/img", "no tag"),
+        ("registry.example.com/Golden/img:v1", "lowercase"),
+    ] {
+        let o = ingot(&pve, &["--from-registry", reference], &[]);
+        let (out, err) = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{reference}: {err}");
+        assert!(out.is_empty());
+        assert!(err.contains(needle), "{reference}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    }
+    assert_eq!(pve.with(|s| s.requests.len()), 0, "no request at all");
+}
+
+#[test]
+fn the_fake_proxmox_refuses_parameters_download_url_does_not_define() {
+    let pve = FakePve::start(&["pve1"], false);
+    let post = |body: &str| {
+        let head = format!(
+            "POST /api2/json/nodes/pve1/storage/local/download-url HTTP/1.1\r\n\
+             Host: 127.0.0.1\r\nAuthorization: PVEAPIToken={TOKEN_ID}={SECRET}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            body.len()
+        );
+        raw_request(&pve, &head, body.as_bytes())
+    };
+    let (status, text) = post(
+        "content=vztmpl&filename=a.tar.gz&url=http%3A%2F%2F127.0.0.1%3A1%2Fa.tar.gz&sha256=00",
+    );
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("not defined in schema"), "{text}");
+    let (status, text) = post("content=vztmpl&filename=a.img&url=http%3A%2F%2Fx%2Fa.img");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("wrong file extension"), "{text}");
+    let (status, text) =
+        post("content=vztmpl&filename=a.tar&url=http%3A%2F%2Fx%2Fa.tar&checksum=00");
+    assert_eq!(status, 400, "{text}");
+    assert!(text.contains("requires checksum-algorithm"), "{text}");
 }

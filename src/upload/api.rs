@@ -1,5 +1,6 @@
 //! The Proxmox VE API calls an upload needs, as typed functions: the storage's `shared` flag,
-//! template list, the multipart upload, task status and task log — with the retry policy in
+//! template list, the multipart upload, the calls that start a fetch on the node
+//! (`download-url`, `oci-registry-pull`), task status and task log — with the retry policy in
 //! one place ([`UploadError::should_retry`]).
 //!
 //! Retries: an idempotent `GET` is repeated on a connection failure or a 5xx. The upload is
@@ -181,6 +182,42 @@ impl Api {
         }
     }
 
+    /// `POST {path}` with `params` form-encoded (as the Proxmox API takes them), for a call
+    /// that starts a task (`download-url`, `oci-registry-pull`) → the task's UPID. Repeated
+    /// only when no connection was made (nothing was sent): once the request may have reached
+    /// the node, a repeat could start a second task.
+    pub fn start_task(&self, path: &str, params: &[(&str, &str)]) -> Result<String, UploadError> {
+        let body = form_urlencode(params);
+        let mut attempt = 0;
+        loop {
+            let result = self
+                .client
+                .post(
+                    path,
+                    "application/x-www-form-urlencoded",
+                    body.len() as u64,
+                    &mut |out| out.write_all(body.as_bytes()),
+                )
+                .and_then(|r| self.data(path, r));
+            match result {
+                Ok(data) => {
+                    return match data.as_str() {
+                        Some(upid) if upid.starts_with("UPID:") => Ok(upid.to_string()),
+                        _ => Err(UploadError::Protocol {
+                            url: self.client.url_of(path),
+                            message: format!("expected a task id (UPID:…), got {data}"),
+                        }),
+                    };
+                }
+                Err(UploadError::Connect { .. }) if attempt < self.retries => {
+                    std::thread::sleep(self.backoff * 2u32.pow(attempt));
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     /// `GET /nodes/{node}/tasks/{upid}/status`: `None` while running.
     pub fn task_end(&self, node: &str, upid: &str) -> Result<Option<TaskEnd>, UploadError> {
         let path = format!("/nodes/{node}/tasks/{}/status", path_escape(upid));
@@ -291,6 +328,26 @@ pub enum Progress {
     Restart,
 }
 
+/// `application/x-www-form-urlencoded`: every byte but the unreserved ones as `%XX`.
+fn form_urlencode(params: &[(&str, &str)]) -> String {
+    let encode = |s: &str| {
+        let mut out = String::new();
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                out.push(b as char);
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
+    };
+    params
+        .iter()
+        .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// Percent-encode a path segment (UPIDs hold `:`, `@`, `!`, which may stay).
 fn path_escape(s: &str) -> String {
     let mut out = String::new();
@@ -313,6 +370,14 @@ mod tests {
         let upid = "UPID:pve1:000A1B2C:01234567:65A0B1C2:imgcopy::ingot@pve!upload:";
         assert_eq!(path_escape(upid), upid);
         assert_eq!(path_escape("a/b c"), "a%2Fb%20c");
+    }
+
+    #[test]
+    fn forms_are_percent_encoded() {
+        assert_eq!(
+            form_urlencode(&[("url", "https://h/a b?x=1&y"), ("content", "vztmpl")]),
+            "url=https%3A%2F%2Fh%2Fa%20b%3Fx%3D1%26y&content=vztmpl"
+        );
     }
 
     #[test]

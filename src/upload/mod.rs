@@ -13,6 +13,10 @@
 //! 4. the multipart upload, streamed from the file with an exact `Content-Length`;
 //! 5. the task polled to its end; a failed task shows its log tail.
 //!
+//! By reference instead of by bytes ([`remote`]): `--from-url` asks each node to
+//! `download-url` the template itself (checked by its SHA-256), `--from-registry` asks it to
+//! `oci-registry-pull` a tag; the same list-first refusal and task polling apply.
+//!
 //! Owns: Proxmox API access for uploads. Must never: use SSH, print or log the token secret,
 //! overwrite a template, or report success for an upload whose task did not end `OK`.
 
@@ -20,6 +24,7 @@ pub mod api;
 pub mod config;
 pub mod http;
 pub mod multipart;
+pub mod remote;
 pub mod tls;
 
 use std::fs::File;
@@ -51,6 +56,39 @@ pub enum UploadError {
         /// The tarball.
         path: PathBuf,
         /// What is wrong.
+        message: String,
+    },
+    /// `--from-url`: the URL (or the template name it ends in) is not usable (exit 2).
+    #[error("{url}: {message}")]
+    Url {
+        /// The URL.
+        url: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// `--from-url` without a local image: `URL.sha256` is missing or malformed (exit 2).
+    #[error("{url}: {message}")]
+    UrlSidecar {
+        /// The sidecar's URL.
+        url: String,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// `--from-registry`: the reference is not one Proxmox can pull (exit 2).
+    #[error("image reference {reference:?}: {message}")]
+    Reference {
+        /// What was given.
+        reference: String,
+        /// What is wrong and what was expected.
+        message: String,
+    },
+    /// `--from-registry`: the registry, asked as the node will ask it (anonymously), does
+    /// not serve the tag.
+    #[error("{reference}: {message}; not asking Proxmox to pull it")]
+    Registry {
+        /// The reference.
+        reference: String,
+        /// What the registry said and what to do.
         message: String,
     },
     /// The `.sha256` sidecar is unreadable or not in `sha256sum` format (exit 2).
@@ -172,7 +210,7 @@ pub enum UploadError {
     },
     /// The upload was accepted but its task failed.
     #[error(
-        "node {node}: upload task {upid} failed: {exitstatus} (last log line: {})",
+        "node {node}: task {upid} failed: {exitstatus} (last log line: {})",
         log_tail.last().map(String::as_str).unwrap_or("-")
     )]
     TaskFailed {
@@ -187,7 +225,7 @@ pub enum UploadError {
     },
     /// The task did not end in time; it may still succeed on the node.
     #[error(
-        "node {node}: upload task {upid} still running after {seconds} s; stopped waiting \
+        "node {node}: task {upid} still running after {seconds} s; stopped waiting \
          (the template may still appear: check the node's task list)"
     )]
     TaskTimeout {
@@ -222,7 +260,12 @@ impl UploadError {
     pub fn is_bad_input(&self) -> bool {
         matches!(
             self,
-            UploadError::Config { .. } | UploadError::Tarball { .. } | UploadError::Sidecar { .. }
+            UploadError::Config { .. }
+                | UploadError::Tarball { .. }
+                | UploadError::Sidecar { .. }
+                | UploadError::Url { .. }
+                | UploadError::UrlSidecar { .. }
+                | UploadError::Reference { .. }
         ) || matches!(self, UploadError::Provenance(e) if e.is_bad_input())
     }
 }
@@ -260,10 +303,15 @@ pub struct UploadRequest {
 pub struct Uploaded {
     /// `<storage>:vztmpl/<file>`.
     pub volid: String,
-    /// Bytes.
-    pub size: u64,
-    /// SHA-256 of the file, hex (checked by Proxmox too).
-    pub sha256: String,
+    /// Bytes (`null` when the node fetched a file ingot did not read: `--from-url` without a
+    /// local image, `--from-registry`).
+    pub size: Option<u64>,
+    /// SHA-256 of the file, hex, checked by Proxmox too (`null` for `--from-registry`).
+    pub sha256: Option<String>,
+    /// Where the node(s) fetched it from: the URL or the image reference (absent for an
+    /// upload of bytes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     /// The storage id.
     pub storage: String,
     /// Whether the storage is shared (then one upload serves every node).
@@ -285,20 +333,36 @@ pub struct TaskResult {
     pub exitstatus: String,
 }
 
-/// Check the tarball, then upload it to every target node; see the module docs for the order.
-pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, UploadError> {
-    let path = &req.tarball;
-    let name = template_name(path)?;
-    let s = &req.settings;
+/// A local image that passed every check before the network: its template name, SHA-256
+/// and size.
+#[derive(Debug, Clone)]
+pub(crate) struct CheckedImage {
+    /// The file name Proxmox will store.
+    pub name: String,
+    /// SHA-256, hex.
+    pub sha256: String,
+    /// Bytes.
+    pub size: u64,
+}
 
+/// The checks an image passes before anything is sent: its name, its SHA-256 against the
+/// `.sha256` sidecar, the provenance signature when required, and `verify --proxmox` unless
+/// skipped.
+pub(crate) fn check_image(
+    path: &Path,
+    no_verify: bool,
+    require_signature: Option<&Path>,
+    progress: &dyn Reporter,
+) -> Result<CheckedImage, UploadError> {
+    let name = template_name(path)?;
     progress.begin("checksum", None);
     let (sha256, size) = crate::fetch::hash_file(path).map_err(|e| UploadError::Tarball {
-        path: path.clone(),
+        path: path.to_path_buf(),
         message: e.to_string(),
     })?;
     check_sidecar(path, &name, &sha256)?;
     progress.finish(&format!("{name}: sha256 {sha256}, {size} bytes"));
-    if let Some(key) = &req.require_signature {
+    if let Some(key) = require_signature {
         progress.begin("provenance", None);
         let key = crate::provenance::keys::PublicKey::load(key)
             .map_err(crate::provenance::ProvenanceError::from)?;
@@ -310,7 +374,7 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
             check.sha256
         ));
     }
-    if !req.no_verify {
+    if !no_verify {
         progress.begin("verify", None);
         // What `pct create` reads and writes is checked too (`verify --proxmox`).
         let report = crate::verify::verify_tarball_with(
@@ -322,7 +386,7 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
         )?;
         if let Some(first) = report.violations.first() {
             return Err(UploadError::VerifyFailed {
-                path: path.clone(),
+                path: path.to_path_buf(),
                 count: report.violations.len(),
                 first: first.to_string(),
             });
@@ -332,7 +396,11 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
             report.entries
         ));
     }
+    Ok(CheckedImage { name, sha256, size })
+}
 
+/// The API client for the settings (nothing is contacted yet).
+pub(crate) fn connect(s: &Settings) -> Result<Api, UploadError> {
     let tls = tls::client_config(&s.trust)?;
     let client = Client::new(
         s.url.clone(),
@@ -340,9 +408,17 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
         s.token_id.clone(),
         s.token_secret.clone(),
     );
-    let api = Api::new(client, s.retries, s.backoff);
-    let volid = format!("{}:vztmpl/{name}", s.storage);
+    Ok(Api::new(client, s.retries, s.backoff))
+}
 
+/// The nodes to act on — the first one for shared storage, every one for node-local
+/// storage — and whether the storage is shared; refuses (before anything is sent) when
+/// `volid` exists on any of them, because Proxmox would silently replace it.
+pub(crate) fn targets_without(
+    api: &Api,
+    s: &Settings,
+    volid: &str,
+) -> Result<(bool, Vec<String>), UploadError> {
     let first = s.nodes.first().ok_or_else(|| UploadError::Config {
         message: "PM_NODE names no node".into(),
     })?;
@@ -364,48 +440,68 @@ pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, 
     }
     if !present.is_empty() {
         return Err(UploadError::Exists {
-            volid,
+            volid: volid.to_string(),
             nodes: present.join(","),
         });
     }
+    Ok((shared, targets))
+}
+
+/// `e`, or [`UploadError::Partial`] when some nodes already got the image.
+pub(crate) fn after(tasks: &[TaskResult], e: UploadError) -> UploadError {
+    if tasks.is_empty() {
+        e
+    } else {
+        UploadError::Partial {
+            done: tasks
+                .iter()
+                .map(|t| t.node.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Check the tarball, then upload it to every target node; see the module docs for the order.
+pub fn upload(req: &UploadRequest, progress: &dyn Reporter) -> Result<Uploaded, UploadError> {
+    let path = &req.tarball;
+    let s = &req.settings;
+    let image = check_image(
+        path,
+        req.no_verify,
+        req.require_signature.as_deref(),
+        progress,
+    )?;
+    let api = connect(s)?;
+    let volid = format!("{}:vztmpl/{}", s.storage, image.name);
+    let (shared, targets) = targets_without(&api, s, &volid)?;
 
     let boundary = multipart::random_boundary().map_err(|e| UploadError::Config {
         message: format!("/dev/urandom: {e}"),
     })?;
-    let form = TemplateForm::new(&boundary, &name, size, &sha256);
+    let form = TemplateForm::new(&boundary, &image.name, image.size, &image.sha256);
     let mut file = File::open(path).map_err(|e| UploadError::Tarball {
         path: path.clone(),
         message: e.to_string(),
     })?;
     let mut tasks: Vec<TaskResult> = Vec::new();
     for node in &targets {
-        let done = |e: UploadError, tasks: &[TaskResult]| {
-            if tasks.is_empty() {
-                e
-            } else {
-                UploadError::Partial {
-                    done: tasks
-                        .iter()
-                        .map(|t| t.node.as_str())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    source: Box::new(e),
-                }
-            }
-        };
         let mut payload = api::Payload {
             form: &form,
             file: &mut file,
             path,
             volid: &volid,
         };
-        let task = upload_to(&api, node, s, &mut payload, progress).map_err(|e| done(e, &tasks))?;
+        let task =
+            upload_to(&api, node, s, &mut payload, progress).map_err(|e| after(&tasks, e))?;
         tasks.push(task);
     }
     Ok(Uploaded {
         volid,
-        size,
-        sha256,
+        size: Some(image.size),
+        sha256: Some(image.sha256),
+        source: None,
         storage: s.storage.clone(),
         shared,
         nodes: targets,
@@ -430,6 +526,20 @@ fn upload_to(
         Progress::Restart => progress.begin(&format!("upload {node}"), Some(file_size)),
     })?;
     progress.finish(&format!("accepted by {node} as task {upid}"));
+    wait_task(api, node, upid, s, &volid, progress)
+}
+
+/// Poll the task `upid` on `node` until it stops: `OK` (or `WARNINGS`) is its result,
+/// anything else a [`UploadError::TaskFailed`] with the log's last lines; giving up after
+/// the task timeout is [`UploadError::TaskTimeout`].
+pub(crate) fn wait_task(
+    api: &Api,
+    node: &str,
+    upid: String,
+    s: &Settings,
+    volid: &str,
+    progress: &dyn Reporter,
+) -> Result<TaskResult, UploadError> {
     progress.begin(&format!("task {node}"), None);
     let started = std::time::Instant::now();
     let end = loop {
@@ -473,31 +583,35 @@ pub fn template_name(path: &Path) -> Result<String, UploadError> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or_else(|| bad("no file name".into()))?;
+    check_template_name(name).map_err(bad)?;
+    Ok(name.to_string())
+}
+
+/// Why `name` is not a template name ingot hands to Proxmox (see [`template_name`]).
+pub(crate) fn check_template_name(name: &str) -> Result<(), String> {
     if name.ends_with(".tar.bz2") {
-        return Err(bad(
+        return Err(
             "a bzip2 template cannot be checked (`ingot verify` reads gzip, zstd, xz and plain \
              tar): recompress it as .tar.gz, .tar.zst or .tar.xz"
                 .into(),
-        ));
+        );
     }
     if !TEMPLATE_EXTENSIONS
         .iter()
         .any(|ext| name.len() > ext.len() && name.ends_with(ext))
     {
-        return Err(bad(format!(
+        return Err(format!(
             "a container template name must end in {}",
             TEMPLATE_EXTENSIONS.join(", ")
-        )));
+        ));
     }
     if !name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
     {
-        return Err(bad(
-            "a template name may hold only letters, digits, '.', '_' and '-'".into(),
-        ));
+        return Err("a template name may hold only letters, digits, '.', '_' and '-'".into());
     }
-    Ok(name.to_string())
+    Ok(())
 }
 
 /// Compare with `<tarball>.sha256` (`sha256sum` format) when it exists.
@@ -515,24 +629,10 @@ fn check_sidecar(path: &Path, name: &str, actual: &str) -> Result<(), UploadErro
             });
         }
     };
-    let bad = |message: String| UploadError::Sidecar {
+    let expected = sidecar_sha256(&text, name).map_err(|message| UploadError::Sidecar {
         path: sidecar.clone(),
         message,
-    };
-    let line = text.lines().next().unwrap_or("").trim();
-    let mut fields = line.split_whitespace();
-    let expected = fields.next().unwrap_or("").to_ascii_lowercase();
-    if expected.len() != 64 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
-        return Err(bad(
-            "expected `<64 hex digits>  <file name>` as sha256sum writes it".into(),
-        ));
-    }
-    if let Some(listed) = fields.next() {
-        let listed = listed.trim_start_matches('*');
-        if Path::new(listed).file_name().and_then(|n| n.to_str()) != Some(name) {
-            return Err(bad(format!("names {listed}, not {name}")));
-        }
-    }
+    })?;
     if expected != actual {
         return Err(UploadError::ChecksumMismatch {
             path: path.to_path_buf(),
@@ -544,12 +644,40 @@ fn check_sidecar(path: &Path, name: &str, actual: &str) -> Result<(), UploadErro
     Ok(())
 }
 
+/// The SHA-256 (lowercase hex) a `.sha256` sidecar gives for `name`: its first line,
+/// `<64 hex digits>  <file name>` as `sha256sum` writes it (the name may be missing, but if
+/// present it must be `name`).
+pub(crate) fn sidecar_sha256(text: &str, name: &str) -> Result<String, String> {
+    let line = text.lines().next().unwrap_or("").trim();
+    let mut fields = line.split_whitespace();
+    let expected = fields.next().unwrap_or("").to_ascii_lowercase();
+    if expected.len() != 64 || !expected.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err("expected `<64 hex digits>  <file name>` as sha256sum writes it".into());
+    }
+    if let Some(listed) = fields.next() {
+        let listed = listed.trim_start_matches('*');
+        if Path::new(listed).file_name().and_then(|n| n.to_str()) != Some(name) {
+            return Err(format!("names {listed}, not {name}"));
+        }
+    }
+    Ok(expected)
+}
+
 /// `ingot upload` as the CLI runs it: flags (already merged with their `PM_*` environment
 /// variables by the CLI parser) plus the secret from `PM_API_TOKEN_SECRET` or a file.
 #[derive(Debug, Default)]
 pub struct UploadCommand {
-    /// The tarball.
-    pub tarball: PathBuf,
+    /// The tarball (optional with `--from-url`, none with `--from-registry`).
+    pub tarball: Option<PathBuf>,
+    /// `--from-url`: the node downloads this URL itself.
+    pub from_url: Option<String>,
+    /// `--from-registry`: the node pulls this tagged OCI image reference.
+    pub from_registry: Option<String>,
+    /// `--no-verify-certificates`: the node does not check the URL's TLS certificate.
+    pub no_verify_certificates: bool,
+    /// `INGOT_REGISTRY_CA_FILE`: the CA the registry's certificate is checked against when
+    /// `--from-registry` first asks the registry for the tag.
+    pub registry_ca_file: Option<PathBuf>,
     /// `PM_API_URL`.
     pub api_url: Option<String>,
     /// `PM_API_TOKEN_ID`.
