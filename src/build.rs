@@ -428,6 +428,9 @@ fn build_recorded(
         staging_tmpfs: None,
         script_env: r.recipe.script_env(),
         script_timeout_secs: Some(r.recipe.script_timeout_secs),
+        memory_max_bytes: None,
+        pids_max: None,
+        limits: Default::default(),
     };
     spec.staging_tmpfs = stage::staging::decide(
         b.staging,

@@ -690,6 +690,125 @@ fn a_fork_bomb_stops_at_the_process_limit() {
     );
 }
 
+/// A build with `script` as its provision script and the given limits; its error.
+fn limited_build_error(script: &str, memory: Option<u64>, pids: Option<u64>) -> String {
+    let host = Host::new();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tree");
+    let mut spec = seeded_spec(dir.path(), &out, script);
+    spec.memory_max_bytes = memory;
+    spec.pids_max = pids;
+    let result = build_in_helper(&spec, &host);
+    assert!(!out.exists(), "a tree was published: {result}");
+    let left: Vec<_> = std::fs::read_dir(&spec.staging_parent)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "staging left behind: {left:?}");
+    assert_ne!(result, "ok", "the build passed its limits");
+    result
+}
+
+/// The build's own cgroups (none may be left behind).
+fn build_cgroups() -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for top in [
+        "/sys/fs/cgroup",
+        "/sys/fs/cgroup/pids",
+        "/sys/fs/cgroup/memory",
+    ] {
+        let mut stack = vec![PathBuf::from(top)];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let p = e.path();
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    if e.file_name()
+                        .to_string_lossy()
+                        .starts_with(&format!("ingot-build-{}-", std::process::id()))
+                    {
+                        found.push(p.clone());
+                    }
+                    if stack.len() < 64 {
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn one_process_past_the_memory_bound_fails_the_script_naming_the_limit() {
+    // busybox dd allocates its block: 400 MiB cannot be mapped under a 256 MiB bound.
+    let err = limited_build_error(
+        "dd if=/dev/zero of=/dev/null bs=400M count=1\n",
+        Some(256 << 20),
+        None,
+    );
+    assert!(
+        err.contains(
+            "provision script provision.sh exited with status 1: it ran out of memory: \
+                      each program in the image may map at most 256 MiB (RLIMIT_AS)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn processes_together_past_the_builds_memory_cgroup_are_stopped_naming_the_limit() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "only real root gets a cgroup of its own (an ordinary user's build runs under rlimits): \
+         run this test as root"
+    );
+    // Three processes of 120 MiB each: every one within the per-process bound, all three
+    // together past the build's 256 MiB.
+    let err = limited_build_error(
+        "set -e\n\
+         dd if=/dev/zero of=/dev/null bs=120M count=200 & a=$!\n\
+         dd if=/dev/zero of=/dev/null bs=120M count=200 & b=$!\n\
+         dd if=/dev/zero of=/dev/null bs=120M count=200 & c=$!\n\
+         wait $a; wait $b; wait $c\n",
+        Some(256 << 20),
+        None,
+    );
+    assert!(
+        err.contains("provision script provision.sh")
+            && err.contains("stopped by the build's memory limit of 256 MiB (cgroup v"),
+        "{err}"
+    );
+    assert_eq!(
+        build_cgroups(),
+        Vec::<PathBuf>::new(),
+        "cgroups left behind"
+    );
+}
+
+#[test]
+fn the_builds_process_cgroup_stops_a_fork_bomb_naming_the_limit() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "only real root gets a cgroup of its own (an ordinary user's build runs under rlimits): \
+         run this test as root"
+    );
+    // Under the per-program 1024, past the build's 200: the cgroup's refusal is what stops it.
+    let err = limited_build_error(
+        "n=0; while [ $n -lt 500 ]; do sleep 120 & n=$((n+1)); done 2>/dev/null\n",
+        None,
+        Some(200),
+    );
+    assert!(
+        err.contains("provision script provision.sh")
+            && err.contains("the build's limit of 200 processes was reached (cgroup v"),
+        "{err}"
+    );
+    assert_eq!(
+        build_cgroups(),
+        Vec::<PathBuf>::new(),
+        "cgroups left behind"
+    );
+}
+
 #[test]
 fn run_is_a_bounded_tmpfs() {
     let dir = tempfile::tempdir().unwrap();

@@ -534,6 +534,7 @@ fn assemble(
     nix::unistd::dup2_stdout(std::io::stderr())
         .map_err(|e| format!("redirecting stdout to stderr: {e}"))?;
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    super::sandbox::set_memory_limit(spec.limits.memory_bytes);
     std::fs::set_permissions(root, std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .map_err(|e| format!("setting the mode of {}: {e}", root.display()))?;
 
@@ -579,7 +580,7 @@ fn assemble(
             .unwrap_or(crate::recipe::DEFAULT_SCRIPT_TIMEOUT_SECS),
     );
     if scripts_present {
-        log(&super::sandbox::limits_line(timeout));
+        log(&super::sandbox::limits_line(&spec.limits, timeout));
     }
     for (i, script) in spec.provision.iter().enumerate() {
         let link = match &stack {
@@ -605,6 +606,7 @@ fn assemble(
                 network,
                 env: &spec.script_env,
                 timeout,
+                limits: &spec.limits,
             },
             &mut logger,
         );
@@ -625,6 +627,7 @@ fn assemble(
                 network: Network::Loopback,
                 env: &spec.script_env,
                 timeout,
+                limits: &spec.limits,
             },
             &mut logger,
         )?;

@@ -114,6 +114,17 @@ pub struct StageSpec {
     /// `None`: [`crate::recipe::DEFAULT_SCRIPT_TIMEOUT_SECS`].
     #[serde(default)]
     pub script_timeout_secs: Option<u64>,
+    /// The memory bound of the build and of each program in it, in bytes (`None`:
+    /// [`limits::DEFAULT_MEMORY_BYTES`]); see [`limits`].
+    #[serde(default)]
+    pub memory_max_bytes: Option<u64>,
+    /// The processes the whole build may have at once where a cgroup enforces it (`None`:
+    /// [`limits::BUILD_PIDS`]).
+    #[serde(default)]
+    pub pids_max: Option<u64>,
+    /// Set by the stage itself (callers leave the default): the limits as enforced.
+    #[serde(default)]
+    pub limits: limits::Applied,
 }
 
 impl StageSpec {
@@ -136,6 +147,9 @@ impl StageSpec {
             staging_tmpfs: None,
             script_env: Vec::new(),
             script_timeout_secs: None,
+            memory_max_bytes: None,
+            pids_max: None,
+            limits: limits::Applied::default(),
         }
     }
 }
@@ -149,6 +163,7 @@ pub mod doctor;
 pub mod idmap;
 pub mod install;
 pub mod invariants;
+pub mod limits;
 pub mod mounts;
 mod nested_userns;
 pub mod proc_masks;
@@ -371,14 +386,22 @@ impl StageBinary {
             }
         };
         let tar = matches!(spec.output, StageOutput::Tar);
+        // The build's cgroup, if it may have one; removed (dropped) after the child is gone.
+        let cgroup = limits::BuildCgroup::create(
+            spec.memory_max_bytes
+                .unwrap_or(limits::DEFAULT_MEMORY_BYTES),
+            spec.pids_max.unwrap_or(limits::BUILD_PIDS),
+        );
+        let mut child_spec = spec.clone();
+        child_spec.limits = cgroup.applied().clone();
         let task = child::ChildTask::Build {
-            spec: Box::new(spec.clone()),
+            spec: Box::new(child_spec),
             staging: staging.clone(),
             rest_gate_fd: rest_gate.as_ref().map(|fd| fd.as_raw_fd()),
         };
         let stdout = if tar { Stdio::piped() } else { Stdio::null() };
         let inherit: Vec<i32> = rest_gate.iter().map(|fd| fd.as_raw_fd()).collect();
-        let spawned = spawn::spawn_in_namespace(&self.exe, task, stdout, &inherit);
+        let spawned = spawn::spawn_joined(&self.exe, task, stdout, &inherit, Some(&cgroup));
         // The child has its own copy: the gate's writer must see it alone.
         drop(rest_gate);
         let released = match spawned {
@@ -416,6 +439,7 @@ impl StageBinary {
             .map_err(|e| StageError::io("waiting for the stage child", &staging, e))?;
         let interrupted = forwarding.interrupted_by();
         drop(forwarding);
+        drop(cgroup);
 
         let kept = spec.keep_staging.is_some();
         // A finished tar build's tree is ours to remove (see child.rs: the supervisor cannot

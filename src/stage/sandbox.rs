@@ -100,15 +100,25 @@ pub enum Network {
 pub const MAX_PROCESSES: u64 = 1024;
 
 /// The limits line of the build log: which limits apply and how they are enforced.
-pub fn limits_line(script_timeout: std::time::Duration) -> String {
+pub fn limits_line(limits: &super::limits::Applied, script_timeout: std::time::Duration) -> String {
     format!(
-        "limits: at most {MAX_PROCESSES} processes per program (RLIMIT_NPROC; no cgroup is \
-         used), /run {} MiB, /dev {} MiB (tmpfs sizes), {} s per recipe script \
-         ([provision] timeout)",
+        "limits: at most {MAX_PROCESSES} processes per program (RLIMIT_NPROC); {}; /run {} \
+         MiB, /dev {} MiB (tmpfs sizes); {} s per recipe script ([provision] timeout)",
+        limits.describe(),
         super::mounts::RUN_TMPFS_BYTES >> 20,
         super::mounts::DEV_TMPFS_BYTES >> 20,
         script_timeout.as_secs()
     )
+}
+
+/// The address space each program run in the image may map (`RLIMIT_AS`), in bytes.
+static PROGRAM_MEMORY: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(super::limits::DEFAULT_MEMORY_BYTES);
+
+/// Set the address-space limit of every program run from now on (the build's worker does,
+/// from its [`super::limits::Applied`]).
+pub fn set_memory_limit(bytes: u64) {
+    PROGRAM_MEMORY.store(bytes, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// How a program in the image ended, with its last lines of output.
@@ -297,11 +307,12 @@ where
     };
     let fds = handshake.child_fds();
     let masks = super::proc_masks::ProcMasks::new(root)?;
+    let memory = PROGRAM_MEMORY.load(std::sync::atomic::Ordering::Relaxed);
     let filters = super::syscall_filter::programs()?;
     // SAFETY: runs between fork and exec; it only makes async-signal-safe syscalls on strings
     // and structs prepared before the fork (or on the stack), and allocates nothing.
     unsafe {
-        cmd.pre_exec(move || enter(&root_c, &proc_c, &masks, filters, net, fds));
+        cmd.pre_exec(move || enter(&root_c, &proc_c, &masks, filters, net, memory, fds));
     }
     Ok(cmd)
 }
@@ -330,6 +341,7 @@ fn enter(
     masks: &super::proc_masks::ProcMasks,
     filters: &[seccompiler::BpfProgram; 2],
     net: NetSetup,
+    memory: u64,
     fds: super::nested_userns::ChildFds,
 ) -> io::Result<()> {
     // The caller's ends: closed here, so that a failed mapping reads as end of file below.
@@ -345,6 +357,12 @@ fn enter(
     // SAFETY: setrlimit(2) on a stack struct. Set before the nested user namespace exists, so
     // that its own limit (taken from its creator) is this one too.
     check(unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &nproc) })?;
+    let address_space = libc::rlimit {
+        rlim_cur: memory,
+        rlim_max: memory,
+    };
+    // SAFETY: setrlimit(2) on a stack struct.
+    check(unsafe { libc::setrlimit(libc::RLIMIT_AS, &address_space) })?;
     let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
     match net {
         NetSetup::Fresh => flags |= libc::CLONE_NEWNET,

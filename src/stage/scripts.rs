@@ -108,6 +108,8 @@ pub struct ScriptRun<'a> {
     pub env: &'a [(String, String)],
     /// Killed, with everything it started, after this long.
     pub timeout: std::time::Duration,
+    /// The build's limits, to name the one a failing script hit.
+    pub limits: &'a super::limits::Applied,
 }
 
 /// Run the host script `script` as the `index`th (1-based) script of `kind` in `root`.
@@ -163,6 +165,7 @@ fn run_copied(
     how: ScriptRun<'_>,
     log: &mut dyn FnMut(&str),
 ) -> Result<(), ScriptError> {
+    let before = how.limits.counters();
     let finished = sandbox::run_limited(
         root,
         "/bin/sh",
@@ -195,11 +198,14 @@ fn run_copied(
     if status.success() {
         return Ok(());
     }
-    let status = match (status.code(), status.signal()) {
+    let mut status = match (status.code(), status.signal()) {
         (Some(code), _) => format!("exited with status {code}"),
         (None, Some(sig)) => format!("was killed by {}", super::signals::signal_name(sig)),
         _ => status.to_string(),
     };
+    if let Some(limit) = how.limits.explain(before, &last_output) {
+        status = format!("{status}: {limit}");
+    }
     Err(ScriptError::Failed {
         kind: word,
         name: name.to_string(),

@@ -28,6 +28,18 @@ pub(crate) fn spawn_in_namespace(
     stdout: Stdio,
     inherit: &[i32],
 ) -> Result<Released, StageError> {
+    spawn_joined(exe, task, stdout, inherit, None)
+}
+
+/// [`spawn_in_namespace`], the child moved into `cgroup` before it is released (so that
+/// nothing it starts is outside it).
+pub(crate) fn spawn_joined(
+    exe: &Path,
+    task: ChildTask,
+    stdout: Stdio,
+    inherit: &[i32],
+    cgroup: Option<&super::limits::BuildCgroup>,
+) -> Result<Released, StageError> {
     let inherit: [i32; 1] = match inherit {
         [] => [-1],
         [fd] => [*fd],
@@ -103,6 +115,13 @@ pub(crate) fn spawn_in_namespace(
         let detail = child_failure(&mut child);
         return Err(StageError::Failed(format!(
             "the stage child could not enter its user namespace: {detail}"
+        )));
+    }
+    if let Some(Err(e)) = cgroup.map(|c| c.join(child.id() as i32)) {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(StageError::Preflight(format!(
+            "moving the stage child into its cgroup: {e}"
         )));
     }
     if let Err(e) = idmap::apply(child.id() as i32, &plan) {
