@@ -300,14 +300,7 @@ fn challenge_params(s: &str) -> Vec<(String, String)> {
 }
 
 fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    crate::net::percent_encode(s, b"")
 }
 
 impl Registry {

@@ -607,15 +607,7 @@ pub fn purl(p: &SbomPackage) -> String {
 }
 
 fn percent_encode(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::net::percent_encode(s, b"")
 }
 
 /// SPDX identifiers allow letters, digits, `.` and `-`.

@@ -85,6 +85,14 @@ fn start_registry_with(dir: &Path, htpasswd: bool) -> (String, PathBuf, Registry
     } else {
         String::new()
     };
+    let (port, guard) = serve_registry(dir, &auth);
+    (format!("127.0.0.1:{port}"), ca_pem, guard)
+}
+
+/// Start docker-registry on a free loopback port with TLS from `dir` (cert.pem, key.pem),
+/// storage under it and the config's `auth` section `auth` (empty: none); returns once it
+/// listens.
+fn serve_registry(dir: &Path, auth: &str) -> (u16, RegistryGuard) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -118,7 +126,7 @@ fn start_registry_with(dir: &Path, htpasswd: bool) -> (String, PathBuf, Registry
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    (format!("127.0.0.1:{port}"), ca_pem, guard)
+    (port, guard)
 }
 
 /// A small root filesystem tarball by GNU tar (owners 0, an xattr) and its OCI archive, via
@@ -642,43 +650,12 @@ fn push_follows_the_bearer_token_flow_of_a_real_registry_and_a_wrong_password_is
     ));
     let (realm, tokens) = start_token_server(chain, key, signer, signer_cert.der().to_vec());
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let config = dir.join("config.yml");
-    fs::write(
-        &config,
-        format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: 127.0.0.1:{port}\n  tls:\n    certificate: {}\n    key: {}\n\
-             auth:\n  token:\n    realm: {realm}\n    service: ingot-test-registry\n    \
-             issuer: ingot-test-issuer\n    rootcertbundle: {}\n",
-            dir.join("storage").display(),
-            dir.join("cert.pem").display(),
-            dir.join("key.pem").display(),
-            dir.join("token-ca.pem").display(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("docker-registry")
-        .arg("serve")
-        .arg(&config)
-        .stdout(fs::File::create(dir.join("registry.log")).unwrap())
-        .stderr(fs::File::create(dir.join("registry.err")).unwrap())
-        .spawn()
-        .expect("docker-registry must be installed (apt-get install docker-registry)");
-    let _registry = RegistryGuard(child);
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the registry did not listen within 20 s: {}",
-            fs::read_to_string(dir.join("registry.err")).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let auth = format!(
+        "auth:\n  token:\n    realm: {realm}\n    service: ingot-test-registry\n    \
+         issuer: ingot-test-issuer\n    rootcertbundle: {}\n",
+        dir.join("token-ca.pem").display(),
+    );
+    let (port, _registry) = serve_registry(dir, &auth);
     let registry_log = || fs::read_to_string(dir.join("registry.err")).unwrap_or_default();
     let (_, archive) = oci_archive(dir, "bearer", "bearer\n");
     let reference = format!("127.0.0.1:{port}/golden/mini:v1");

@@ -754,13 +754,18 @@ fn one_process_past_the_memory_bound_fails_the_script_naming_the_limit() {
     );
 }
 
-#[test]
-fn processes_together_past_the_builds_memory_cgroup_are_stopped_naming_the_limit() {
+/// Only real root gets a cgroup of its own: the cgroup tests fail, with the reason, elsewhere.
+fn assert_real_root_for_cgroups() {
     assert!(
         nix::unistd::geteuid().is_root(),
         "only real root gets a cgroup of its own (an ordinary user's build runs under rlimits): \
          run this test as root"
     );
+}
+
+#[test]
+fn processes_together_past_the_builds_memory_cgroup_are_stopped_naming_the_limit() {
+    assert_real_root_for_cgroups();
     // Three processes of 120 MiB each: every one within the per-process bound, all three
     // together past the build's 256 MiB.
     let err = limited_build_error(
@@ -786,11 +791,7 @@ fn processes_together_past_the_builds_memory_cgroup_are_stopped_naming_the_limit
 
 #[test]
 fn the_builds_process_cgroup_stops_a_fork_bomb_naming_the_limit() {
-    assert!(
-        nix::unistd::geteuid().is_root(),
-        "only real root gets a cgroup of its own (an ordinary user's build runs under rlimits): \
-         run this test as root"
-    );
+    assert_real_root_for_cgroups();
     // Under the per-program 1024, past the build's 200: the cgroup's refusal is what stops it.
     let err = limited_build_error(
         "n=0; while [ $n -lt 500 ]; do sleep 120 & n=$((n+1)); done 2>/dev/null\n",

@@ -46,15 +46,18 @@ cp -a "$(dirname "$RECIPE")/golden" "$S/recipes/" 2>/dev/null || true
 cp -a "$(dirname "$RECIPE")/../keyrings" "$S/" 2>/dev/null || true
 grep -q '^\[provision\]' "$R/recipe.toml" && { echo "the recipe has a [provision] of its own: extend the probe's set-up"; exit 1; }
 printf '\n[provision]\nscripts = ["probe.sh"]\n' >> "$R/recipe.toml"
-{
+probe_script() { # probe_script CHECKS...: the script's head, the probe carried inside it
   echo '#!/bin/sh'
   echo 'set -u'
   echo 'base64 -d > /tmp/sandbox-probe <<"B64"'
   base64 "$S/sandbox-probe"
   echo 'B64'
   echo 'chmod 0755 /tmp/sandbox-probe'
-  echo "/tmp/sandbox-probe '$S/host-files' $PORT all >&2; rc=\$?"
+  echo "/tmp/sandbox-probe '$S/host-files' $PORT $* >&2; rc=\$?"
   echo 'rm -f /tmp/sandbox-probe'
+}
+{
+  probe_script all
   # The archive by address: no network namespace route, no resolv.conf.
   echo "if python3 -c 'import socket; socket.create_connection((\"$ARCHIVE_IP\", 80), timeout=5)' 2>/dev/null; then echo 'ESCAPED tcp to the archive $ARCHIVE_IP' >&2; rc=1; else echo 'refused tcp to the archive $ARCHIVE_IP' >&2; fi"
   echo "if getent hosts $ARCHIVE_HOST >/dev/null 2>&1; then echo 'ESCAPED name resolution of $ARCHIVE_HOST' >&2; rc=1; else echo 'refused name resolution' >&2; fi"
@@ -101,14 +104,7 @@ cp -a "$R" "$N"
 sed -i 's/^scripts = \["probe.sh"\]$/scripts = ["probe.sh"]\nnetwork = true/' "$N/recipe.toml"
 grep -q '^network = true' "$N/recipe.toml" || { echo "could not set network = true in $N/recipe.toml"; exit 1; }
 {
-  echo '#!/bin/sh'
-  echo 'set -u'
-  echo 'base64 -d > /tmp/sandbox-probe <<"B64"'
-  base64 "$S/sandbox-probe"
-  echo 'B64'
-  echo 'chmod 0755 /tmp/sandbox-probe'
-  echo "/tmp/sandbox-probe '$S/host-files' $PORT tcp abstract:$ABSTRACT noget:10.0.2.2:$PORT noget:10.0.2.3:$PORT >&2; rc=\$?"
-  echo 'rm -f /tmp/sandbox-probe'
+  probe_script tcp "abstract:$ABSTRACT" "noget:10.0.2.2:$PORT" "noget:10.0.2.3:$PORT"
   echo "if python3 -c 'import urllib.request,sys; b=urllib.request.urlopen(\"$MIRROR/dists/$SUITE/InRelease\", timeout=30).read(); sys.exit(0 if b\"BEGIN PGP SIGNED MESSAGE\" in b else 1)' >&2; then echo 'downloaded $MIRROR/dists/$SUITE/InRelease through the provision network' >&2; else echo 'FAILED to download the archive with network = true' >&2; rc=1; fi"
   echo 'exit $rc'
 } > "$N/probe.sh"

@@ -330,17 +330,7 @@ pub enum Progress {
 
 /// `application/x-www-form-urlencoded`: every byte but the unreserved ones as `%XX`.
 fn form_urlencode(params: &[(&str, &str)]) -> String {
-    let encode = |s: &str| {
-        let mut out = String::new();
-        for b in s.bytes() {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                out.push(b as char);
-            } else {
-                out.push_str(&format!("%{b:02X}"));
-            }
-        }
-        out
-    };
+    let encode = |s: &str| crate::net::percent_encode(s, b"");
     params
         .iter()
         .map(|(k, v)| format!("{}={}", encode(k), encode(v)))
@@ -350,15 +340,7 @@ fn form_urlencode(params: &[(&str, &str)]) -> String {
 
 /// Percent-encode a path segment (UPIDs hold `:`, `@`, `!`, which may stay).
 fn path_escape(s: &str) -> String {
-    let mut out = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~:@!".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    crate::net::percent_encode(s, b":@!")
 }
 
 #[cfg(test)]
