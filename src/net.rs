@@ -478,6 +478,21 @@ pub fn join_url(base: &str, path: &str) -> String {
     )
 }
 
+/// `s` percent-encoded (RFC 3986): every byte but the unreserved ones (letters, digits,
+/// `-._~`) and those of `also_keep` as `%XX`. One encoder for purls, API forms and paths, and
+/// registry queries.
+pub fn percent_encode(s: &str, also_keep: &[u8]) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || also_keep.contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -527,19 +542,4 @@ mod tests {
         let err = t.call_with("http://127.0.0.1:9/x", false).unwrap_err();
         assert!(matches!(err, TransportError::Io { .. }), "{err}");
     }
-}
-
-/// `s` percent-encoded (RFC 3986): every byte but the unreserved ones (letters, digits,
-/// `-._~`) and those of `also_keep` as `%XX`. One encoder for purls, API forms and paths, and
-/// registry queries.
-pub fn percent_encode(s: &str, also_keep: &[u8]) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) || also_keep.contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
