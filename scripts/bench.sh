@@ -16,6 +16,10 @@
 #    the SSH host keys the contract deletes (host-keys) and registering the extracted
 #    Essential set instead of having dpkg unpack it again (double-unpack).
 #
+# 4. (BASELINE=PATH) Another ingot binary (an earlier commit's, say) built in the same rounds,
+#    alternating with this one: warm .debs and warm base, its own base cache entries (the key
+#    holds the binary's hash), and its ratio to this binary's same scenario.
+#
 # mmdebstrap runs twice a round: as it comes (its temporary tree in $TMPDIR, /tmp, here on
 # disk) and with TMPDIR on a tmpfs (/dev/shm), the like-for-like row for ingot's tmpfs staging.
 #
@@ -33,6 +37,7 @@ BENCH_USER=${BENCH_USER:-benchuser}
 BENCH_SUBIDS=${BENCH_SUBIDS:-600000-665535}
 ROUNDS=${ROUNDS:-3}
 LEVERS=${LEVERS:-0}
+BASELINE=${BASELINE:-}
 
 die() { echo "bench: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "run as root (the builds themselves run as $BENCH_USER)"
@@ -49,6 +54,10 @@ WORK=$(mktemp -d "$HOME_DIR/ingot-bench.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 # The user cannot read the source tree: give it copies.
 cp "$INGOT" "$WORK/ingot"
+if [ -n "$BASELINE" ]; then
+  [ -x "$BASELINE" ] || die "BASELINE=$BASELINE is not an executable"
+  cp "$BASELINE" "$WORK/ingot-baseline"
+fi
 cp -a keyrings "$WORK/"
 mkdir -p "$WORK/recipes" && cp -a "$RECIPE" "$WORK/recipes/r"
 # The golden policy the recipe extends (recipes/golden), beside it as in the repository.
@@ -116,8 +125,13 @@ ingot_build() { # NAME ROUND [ENV/OPTIONS…]: a build into a fresh out dir, its
   local envs=() opts=()
   for a in "$@"; do case $a in *=*) envs+=("$a");; *) opts+=("$a");; esac; done
   rm -rf "$WORK/out"
-  timed "$name" "$round" "env ${envs[*]} ./ingot -q build recipes/r --mirror '$MIRROR' --cache-dir cache --out out --next ${opts[*]}"
+  timed "$name" "$round" "env ${envs[*]} ${BIN:-./ingot} -q build recipes/r --mirror '$MIRROR' --cache-dir cache --out out --next ${opts[*]}"
   cp "$WORK"/out/*.manifest.json "$WORK/manifest-$name-$round.json"
+}
+baseline_pair() { # ROUND: the BASELINE binary's warm .debs and warm base builds
+  rm -rf "$WORK/cache/base"
+  BIN=./ingot-baseline ingot_build baseline-warm-debs "$1"
+  BIN=./ingot-baseline ingot_build baseline-warm-base "$1"
 }
 mkdir -p /dev/shm/ingot-bench-mm && chown "$BENCH_USER:" /dev/shm/ingot-bench-mm
 trap 'rm -rf "$WORK" "$KEYS" /dev/shm/ingot-bench-mm' EXIT
@@ -130,9 +144,12 @@ for round in $(seq 1 "$ROUNDS"); do
   timed mmdebstrap-tmpfs "$round" "env TMPDIR=/dev/shm/ingot-bench-mm bash mm.sh"
   rm -rf "$WORK/cache"
   ingot_build cold "$round"
+  # With a BASELINE the two binaries take turns going first (odd rounds: this one).
+  if [ -n "$BASELINE" ] && [ $((round % 2)) = 0 ]; then baseline_pair "$round"; fi
   rm -rf "$WORK/cache/base"
   ingot_build warm-debs "$round"
   ingot_build warm-base "$round"
+  if [ -n "$BASELINE" ] && [ $((round % 2)) = 1 ]; then baseline_pair "$round"; fi
   if [ "$LEVERS" = 1 ]; then
     ingot_build all-levers "$round" --no-base-cache
     ingot_build no-tmpfs "$round" --no-base-cache --staging disk
@@ -149,6 +166,7 @@ import json, glob, os, statistics as st, sys
 work = sys.argv[1]
 rows = [l.split('\t') for l in open(os.path.join(work, 'results.tsv')).read().splitlines()]
 names = ['mmdebstrap', 'mmdebstrap-tmpfs', 'cold', 'warm-debs', 'warm-base',
+         'baseline-warm-debs', 'baseline-warm-base',
          'all-levers', 'no-tmpfs', 'no-unsafe-io', 'no-deferred-triggers', 'no-host-key-skip',
          'no-single-unpack']
 names = [n for n in names if any(x[0] == n for x in rows)]
@@ -169,6 +187,11 @@ if 'all-levers' in med:
     print("levers (warm .debs, no base cache): what turning each one off costs")
     for n in names[names.index('all-levers') + 1:]:
         print(f"  {n:<22} {med[n][0]:6.1f} s  (+{med[n][0] - base:.1f} s over all levers on, {base:.1f} s)")
+for n in ('warm-debs', 'warm-base'):
+    if f'baseline-{n}' in med:
+        b = med[f'baseline-{n}']
+        print(f"this binary / BASELINE, {n}: wall {med[n][0] / b[0]:.3f}, cpu {med[n][1] / b[1]:.3f}, "
+              f"peak RSS {med[n][2] / b[2]:.3f}")
 print("ingot per-stage medians (s), from the manifests:")
 for n in [n for n in names if not n.startswith('mmdebstrap')]:
     per = {}

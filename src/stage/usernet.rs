@@ -16,8 +16,8 @@
 //!
 //! Both stacks give the script the same, fixed addresses (so nothing of the build host's own
 //! addresses can end up in the image): `eth0` with 10.0.2.100/24, gateway 10.0.2.2, DNS at
-//! 10.0.2.3 (forwarded to the host's first resolver, also when that is a loopback one such as
-//! systemd-resolved's 127.0.0.53), IPv4 only. The image's `/etc/resolv.conf` is a read-only
+//! 10.0.2.3 (forwarded to the host's first resolver; by pasta also when that is a loopback
+//! one such as systemd-resolved's 127.0.0.53), IPv4 only. The image's `/etc/resolv.conf` is a read-only
 //! `nameserver 10.0.2.3` while the provision scripts run.
 //!
 //! The namespace is handed to the stack as an inherited descriptor (`--netns
