@@ -48,13 +48,16 @@ impl Drop for RegistryGuard {
     }
 }
 
-/// A registry on 127.0.0.1 with TLS and htpasswd user `pusher`/`s3cret`: (host:port, CA PEM).
-fn start_registry(dir: &Path) -> (String, PathBuf, RegistryGuard) {
-    start_registry_with(dir, true)
+/// The registry's TLS: a private CA (`dir/ca.pem`) and a leaf for 127.0.0.1 signed by it
+/// (`dir/cert.pem` with the chain, `dir/key.pem`).
+struct RegistryTls {
+    ca_pem: PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    leaf: rcgen::Certificate,
+    leaf_key: rcgen::KeyPair,
 }
 
-/// The same, with htpasswd authentication or open to anyone (`htpasswd` false).
-fn start_registry_with(dir: &Path, htpasswd: bool) -> (String, PathBuf, RegistryGuard) {
+fn registry_tls(dir: &Path) -> RegistryTls {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -75,6 +78,22 @@ fn start_registry_with(dir: &Path, htpasswd: bool) -> (String, PathBuf, Registry
     fs::write(&ca_pem, ca.pem()).unwrap();
     fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem())).unwrap();
     fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    RegistryTls {
+        ca_pem,
+        ca,
+        leaf,
+        leaf_key,
+    }
+}
+
+/// A registry on 127.0.0.1 with TLS and htpasswd user `pusher`/`s3cret`: (host:port, CA PEM).
+fn start_registry(dir: &Path) -> (String, PathBuf, RegistryGuard) {
+    start_registry_with(dir, true)
+}
+
+/// The same, with htpasswd authentication or open to anyone (`htpasswd` false).
+fn start_registry_with(dir: &Path, htpasswd: bool) -> (String, PathBuf, RegistryGuard) {
+    let ca_pem = registry_tls(dir).ca_pem;
     let auth = if htpasswd {
         let file = run(Command::new("htpasswd").args(["-Bbn", "pusher", "s3cret"]));
         fs::write(dir.join("htpasswd"), &file.stdout).unwrap();
@@ -601,26 +620,12 @@ fn push_follows_the_bearer_token_flow_of_a_real_registry_and_a_wrong_password_is
     fs::create_dir_all(&home).unwrap();
 
     // TLS for the registry and the token server: one private CA.
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "ingot test registry CA");
-    ca_params.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let ca_pem = dir.join("ca.pem");
-    fs::write(&ca_pem, ca.pem()).unwrap();
-    fs::write(dir.join("cert.pem"), format!("{}{}", leaf.pem(), ca.pem())).unwrap();
-    fs::write(dir.join("key.pem"), leaf_key.serialize_pem()).unwrap();
+    let RegistryTls {
+        ca_pem,
+        ca,
+        leaf,
+        leaf_key,
+    } = registry_tls(dir);
 
     // The token issuer: its own CA (the registry's rootcertbundle) and a signing certificate
     // that the tokens carry in `x5c`; distribution wants digitalSignature on it.
