@@ -754,21 +754,32 @@ fn one_process_past_the_memory_bound_fails_the_script_naming_the_limit() {
     );
 }
 
-/// Only real root gets a cgroup of its own: the cgroup tests fail, with the reason, elsewhere.
-fn assert_real_root_for_cgroups() {
+/// A real-root build of `script` under the cgroup limits given must fail naming the script
+/// and `limit`, and leave no cgroup behind. Only real root gets a cgroup of its own: elsewhere
+/// this fails, with the reason.
+fn assert_stopped_by_the_cgroup(script: &str, memory: Option<u64>, pids: Option<u64>, limit: &str) {
     assert!(
         nix::unistd::geteuid().is_root(),
         "only real root gets a cgroup of its own (an ordinary user's build runs under rlimits): \
          run this test as root"
     );
+    let err = limited_build_error(script, memory, pids);
+    assert!(
+        err.contains("provision script provision.sh") && err.contains(limit),
+        "{err}"
+    );
+    assert_eq!(
+        build_cgroups(),
+        Vec::<PathBuf>::new(),
+        "cgroups left behind"
+    );
 }
 
 #[test]
 fn processes_together_past_the_builds_memory_cgroup_are_stopped_naming_the_limit() {
-    assert_real_root_for_cgroups();
     // Three processes of 120 MiB each: every one within the per-process bound, all three
     // together past the build's 256 MiB.
-    let err = limited_build_error(
+    assert_stopped_by_the_cgroup(
         "set -e\n\
          dd if=/dev/zero of=/dev/null bs=120M count=200 & a=$!\n\
          dd if=/dev/zero of=/dev/null bs=120M count=200 & b=$!\n\
@@ -776,37 +787,18 @@ fn processes_together_past_the_builds_memory_cgroup_are_stopped_naming_the_limit
          wait $a; wait $b; wait $c\n",
         Some(256 << 20),
         None,
-    );
-    assert!(
-        err.contains("provision script provision.sh")
-            && err.contains("stopped by the build's memory limit of 256 MiB (cgroup v"),
-        "{err}"
-    );
-    assert_eq!(
-        build_cgroups(),
-        Vec::<PathBuf>::new(),
-        "cgroups left behind"
+        "stopped by the build's memory limit of 256 MiB (cgroup v",
     );
 }
 
 #[test]
 fn the_builds_process_cgroup_stops_a_fork_bomb_naming_the_limit() {
-    assert_real_root_for_cgroups();
     // Under the per-program 1024, past the build's 200: the cgroup's refusal is what stops it.
-    let err = limited_build_error(
+    assert_stopped_by_the_cgroup(
         "n=0; while [ $n -lt 500 ]; do sleep 120 & n=$((n+1)); done 2>/dev/null\n",
         None,
         Some(200),
-    );
-    assert!(
-        err.contains("provision script provision.sh")
-            && err.contains("the build's limit of 200 processes was reached (cgroup v"),
-        "{err}"
-    );
-    assert_eq!(
-        build_cgroups(),
-        Vec::<PathBuf>::new(),
-        "cgroups left behind"
+        "the build's limit of 200 processes was reached (cgroup v",
     );
 }
 
