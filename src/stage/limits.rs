@@ -26,7 +26,7 @@ pub const DEFAULT_MEMORY_BYTES: u64 = 8 << 30;
 pub const BUILD_PIDS: u64 = 4096;
 
 /// How the limits are enforced for one build.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Enforcement {
     /// A cgroup v2 directory of the build's own.
     CgroupV2 {
@@ -40,9 +40,11 @@ pub enum Enforcement {
         /// In the `memory` hierarchy.
         memory: PathBuf,
     },
-    /// No cgroup (the reason); rlimits only.
-    #[default]
-    Rlimits,
+    /// No cgroup; rlimits only.
+    Rlimits {
+        /// Why there is no cgroup.
+        why: String,
+    },
 }
 
 /// The limits one build runs under, as the stage child learns them.
@@ -50,8 +52,6 @@ pub enum Enforcement {
 pub struct Applied {
     /// How.
     pub enforcement: Enforcement,
-    /// Why there is no cgroup (with [`Enforcement::Rlimits`]).
-    pub why_no_cgroup: String,
     /// The memory bound in bytes.
     pub memory_bytes: u64,
     /// The build's process bound (with a cgroup).
@@ -61,8 +61,9 @@ pub struct Applied {
 impl Default for Applied {
     fn default() -> Applied {
         Applied {
-            enforcement: Enforcement::Rlimits,
-            why_no_cgroup: "not set up".into(),
+            enforcement: Enforcement::Rlimits {
+                why: "not set up".into(),
+            },
             memory_bytes: DEFAULT_MEMORY_BYTES,
             pids: BUILD_PIDS,
         }
@@ -93,10 +94,9 @@ impl Applied {
                 pids.display(),
                 memory.display()
             ),
-            Enforcement::Rlimits => format!(
-                "rlimits only (no cgroup: {}): per program RLIMIT_AS {mib} MiB",
-                self.why_no_cgroup
-            ),
+            Enforcement::Rlimits { why } => {
+                format!("rlimits only (no cgroup: {why}): per program RLIMIT_AS {mib} MiB")
+            }
         }
     }
 
@@ -111,7 +111,7 @@ impl Applied {
                 oom_kills: keyed(&memory.join("memory.oom_control"), "oom_kill"),
                 pids_refused: keyed(&pids.join("pids.events"), "max"),
             },
-            Enforcement::Rlimits => Counters::default(),
+            Enforcement::Rlimits { .. } => Counters::default(),
         }
     }
 
@@ -154,7 +154,7 @@ impl Applied {
         match self.enforcement {
             Enforcement::CgroupV2 { .. } => "cgroup v2",
             Enforcement::CgroupV1 { .. } => "cgroup v1",
-            Enforcement::Rlimits => "rlimits",
+            Enforcement::Rlimits { .. } => "rlimits",
         }
     }
 }
@@ -193,8 +193,7 @@ impl BuildCgroup {
         );
         let mut made = BuildCgroup {
             applied: Applied {
-                enforcement: Enforcement::Rlimits,
-                why_no_cgroup: String::new(),
+                enforcement: Enforcement::Rlimits { why: String::new() },
                 memory_bytes,
                 pids,
             },
@@ -211,7 +210,7 @@ impl BuildCgroup {
             Ok(enforcement) => made.applied.enforcement = enforcement,
             Err(why) => {
                 made.remove();
-                made.applied.why_no_cgroup = why;
+                made.applied.enforcement = Enforcement::Rlimits { why };
             }
         }
         made
@@ -335,7 +334,6 @@ mod tests {
                 pids: dir.path().into(),
                 memory: dir.path().into(),
             },
-            why_no_cgroup: String::new(),
             memory_bytes: 1 << 30,
             pids: 4096,
         };
