@@ -354,23 +354,24 @@ fn build_recorded(
         .transpose()?;
     if b.format == OutputFormat::Tar {
         output_is_writable(&b.out)?;
-        // An exact version that is taken is refused before anything is fetched (the claim
-        // checks again under the directory's lock).
-        if let Some(n) = b.version {
-            let recipe = o.load_recipe()?;
-            crate::artifact::check_version_free(&b.out, &recipe.image.name, n)?;
-        }
-        // An OCI archive that cannot be made (xz, an unknown architecture) is refused first.
-        let recipe = o.load_recipe()?;
-        if b.oci || recipe.image.oci {
-            crate::oci::check_possible(b.compression, &recipe.source.architecture)
-                .map_err(|e| BuildError::Oci(e.to_string()))?;
-        }
     } else if b.oci {
         return Err(BuildError::Oci(
             "--oci publishes an OCI archive beside a tarball: it needs --format tar".into(),
         )
         .into());
+    }
+    let recipe = o.load_recipe()?;
+    if b.format == OutputFormat::Tar {
+        // An exact version that is taken is refused before anything is fetched (the claim
+        // checks again under the directory's lock).
+        if let Some(n) = b.version {
+            crate::artifact::check_version_free(&b.out, &recipe.image.name, n)?;
+        }
+        // An OCI archive that cannot be made (xz, an unknown architecture) is refused first.
+        if b.oci || recipe.image.oci {
+            crate::oci::check_possible(b.compression, &recipe.source.architecture)
+                .map_err(|e| BuildError::Oci(e.to_string()))?;
+        }
     }
     let persistent_tree = StageOutput::Dir(PathBuf::new());
     let staged_output = match b.format {
@@ -380,7 +381,6 @@ fn build_recorded(
     stage::staging::check(b.staging, staged_output, b.keep_staging.is_some())?;
     // A recipe that asks for the network needs a stack on this host: refused before anything
     // is fetched.
-    let recipe = o.load_recipe()?;
     if recipe.provision_network && !recipe.provision.is_empty() {
         stage::usernet::Helper::find(b.network_stack).map_err(BuildError::NetworkStack)?;
     }
