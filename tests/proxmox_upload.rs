@@ -1152,12 +1152,7 @@ fn a_verified_image_is_uploaded_byte_identical_and_its_task_polled_to_ok() {
         pve.with(|s| (s.upload_requests, s.auth_seen, s.requests.clone()));
     assert_eq!(uploads, 1);
     assert!(auth);
-    let polls = requests.iter().filter(|r| r.ends_with("/status")).count();
-    assert_eq!(polls, 3, "running, running, stopped: {requests:?}");
-    // The list came before the upload.
-    let list = requests.iter().position(|r| r.contains("content=vztmpl"));
-    let post = requests.iter().position(|r| r.starts_with("POST"));
-    assert!(list < post, "{requests:?}");
+    assert_listed_then_posted_then_polled(&requests);
 }
 
 #[test]
@@ -1795,6 +1790,12 @@ fn from_url_sends_exactly_the_named_parameters_and_the_node_downloads_and_checks
             .contains(":download:")
     );
     let requests = pve.with(|s| s.requests.clone());
+    assert_listed_then_posted_then_polled(&requests);
+}
+
+/// The stand-in saw the template list before the `POST`, then the task polled three times
+/// (running, running, stopped).
+fn assert_listed_then_posted_then_polled(requests: &[String]) {
     let polls = requests.iter().filter(|r| r.ends_with("/status")).count();
     assert_eq!(polls, 3, "running, running, stopped: {requests:?}");
     let list = requests.iter().position(|r| r.contains("content=vztmpl"));
